@@ -1,0 +1,35 @@
+/* Every kernel of fastopt, instantiated for float and double.  CMake compiles this one file once
+ * per SIMD level (FO_ISA = baseline, avx2, avx512, neon) with that level's compiler flags and
+ * without floating-point contraction, so every level computes the same bits; the result is one
+ * table of span functions per level, named fo_table_<level>. */
+#include <math.h>
+
+#include "fastopt_internal.h"
+
+#ifndef FO_ISA
+#error "compile with -DFO_ISA=<level>"
+#endif
+#define FO_STR_(x) #x
+#define FO_STR(x) FO_STR_(x)
+
+#define T float
+#define FO_FN(name) FO_CAT(name, _f32)
+#define FO_SQRT sqrtf
+#include "dispatch/spans.h"
+#undef T
+#undef FO_FN
+#undef FO_SQRT
+
+#define T double
+#define FO_FN(name) FO_CAT(name, _f64)
+#define FO_SQRT sqrt
+#include "dispatch/spans.h"
+#undef T
+#undef FO_FN
+#undef FO_SQRT
+
+const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
+    .isa = FO_STR(FO_ISA),
+    .sgd = {sgd_span_f32, sgd_span_f64},
+    .adam = {adam_span_f32, adam_span_f64},
+};

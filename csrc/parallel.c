@@ -1,0 +1,86 @@
+/* Threading over the concatenated element range of a tensor list: thread i of n takes elements
+ * [i*total/n, (i+1)*total/n), whatever tensors they fall in, so a list of many small tensors
+ * balances as well as one large tensor.  Each element is computed by exactly one thread with the
+ * same code, so results do not depend on the thread count. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#ifdef FO_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "fastopt_internal.h"
+
+/* Below this many elements per thread, waking a thread costs more than it saves. */
+#define FO_MIN_PER_THREAD ((size_t)1 << 15)
+/* Thread boundaries fall on multiples of this many elements: whole cache lines, no sharing. */
+#define FO_GRAIN ((size_t)64)
+
+static atomic_int num_threads; /* 0 until first asked */
+
+static int default_threads(void)
+{
+    const char *env = getenv("FASTOPT_NUM_THREADS");
+    int n = env ? atoi(env) : 0;
+    if (n >= 1) return n;
+#ifdef FO_HAVE_OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+int fastopt_get_num_threads(void)
+{
+    int n = atomic_load(&num_threads);
+    if (n == 0) {
+        n = default_threads();
+        atomic_store(&num_threads, n);
+    }
+    return n;
+}
+
+fastopt_status fastopt_set_num_threads(int n)
+{
+    if (n < 1) return fo_fail(FASTOPT_ERR_ARGUMENT, "the number of threads must be >= 1, got %d", n);
+    atomic_store(&num_threads, n);
+    return FASTOPT_OK;
+}
+
+/* Start of part i of `parts` equal parts of [0, total), rounded down to the grain. */
+size_t fo_part_begin(size_t total, size_t parts, size_t i)
+{
+    if (i >= parts) return total;
+    /* total * i / parts without overflowing size_t */
+    size_t begin = (total / parts) * i + (total % parts) * i / parts;
+    return begin / FO_GRAIN * FO_GRAIN;
+}
+
+static void run_range(const fo_call *call, fo_span_fn fn, size_t lo, size_t hi)
+{
+    size_t offset = 0;
+    for (size_t t = 0; t < call->n_tensors && offset < hi; t++) {
+        size_t n = call->numel[t];
+        size_t begin = lo > offset ? lo - offset : 0;
+        size_t end = hi - offset < n ? hi - offset : n;
+        if (begin < end) fn(call, t, begin, end);
+        offset += n;
+    }
+}
+
+void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
+{
+    size_t threads = (size_t)fastopt_get_num_threads();
+    size_t useful = total / FO_MIN_PER_THREAD;
+    if (threads > useful) threads = useful;
+#ifdef FO_HAVE_OPENMP
+    if (threads > 1) {
+#pragma omp parallel num_threads((int)threads)
+        {
+            size_t parts = (size_t)omp_get_num_threads(), i = (size_t)omp_get_thread_num();
+            run_range(call, fn, fo_part_begin(total, parts, i), fo_part_begin(total, parts, i + 1));
+        }
+        return;
+    }
+#endif
+    run_range(call, fn, 0, total);
+}

@@ -1,0 +1,98 @@
+"""Turns the array arguments of a call into what the C API takes, checking what C cannot see.
+
+C checks pointers, alignment, overlap and hyper-parameters itself (and names the argument); here we
+check types, dtypes, shapes, contiguity and writability, which only the Python objects carry.
+Everything is checked before anything is written.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+from fastopt._native import ffi, lib
+
+C_DTYPES = {np.dtype(np.float32): lib.FASTOPT_FLOAT32, np.dtype(np.float64): lib.FASTOPT_FLOAT64}
+_from_buffer = ffi.from_buffer
+
+
+def as_list(fn: str, name: str, value) -> tuple:
+    """One array, or a list/tuple of arrays, as a non-empty sequence."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"fastopt.{fn}: {name} is an empty list")
+        return value
+    if value is None:
+        raise TypeError(f"fastopt.{fn}: {name} is None; an array or a list of arrays is required")
+    return (value,)
+
+
+def _problem(a, dtype, shape, written: bool):
+    """(exception type, what is wrong) with `a` as an array of this dtype (and shape, unless None)."""
+    if not isinstance(a, np.ndarray):
+        return TypeError, f"must be a numpy.ndarray, got {type(a).__name__}"
+    if a.dtype != dtype:
+        return TypeError, f"has dtype {a.dtype}, expected {dtype} (the dtype of params)"
+    if shape is not None and a.shape != shape:
+        return ValueError, f"has shape {a.shape}, expected {shape} (the shape of its params entry)"
+    flags = a.flags
+    if not flags.c_contiguous:
+        return ValueError, "is not C-contiguous"
+    if not flags.aligned:
+        return ValueError, "is not aligned to its element size"
+    if written and not flags.writeable:
+        return ValueError, "is read-only"
+    return None
+
+
+def gather(fn: str, roles):
+    """Validates a call's arrays and returns (dtype code, numel list, one pointer list per role).
+
+    roles: (name, array or list of arrays, written) triples; the first is params, which sets the
+    list length, the dtype and the shape that every other role's entries must match.
+    """
+    params = as_list(fn, roles[0][0], roles[0][1])
+    n = len(params)
+    dtype = getattr(params[0], "dtype", None)
+    if dtype not in C_DTYPES:
+        where = "params[0]" if params is roles[0][1] else "params"
+        if not isinstance(params[0], np.ndarray):
+            raise TypeError(f"fastopt.{fn}: {where} must be a numpy.ndarray, got {type(params[0]).__name__}")
+        raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: float32, float64")
+    pointers = []
+    for r, (name, value, written) in enumerate(roles):
+        arrays = as_list(fn, name, value)
+        if len(arrays) != n:
+            raise ValueError(f"fastopt.{fn}: {name} has {len(arrays)} arrays, params has {n}")
+        for i, a in enumerate(arrays):
+            bad = _problem(a, dtype, None if r == 0 else params[i].shape, written)
+            if bad:
+                where = f"{name}[{i}]" if arrays is value else name
+                raise bad[0](f"fastopt.{fn}: {where} {bad[1]}")
+        pointers.append([_from_buffer(a, require_writable=written) for a in arrays])
+    return C_DTYPES[dtype], [p.size for p in params], pointers
+
+
+def real(fn: str, name: str, value) -> float:
+    """A real-valued hyper-parameter (int, float or NumPy scalar; not bool)."""
+    if type(value) is float or type(value) is int:
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    raise TypeError(f"fastopt.{fn}: {name} must be a real number, got {type(value).__name__}")
+
+
+def integer(fn: str, name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"fastopt.{fn}: {name} must be an integer, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"fastopt.{fn}: {name} must be an integer, got {type(value).__name__}") from None
+
+
+def pair(fn: str, name: str, value) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"fastopt.{fn}: {name} must be a pair of real numbers, got {value!r}")
+    return real(fn, f"{name}[0]", value[0]), real(fn, f"{name}[1]", value[1])
