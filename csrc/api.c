@@ -199,7 +199,7 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
         .one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
         .eps = o->eps, .weight_decay = o->weight_decay, .decay = 1.0 - o->lr * o->weight_decay,
         .grad_sign = o->maximize ? -1.0 : 1.0, .step_size = o->lr / bias_correction1,
-        .bias_correction2_sqrt = pow(bias_correction2, 0.5), .amsgrad = !!o->amsgrad, .wd_mode = wd_mode,
+        .inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5), .amsgrad = !!o->amsgrad, .wd_mode = wd_mode,
     };
     fo_call call = {n_tensors, numel, {params, (void *const *)grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, &k};
     fo_parallel_for(&call, total, fo_kernels()->adam[d]);

@@ -31,7 +31,7 @@ enum { FO_WD_NONE, FO_WD_COUPLED, FO_WD_DECOUPLED };
 typedef struct fo_adam_consts {
     double one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, grad_sign;
     double step_size;       /* lr / (1 - beta1^t) */
-    double bias_correction2_sqrt;
+    double inv_bias_correction2_sqrt; /* 1 / sqrt(1 - beta2^t) */
     int amsgrad, wd_mode;
 } fo_adam_consts;
 

@@ -117,7 +117,7 @@ FASTOPT_API fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, co
  *   AdamW: p = p * (1 - lr * weight_decay)
  *   m = m + (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
  *   if amsgrad: vmax = max(vmax, v); v_hat = vmax  else v_hat = v
- *   p = p - (lr / (1 - beta1^t)) * m / (sqrt(v_hat) / sqrt(1 - beta2^t) + eps)
+ *   p = p - (lr / (1 - beta1^t)) * m / (sqrt(v_hat) * (1 / sqrt(1 - beta2^t)) + eps)
  */
 FASTOPT_API fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
                                         void *const *params, const void *const *grads,

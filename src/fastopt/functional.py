@@ -55,15 +55,21 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
         roles.append(("momentum_buffers", momentum_buffers, True))
     dtype, numel, ptrs = gather(fn, roles)
     buffers = ptrs[2] if len(ptrs) > 2 else ffi.NULL
-    check(lib.fastopt_sgd(dtype, len(numel), numel, ptrs[0], ptrs[1], buffers, o), fn)
+    status = lib.fastopt_sgd(dtype, len(numel), numel, ptrs[0], ptrs[1], buffers, o)
+    if status:
+        check(status, fn)
 
 
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
           amsgrad, max_exp_avg_sqs, maximize):
-    beta1, beta2 = pair(fn, "betas", betas)
+    # type() tests first: a small step costs a few microseconds, and most of it is here
+    if type(betas) is not tuple or len(betas) != 2 or type(betas[0]) is not float or type(betas[1]) is not float:
+        betas = pair(fn, "betas", betas)
     o = ffi.new("fastopt_adam_options *", [
-        real(fn, "lr", lr), beta1, beta2, real(fn, "eps", eps), real(fn, "weight_decay", weight_decay),
-        integer(fn, "step", step), bool(amsgrad), bool(maximize), decoupled])
+        lr if type(lr) is float else real(fn, "lr", lr), betas[0], betas[1],
+        eps if type(eps) is float else real(fn, "eps", eps),
+        weight_decay if type(weight_decay) is float else real(fn, "weight_decay", weight_decay),
+        step if type(step) is int else integer(fn, "step", step), bool(amsgrad), bool(maximize), decoupled])
     roles = [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
              ("exp_avg_sqs", exp_avg_sqs, True)]
     if amsgrad:
@@ -72,7 +78,9 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
         roles.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
     dtype, numel, ptrs = gather(fn, roles)
     maxes = ptrs[4] if amsgrad else ffi.NULL
-    check(lib.fastopt_adam(dtype, len(numel), numel, ptrs[0], ptrs[1], ptrs[2], ptrs[3], maxes, o), fn)
+    status = lib.fastopt_adam(dtype, len(numel), numel, ptrs[0], ptrs[1], ptrs[2], ptrs[3], maxes, o)
+    if status:
+        check(status, fn)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,

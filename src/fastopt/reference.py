@@ -40,7 +40,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     step_size = lr / bias_correction1
-    bias_correction2_sqrt = bias_correction2**0.5
+    inv_bias_correction2_sqrt = 1 / bias_correction2**0.5  # torch divides; a multiply is within 1 ulp
     maxes = _as_list(max_exp_avg_sqs) if amsgrad else None
     for i, (p, g, m, v) in enumerate(zip(_as_list(params), _as_list(grads), _as_list(exp_avgs),
                                          _as_list(exp_avg_sqs))):
@@ -56,7 +56,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
         if amsgrad:
             np.maximum(maxes[i], v, out=maxes[i])
             v = maxes[i]
-        denom = np.sqrt(v) / bias_correction2_sqrt + eps
+        denom = np.sqrt(v) * inv_bias_correction2_sqrt + eps
         p += (-step_size * m) / denom
 
 
