@@ -11,9 +11,11 @@
 #endif
 #define FO_STR_(x) #x
 #define FO_STR(x) FO_STR_(x)
+/* adam_span + f32 -> adam_span_f32_avx2: one name per function, type and level (for profiles) */
+#define FO_NAME(name, type) FO_CAT(FO_CAT(name, type), FO_CAT(_, FO_ISA))
 
 #define T float
-#define FO_FN(name) FO_CAT(name, _f32)
+#define FO_FN(name) FO_NAME(name, _f32)
 #define FO_SQRT sqrtf
 #include "dispatch/spans.h"
 #undef T
@@ -21,7 +23,7 @@
 #undef FO_SQRT
 
 #define T double
-#define FO_FN(name) FO_CAT(name, _f64)
+#define FO_FN(name) FO_NAME(name, _f64)
 #define FO_SQRT sqrt
 #include "dispatch/spans.h"
 #undef T
@@ -30,6 +32,6 @@
 
 const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
     .isa = FO_STR(FO_ISA),
-    .sgd = {sgd_span_f32, sgd_span_f64},
-    .adam = {adam_span_f32, adam_span_f64},
+    .sgd = {FO_NAME(sgd_span, _f32), FO_NAME(sgd_span, _f64)},
+    .adam = {FO_NAME(adam_span, _f32), FO_NAME(adam_span, _f64)},
 };

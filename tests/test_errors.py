@@ -1,0 +1,105 @@
+"""Bad input: each case raises a TypeError/ValueError naming the argument, and writes nothing."""
+import numpy as np
+import pytest
+
+import fastopt
+
+
+def adam_args(n=16, dtype=np.float32, k=None):
+    """Fresh params, grads, exp_avgs, exp_avg_sqs (or lists of k of each)."""
+    rng = np.random.default_rng(0)
+    make = lambda: rng.standard_normal(n).astype(dtype)
+    if k is None:
+        return [make(), make(), make(), np.abs(make())]
+    return [[make() for _ in range(k)] for _ in range(4)]
+
+
+def read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+def unaligned(n=16):
+    raw = np.zeros(n * 4 + 1, np.uint8)
+    return raw[1:].view(np.float32)
+
+
+def overlapping_views():
+    buf = np.zeros(32, np.float32)
+    p, g, _, _ = adam_args()
+    return [p, g, buf[0:16], buf[8:24]]
+
+
+def case(fn, args, kwargs=None):
+    return (fn, args, kwargs or {})
+
+
+A = fastopt.adam
+CASES = {
+    # (function, positional arrays, keywords): exception, words the message must contain
+    "params int32": (case(A, [np.zeros(16, np.int32), *adam_args()[1:]], {"step": 1}), TypeError, "params has dtype int32"),
+    "grads other dtype": (case(A, [adam_args()[0], np.zeros(16), *adam_args()[2:]], {"step": 1}), TypeError, "grads has dtype float64"),
+    "shape mismatch": (case(A, [*adam_args()[:2], np.zeros(15, np.float32), adam_args()[3]], {"step": 1}), ValueError, "exp_avgs has shape (15,)"),
+    "2-d shape mismatch": (case(A, [np.zeros((4, 4), np.float32), *adam_args()[1:]], {"step": 1}), ValueError, "grads has shape (16,)"),
+    "non-contiguous": (case(A, [adam_args()[0], np.zeros(32, np.float32)[::2], *adam_args()[2:]], {"step": 1}), ValueError, "grads is not C-contiguous"),
+    "negative stride": (case(A, [np.zeros(16, np.float32)[::-1], *adam_args()[1:]], {"step": 1}), ValueError, "params is not C-contiguous"),
+    "read-only state": (case(A, [*adam_args()[:3], read_only(np.zeros(16, np.float32))], {"step": 1}), ValueError, "exp_avg_sqs is read-only"),
+    "read-only params": (case(A, [read_only(np.zeros(16, np.float32)), *adam_args()[1:]], {"step": 1}), ValueError, "params is read-only"),
+    "unaligned": (case(A, [*adam_args()[:2], unaligned(), adam_args()[3]], {"step": 1}), ValueError, "exp_avgs is not aligned"),
+    "same array twice": (case(A, (lambda a: [a[0], a[1], a[0], a[3]])(adam_args()), {"step": 1}), ValueError, "overlap"),
+    "overlapping views": (case(A, overlapping_views(), {"step": 1}), ValueError, "exp_avgs[0] and exp_avg_sqs[0] overlap"),
+    "grad aliases state": (case(A, (lambda a: [a[0], a[2], a[2], a[3]])(adam_args()), {"step": 1}), ValueError, "overlap"),
+    "same param twice in a list": (case(A, (lambda a: [[a[0][0], a[0][0]], *a[1:]])(adam_args(k=2)), {"step": 1}), ValueError, "params[0] and params[1] overlap"),
+    "list lengths differ": (case(A, (lambda a: [a[0], a[1][:1], a[2], a[3]])(adam_args(k=2)), {"step": 1}), ValueError, "grads has 1 arrays, params has 2"),
+    "bad entry in a list": (case(A, (lambda a: [a[0], [a[1][0], np.zeros(16)], a[2], a[3]])(adam_args(k=2)), {"step": 1}), TypeError, "grads[1] has dtype float64"),
+    "empty list": (case(A, [[], [], [], []], {"step": 1}), ValueError, "params is an empty list"),
+    "None grads": (case(A, [adam_args()[0], None, *adam_args()[2:]], {"step": 1}), TypeError, "grads is None"),
+    "python floats": (case(A, [[1.0, 2.0], [1.0, 2.0], [0.0, 0.0], [0.0, 0.0]], {"step": 1}), TypeError, "params[0] must be a numpy.ndarray"),
+    "negative lr": (case(A, adam_args(), {"step": 1, "lr": -1.0}), ValueError, "lr must be a finite number >= 0"),
+    "nan lr": (case(A, adam_args(), {"step": 1, "lr": float("nan")}), ValueError, "lr must be"),
+    "inf lr": (case(A, adam_args(), {"step": 1, "lr": float("inf")}), ValueError, "lr must be"),
+    "beta1 = 1": (case(A, adam_args(), {"step": 1, "betas": (1.0, 0.999)}), ValueError, "betas[0] must be in [0, 1)"),
+    "beta2 < 0": (case(A, adam_args(), {"step": 1, "betas": (0.9, -0.1)}), ValueError, "betas[1] must be in [0, 1)"),
+    "eps = 0": (case(A, adam_args(), {"step": 1, "eps": 0.0}), ValueError, "eps must be a finite number > 0"),
+    "negative weight_decay": (case(A, adam_args(), {"step": 1, "weight_decay": -0.1}), ValueError, "weight_decay must be"),
+    "step 0": (case(A, adam_args(), {"step": 0}), ValueError, "step must be >= 1"),
+    "float step": (case(A, adam_args(), {"step": 1.5}), TypeError, "step must be an integer"),
+    "string lr": (case(A, adam_args(), {"step": 1, "lr": "0.1"}), TypeError, "lr must be a real number"),
+    "betas not a pair": (case(A, adam_args(), {"step": 1, "betas": 0.9}), TypeError, "betas must be a pair"),
+    "amsgrad without max": (case(A, adam_args(), {"step": 1, "amsgrad": True}), ValueError, "max_exp_avg_sqs is required"),
+    "adamw negative lr": (case(fastopt.adamw, adam_args(), {"step": 1, "lr": -1e-3}), ValueError, "fastopt.adamw: lr"),
+    "sgd without buffers": (case(fastopt.sgd, adam_args()[:2], {"lr": 0.1, "momentum": 0.9}), ValueError, "momentum_buffers is required"),
+    "sgd nesterov dampening": (case(fastopt.sgd, adam_args()[:3], {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}), ValueError, "nesterov requires"),
+    "sgd nesterov no momentum": (case(fastopt.sgd, adam_args()[:2], {"lr": 0.1, "nesterov": True}), ValueError, "nesterov requires"),
+    "sgd negative momentum": (case(fastopt.sgd, adam_args()[:3], {"lr": 0.1, "momentum": -0.5}), ValueError, "momentum must be"),
+    "sgd lr missing": (case(fastopt.sgd, adam_args()[:2], {}), TypeError, "lr"),
+    "sgd buffer is param": (case(fastopt.sgd, (lambda a: [a[0], a[1], a[0]])(adam_args()), {"lr": 0.1, "momentum": 0.9}), ValueError, "overlap"),
+}
+
+
+def snapshot(x):
+    if isinstance(x, np.ndarray):
+        return x.tobytes()
+    if isinstance(x, (list, tuple)):
+        return [snapshot(a) for a in x]
+    return x
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_raises_and_writes_nothing(name):
+    (fn, args, kwargs), error, words = CASES[name]
+    before = snapshot(args)
+    with pytest.raises(error) as info:
+        fn(*args, **kwargs)
+    assert words in str(info.value), str(info.value)
+    assert snapshot(args) == before
+
+
+def test_settings_errors():
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        fastopt.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        fastopt.set_num_threads(2.0)
+    with pytest.raises(ValueError, match="SIMD level 'sse9' is unknown"):
+        fastopt.set_isa("sse9")
+    assert fastopt.info()["isa"] == fastopt.info()["isas_available"][-1]

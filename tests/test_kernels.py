@@ -1,0 +1,130 @@
+"""Every kernel and flag against fastopt.reference, over sizes, offsets, SIMD levels and threads."""
+import numpy as np
+import pytest
+
+from cases import CASES, assert_close, call, copy, flag_id, make_arrays, state_names
+
+import fastopt
+from fastopt import reference
+
+SIZES = [0, 1, 3, 7, 8, 9, 63, 64, 65, 1000, 100003]
+DTYPES = [np.float32, np.float64]
+ALL_CASES = [(name, f) for name, flags in CASES.items() for f in flags]
+CASE_IDS = [f"{name}[{flag_id(f)}]" for name, f in ALL_CASES]
+
+
+def check_against_reference(name, flags, n, dtype, step=3, seed=0, offset=0):
+    arrays = make_arrays(name, flags, n + offset, dtype, np.random.default_rng(seed))
+    arrays = {k: v[offset:] for k, v in arrays.items()}  # views starting `offset` elements in
+    expected = copy(arrays)
+    call(reference, name, expected, flags, step)
+    call(fastopt, name, arrays, flags, step)
+    for k in arrays:
+        assert_close(arrays[k], expected[k], dtype)
+    return arrays
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,flags", ALL_CASES, ids=CASE_IDS)
+def test_every_flag_matches_reference(name, flags, dtype, isa):
+    for step in (1, 2, 10):
+        check_against_reference(name, flags, 1000, dtype, step=step, seed=step)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_sizes_and_unaligned_offsets(name, n, dtype, isa):
+    flags = CASES[name][-1]  # every flag on
+    for offset in (0, 1, 3):
+        check_against_reference(name, flags, n, dtype, offset=offset)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_isa_gives_the_same_bits(name):
+    """Kernels are compiled without contraction: SIMD width changes nothing."""
+    flags = CASES[name][-1]
+    results = {}
+    for isa in fastopt.info()["isas_available"]:
+        fastopt.set_isa(isa)
+        arrays = make_arrays(name, flags, 100003, np.float32, np.random.default_rng(7))
+        call(fastopt, name, arrays, flags)
+        results[isa] = arrays
+    fastopt.set_isa(None)
+    first = next(iter(results.values()))
+    for isa, arrays in results.items():
+        for k in arrays:
+            assert np.array_equal(arrays[k].view(np.uint32), first[k].view(np.uint32)), (isa, k)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_thread_count_does_not_change_bits(name, threads):
+    flags = CASES[name][-1]
+    results = []
+    for n_threads in (1, 2, 3):
+        fastopt.set_num_threads(n_threads)
+        sizes = [1, 70000, 5, 4096, 300001, 64]  # thread boundaries fall inside and between tensors
+        rng = np.random.default_rng(3)
+        lists = [make_arrays(name, flags, n, np.float64, rng) for n in sizes]
+        arrays = {k: [a[k] for a in lists] for k in lists[0]}
+        call(fastopt, name, arrays, flags)
+        results.append(arrays)
+    for k in results[0]:
+        for a, b in zip(results[0][k], results[-1][k]):
+            assert np.array_equal(a, b)
+        for a, b in zip(results[0][k], results[1][k]):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_list_of_tensors_matches_each_alone(name, dtype):
+    flags = CASES[name][-1]
+    rng = np.random.default_rng(11)
+    lists = [make_arrays(name, flags, n, dtype, rng) for n in (5, 0, 1000, 33, 100003)]
+    arrays = {k: [a[k] for a in lists] for k in lists[0]}
+    expected = [copy(a) for a in lists]
+    for e in expected:
+        call(reference, name, e, flags)
+    call(fastopt, name, arrays, flags)
+    for k in arrays:
+        for got, e in zip(arrays[k], expected):
+            assert_close(got, e[k], dtype)
+
+
+def test_multidimensional_arrays():
+    flags = CASES["adamw"][-1]
+    arrays = make_arrays("adamw", flags, 60, np.float32, np.random.default_rng(5))
+    arrays = {k: v.reshape(3, 4, 5) for k, v in arrays.items()}
+    expected = copy(arrays)
+    call(reference, "adamw", expected, flags)
+    call(fastopt, "adamw", arrays, flags)
+    for k in arrays:
+        assert_close(arrays[k], expected[k], np.float32)
+
+
+def test_sgd_first_step_initialises_buffer_to_gradient():
+    p, g = np.ones(5), np.full(5, 2.0)
+    buf = np.full(5, 123.0)  # garbage: ignored on the first step
+    fastopt.sgd(p, g, buf, lr=0.1, momentum=0.9, dampening=0.5, first_step=True)
+    assert np.array_equal(buf, g)
+    assert np.allclose(p, 1 - 0.1 * 2.0)
+    fastopt.sgd(p, g, buf, lr=0.1, momentum=0.9, dampening=0.5)
+    assert np.allclose(buf, 0.9 * 2.0 + 0.5 * 2.0)
+
+
+def test_adam_first_step_moves_each_weight_by_lr():
+    """With bias correction, Adam's first step is lr * sign(g) (up to eps): a known closed form."""
+    p = np.zeros(4)
+    g = np.array([3.0, -0.5, 1e-3, -100.0])
+    fastopt.adam(p, g, np.zeros(4), np.zeros(4), step=1, lr=0.01, eps=1e-12)
+    np.testing.assert_allclose(p, -0.01 * np.sign(g), rtol=1e-8)
+
+
+def test_adam_weight_decay_coupled_vs_decoupled():
+    g = np.zeros(3)
+    p1, p2 = np.ones(3), np.ones(3)
+    fastopt.adamw(p1, g, np.zeros(3), np.zeros(3), step=1, lr=0.1, weight_decay=0.5)
+    np.testing.assert_allclose(p1, 1 - 0.1 * 0.5)  # zero gradient: pure decay
+    fastopt.adam(p2, g, np.zeros(3), np.zeros(3), step=1, lr=0.1, weight_decay=0.5)
+    np.testing.assert_allclose(p2, 1 - 0.1, rtol=1e-6)  # decay became a gradient of 0.5: an Adam step
