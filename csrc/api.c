@@ -205,3 +205,30 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
     fo_parallel_for(&call, total, fo_kernels()->adam[d]);
     return FASTOPT_OK;
 }
+
+/* ---- the roofline probe ---- */
+
+fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, size_t n_in, const void *const *in, size_t n_inout,
+                              void *const *inout)
+{
+    if (n_in + n_inout > FO_MAX_ROLES || n_in > FO_MAX_ROLES)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "at most %d arrays, got %zu", FO_MAX_ROLES, n_in + n_inout);
+    int d = 0;
+    size_t total, esize = dtype_size(dtype, &d);
+    if (!esize) return FASTOPT_ERR_DTYPE;
+    if ((n_in && !in) || (n_inout && !inout)) return fo_fail(FASTOPT_ERR_NULL_POINTER, "in or inout is NULL");
+    fo_role roles[FO_MAX_ROLES] = {{0}};
+    void *const *lists[FO_MAX_ROLES]; /* role j's one-tensor list: the address of its pointer */
+    for (size_t j = 0; j < n_in + n_inout; j++) {
+        int written = j >= n_in;
+        lists[j] = written ? &inout[j - n_in] : (void *const *)&in[j];
+        roles[j] = (fo_role){written ? "inout" : "in", lists[j], written};
+    }
+    fastopt_status s = check_buffers(roles, n_in + n_inout, 1, &n, esize, &total);
+    if (s) return s;
+    fo_stream_consts k = {n_in, n_inout};
+    fo_call call = {1, &n, {0}, &k};
+    for (size_t j = 0; j < n_in + n_inout; j++) call.buf[j] = lists[j];
+    fo_parallel_for(&call, total, fo_kernels()->stream[d]);
+    return FASTOPT_OK;
+}

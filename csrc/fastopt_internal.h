@@ -35,11 +35,16 @@ typedef struct fo_adam_consts {
     int amsgrad, wd_mode;
 } fo_adam_consts;
 
+typedef struct fo_stream_consts {
+    size_t n_in, n_inout;
+} fo_stream_consts;
+
 /* One SIMD level's kernels, indexed by FO_F32 / FO_F64. */
 typedef struct fo_kernel_table {
     const char *isa;
     fo_span_fn sgd[FO_NDTYPES];
     fo_span_fn adam[FO_NDTYPES];
+    fo_span_fn stream[FO_NDTYPES];
 } fo_kernel_table;
 
 /* The kernels of the SIMD level in use (dispatch/cpu.c). */

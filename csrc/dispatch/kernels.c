@@ -34,4 +34,5 @@ const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
     .isa = FO_STR(FO_ISA),
     .sgd = {FO_NAME(sgd_span, _f32), FO_NAME(sgd_span, _f64)},
     .adam = {FO_NAME(adam_span, _f32), FO_NAME(adam_span, _f64)},
+    .stream = {FO_NAME(stream_span, _f32), FO_NAME(stream_span, _f64)},
 };

@@ -3,6 +3,7 @@
  * Included by kernels.c once per T, with FO_FN naming the functions for T. */
 #include "kernels/sgd.h"
 #include "kernels/adam.h"
+#include "kernels/stream.h"
 
 #define AT(role) ((T *)call->buf[role][t] + begin)
 
@@ -43,6 +44,17 @@ static void FO_FN(adam_span)(const fo_call *call, size_t t, size_t begin, size_t
     case 4: FO_FN(adam_loop)(n, p, g, m, v, vmax, k, 1, FO_WD_COUPLED); break;
     default: FO_FN(adam_loop)(n, p, g, m, v, vmax, k, 1, FO_WD_DECOUPLED); break;
     }
+}
+
+/* Roles 0 .. n_in-1 are read, the rest read and written (a single tensor, t == 0). */
+static void FO_FN(stream_span)(const fo_call *call, size_t t, size_t begin, size_t end)
+{
+    const fo_stream_consts *k = call->consts;
+    const T *in[FO_MAX_ROLES];
+    T *inout[FO_MAX_ROLES];
+    for (size_t j = 0; j < k->n_in; j++) in[j] = AT(j);
+    for (size_t j = 0; j < k->n_inout; j++) inout[j] = AT(k->n_in + j);
+    FO_FN(stream_loop)(end - begin, k->n_in, in, k->n_inout, inout);
 }
 
 #undef AT

@@ -125,6 +125,16 @@ FASTOPT_API fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, c
                                         void *const *max_exp_avg_sqs,
                                         const fastopt_adam_options *options);
 
+/*
+ * The memory roofline probe (STREAM-style): the bytes an update moves, with trivial math.  Reads
+ * each of the n_in arrays once and reads and writes each of the n_inout arrays once, n elements
+ * each, threaded like the optimizers; e.g. AdamW's mix is n_in = 1 (grads), n_inout = 3.
+ * Per element: acc = sum of in[j];  inout[j] = inout[j] + 0 * acc (finite values stay as they
+ * were, so the probe can run on an optimizer's own arrays).  At most 6 arrays in all.
+ */
+FASTOPT_API fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, size_t n_in, const void *const *in,
+                                          size_t n_inout, void *const *inout);
+
 /* cffi-end */
 
 #ifdef __cplusplus

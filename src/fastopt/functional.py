@@ -45,11 +45,19 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
       None.
     """
     fn = "sgd"
-    o = ffi.new("fastopt_sgd_options *", [
-        real(fn, "lr", lr), real(fn, "momentum", momentum), real(fn, "dampening", dampening),
-        real(fn, "weight_decay", weight_decay), bool(nesterov), bool(maximize), bool(first_step)])
+    # type() tests first: a small step costs a few microseconds, and much of it is here
+    if type(lr) is not float:
+        lr = real(fn, "lr", lr)
+    if type(momentum) is not float:
+        momentum = real(fn, "momentum", momentum)
+    if type(dampening) is not float:
+        dampening = real(fn, "dampening", dampening)
+    if type(weight_decay) is not float:
+        weight_decay = real(fn, "weight_decay", weight_decay)
+    o = ffi.new("fastopt_sgd_options *",
+                [lr, momentum, dampening, weight_decay, bool(nesterov), bool(maximize), bool(first_step)])
     roles = [("params", params, True), ("grads", grads, False)]
-    if o.momentum != 0:
+    if momentum != 0:
         if momentum_buffers is None:
             raise ValueError("fastopt.sgd: momentum_buffers is required when momentum != 0")
         roles.append(("momentum_buffers", momentum_buffers, True))
@@ -62,7 +70,6 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
 
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
           amsgrad, max_exp_avg_sqs, maximize):
-    # type() tests first: a small step costs a few microseconds, and most of it is here
     if type(betas) is not tuple or len(betas) != 2 or type(betas[0]) is not float or type(betas[1]) is not float:
         betas = pair(fn, "betas", betas)
     o = ffi.new("fastopt_adam_options *", [

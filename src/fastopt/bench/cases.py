@@ -1,0 +1,166 @@
+"""What the benchmark runs: optimizers (with the bytes each moves), problem shapes and backends.
+
+A backend turns one problem's arrays into a step function; every backend of a case works on the
+same memory, so the roofline probe, fastopt, NumPy and torch move exactly the same bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fastopt
+from fastopt import reference
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str                 # fastopt / fastopt.reference function
+    torch_name: str | None    # torch.optim class
+    state: tuple[str, ...]    # state arrays, fastopt's names
+    torch_state: tuple[str, ...]
+    hyper: dict = field(default_factory=dict)
+    n_in: int = 1             # arrays only read (grads)
+
+    @property
+    def n_inout(self) -> int:  # arrays read and written: params and state
+        return 1 + len(self.state)
+
+    def bytes_per_element(self, itemsize: int) -> int:
+        return (self.n_in + 2 * self.n_inout) * itemsize
+
+
+OPTIMIZERS = {
+    "sgd": Optimizer("sgd", "SGD", ("momentum_buffers",), ("momentum_buffer",), dict(lr=1e-3, momentum=0.9)),
+    "adam": Optimizer("adam", "Adam", ("exp_avgs", "exp_avg_sqs"), ("exp_avg", "exp_avg_sq"), dict(lr=1e-3)),
+    "adamw": Optimizer("adamw", "AdamW", ("exp_avgs", "exp_avg_sqs"), ("exp_avg", "exp_avg_sq"),
+                       dict(lr=1e-3, weight_decay=1e-2)),
+}
+
+
+def _gpt2_small() -> list[tuple[int, ...]]:
+    """The 148 parameter tensors of GPT-2 small (124M parameters)."""
+    d, vocab, ctx = 768, 50257, 1024
+    layer = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return [(vocab, d), (ctx, d)] + layer * 12 + [(d,), (d,)]
+
+
+def _mlp20() -> list[tuple[int, ...]]:
+    """A 10-layer MLP, 64 wide: 20 tensors, 41,600 parameters."""
+    return [(64, 64), (64,)] * 10
+
+
+MODELS = {"mlp20": _mlp20, "gpt2-small": _gpt2_small}
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    text = text.strip().lower()
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+def shapes_of(problem: str) -> list[tuple[int, ...]]:
+    """A model name, or a size (e.g. 4k, 32m) for one flat tensor."""
+    return MODELS[problem]() if problem in MODELS else [(parse_size(problem),)]
+
+
+class Problem:
+    """The arrays of one case: params, grads and state (lists, one entry per tensor)."""
+
+    def __init__(self, opt: Optimizer, dtype, shapes, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.opt, self.dtype, self.shapes = opt, np.dtype(dtype), shapes
+        self.numel = sum(int(np.prod(s)) for s in shapes)
+        self.params = [rng.standard_normal(s, dtype=np.float32).astype(dtype) for s in shapes]
+        self.grads = [rng.standard_normal(s, dtype=np.float32).astype(dtype) for s in shapes]
+        self.state = {name: [np.zeros(s, dtype) for s in shapes] for name in opt.state}
+        self.step = 0
+
+    def arrays(self) -> list[list[np.ndarray]]:
+        return [self.params, self.grads, *self.state.values()]
+
+    def snapshot(self) -> list[list[np.ndarray]]:
+        return [[a.copy() for a in arrays] for arrays in self.arrays()]
+
+    def restore(self, snapshot) -> None:
+        for arrays, saved in zip(self.arrays(), snapshot):
+            for a, s in zip(arrays, saved):
+                a[...] = s
+
+    def stepper(self, module):
+        """A function taking one step of module.<optimizer> (fastopt or fastopt.reference) on these
+        arrays: lists for a model, plain arrays for one tensor (the call a user makes)."""
+        fn, hyper = getattr(module, self.opt.name), self.opt.hyper
+        args = [a[0] if len(a) == 1 else a for a in self.arrays()]
+        if self.opt.name == "sgd":
+            def step():
+                self.step += 1
+                fn(*args, first_step=self.step == 1, **hyper)
+        else:
+            def step():
+                self.step += 1
+                fn(*args, step=self.step, **hyper)
+        return step
+
+
+def fastopt_backend(problem: Problem):
+    return problem.stepper(fastopt)
+
+
+def numpy_backend(problem: Problem):
+    return problem.stepper(reference)
+
+
+def torch_backend(mode: str):
+    """torch.optim with foreach=True or fused=True, its tensors sharing the problem's memory."""
+    def make(problem: Problem):
+        import torch
+        opt = problem.opt
+        params = [torch.from_numpy(p) for p in problem.params]
+        for p, g in zip(params, problem.grads):
+            p.grad = torch.from_numpy(g)
+        optimizer = getattr(torch.optim, opt.torch_name)(params, **{mode: True}, **opt.hyper)
+        for i, p in enumerate(params):  # torch's state is the problem's state arrays
+            state = {ts: torch.from_numpy(problem.state[s][i]) for s, ts in zip(opt.state, opt.torch_state)}
+            if opt.name != "sgd":
+                state["step"] = torch.tensor(float(problem.step))
+            optimizer.state[p] = state
+        return optimizer.step
+    return make
+
+
+def roofline_backend(problem: Problem):
+    """The STREAM-style probe: the same arrays read and written, trivial math (fastopt_stream)."""
+    from fastopt._native import ffi, lib
+    dtype = fastopt._arrays.C_DTYPES[problem.dtype]
+    in_arrays = problem.grads
+    inout = [problem.params, *problem.state.values()]
+    calls = []
+    for i in range(len(problem.shapes)):
+        ins = [ffi.from_buffer(in_arrays[i])]
+        outs = [ffi.from_buffer(a[i]) for a in inout]
+        calls.append((problem.params[i].size, ins, outs))
+    nin, nout = problem.opt.n_in, problem.opt.n_inout
+
+    def probe():
+        for n, ins, outs in calls:
+            lib.fastopt_stream(dtype, n, nin, ins, nout, outs)
+    return probe
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def backends(with_torch: bool | None = None) -> dict:
+    """name -> (make step function from a Problem, whether its result must match the reference)."""
+    out = {"roofline": (roofline_backend, False), "fastopt": (fastopt_backend, True),
+           "numpy": (numpy_backend, True)}
+    if with_torch if with_torch is not None else torch_available():
+        out["torch-foreach"] = (torch_backend("foreach"), True)
+        out["torch-fused"] = (torch_backend("fused"), True)
+    return out

@@ -1,0 +1,159 @@
+"""fastopt-bench: fastopt against the NumPy baseline, torch.optim and the memory roofline.
+
+    fastopt-bench --quick
+    fastopt-bench --optimizer adamw --dtype float32 --sizes 4k,1m,32m,mlp20 --plot bench.png
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+
+import numpy as np
+
+import fastopt
+from fastopt.bench import measure, report
+from fastopt.bench.cases import OPTIMIZERS, Problem, backends, shapes_of
+
+FULL = dict(optimizers="sgd,adam,adamw", dtypes="float32,float64",
+            sizes="4k,64k,1m,8m,32m,64m,mlp20,gpt2-small", repeats=7)
+QUICK = dict(optimizers="adamw", dtypes="float32", sizes="4k,1m,32m,mlp20", repeats=5)
+TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-6), "float64": dict(rtol=1e-9, atol=1e-12)}
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    meta = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "fastopt": fastopt.info()}
+    with contextlib.suppress(ImportError):
+        import torch
+        meta["torch"] = torch.__version__
+        meta["torch_threads"] = torch.get_num_threads()
+    return meta
+
+
+def matches(problem: Problem, expected, dtype: str) -> bool:
+    return all(np.allclose(a, e, **TOLERANCE[dtype]) for arrays, saved in zip(problem.arrays(), expected)
+               for a, e in zip(arrays, saved))
+
+
+def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> list[dict]:
+    """One (optimizer, dtype, problem): check every backend against the reference, then time them."""
+    opt = OPTIMIZERS[opt_name]
+    problem = Problem(opt, dtype, shapes_of(size))
+    start = problem.snapshot()
+    problem.stepper(fastopt.reference)()
+    expected = problem.snapshot()
+
+    steps, wrong = {}, set()
+    for name, (make, checked) in backends().items():
+        problem.restore(start)
+        problem.step = 0
+        step = make(problem)
+        if checked:
+            step()  # a fast wrong answer is reported as wrong, not fast
+            if not matches(problem, expected, dtype):
+                wrong.add(name)
+        steps[name] = step
+    del start, expected
+
+    samples = measure.interleaved(steps, repeats, on_sample=on_sample)
+    bytes_per_step = opt.bytes_per_element(np.dtype(dtype).itemsize) * problem.numel
+    rows = []
+    for name, s in samples.items():
+        row = {"optimizer": opt_name, "dtype": dtype, "problem": size, "numel": problem.numel,
+               "tensors": len(problem.shapes), "backend": name, "wrong": name in wrong, **measure.summary(s)}
+        row["elements_per_s"] = problem.numel / row["median_s"]
+        row["gbps"] = bytes_per_step / row["median_s"] / 1e9
+        rows.append(row)
+    by = {r["backend"]: r for r in rows}
+    for r in rows:
+        r["roofline_pct"] = 100 * r["gbps"] / by["roofline"]["gbps"]
+        r["vs_numpy"] = by["numpy"]["median_s"] / r["median_s"] if r["backend"] != "roofline" else None
+        torch_row = by.get("torch-fused") or by.get("torch-foreach")
+        r["vs_torch"] = torch_row["median_s"] / r["median_s"] if torch_row and r["backend"] != "roofline" else None
+    return rows
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="fastopt-bench", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--quick", action="store_true", help="AdamW float32 at 4k, 1m, 32m and a small MLP (< 1 minute)")
+    ap.add_argument("--optimizer", help=f"comma-separated, of {','.join(OPTIMIZERS)}")
+    ap.add_argument("--dtype", help="comma-separated: float32, float64")
+    ap.add_argument("--sizes", help="comma-separated element counts (4k, 32m, ...) or models (mlp20, gpt2-small)")
+    ap.add_argument("--threads", type=int, help="threads for fastopt and torch (default: all cores)")
+    ap.add_argument("--repeats", type=int, help="timed samples per backend (default 7, quick 5)")
+    ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--csv", metavar="PATH")
+    ap.add_argument("--plot", metavar="PATH", help="PNG of GB/s against size, with the roofline")
+    args = ap.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    args.optimizers = (args.optimizer or defaults["optimizers"]).split(",")
+    args.dtypes = (args.dtype or defaults["dtypes"]).split(",")
+    args.size_list = (args.sizes or defaults["sizes"]).split(",")
+    args.repeats = args.repeats or defaults["repeats"]
+    for o in args.optimizers:
+        if o not in OPTIMIZERS:
+            ap.error(f"unknown optimizer {o!r}; choose from {', '.join(OPTIMIZERS)}")
+    for d in args.dtypes:
+        if d not in TOLERANCE:
+            ap.error(f"unknown dtype {d!r}; choose from float32, float64")
+    for s in args.size_list:
+        try:
+            shapes_of(s)
+        except (KeyError, ValueError):
+            ap.error(f"bad size {s!r}: an element count like 4096, 4k, 32m, or a model: mlp20, gpt2-small")
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be >= 1")
+    return args
+
+
+def _progress(total: int):
+    """A progress bar (rich) advanced once per timed sample, or nothing without rich."""
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        return contextlib.nullcontext(lambda description=None: None)
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(transient=True) as p:
+            task = p.add_task("benchmarking", total=total)
+            yield lambda description=None: p.update(task, advance=1, description=description)
+    return bar()
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.threads:
+        fastopt.set_num_threads(args.threads)
+        with contextlib.suppress(ImportError):
+            import torch
+            torch.set_num_threads(args.threads)
+    cases = [(o, d, s) for o in args.optimizers for d in args.dtypes for s in args.size_list]
+    n_backends = len(backends())
+    rows = []
+    with _progress(len(cases) * n_backends * args.repeats) as advance:
+        for o, d, s in cases:
+            rows += run_case(o, d, s, args.repeats, lambda: advance(f"{o} {d} {s}"))
+    meta = machine()
+    title = (f"fastopt {meta['fastopt']['version']} ({meta['fastopt']['isa']}, {meta['fastopt']['num_threads']} threads) "
+             f"on {meta['cpu']}, {meta['cores']} cores; median of {args.repeats}")
+    report.table(rows, title)
+    if args.json:
+        report.write_json(args.json, rows, meta)
+    if args.csv:
+        report.write_csv(args.csv, rows)
+    if args.plot:
+        report.plot(args.plot, rows, title)
+    wrong = [r for r in rows if r["wrong"]]
+    for r in wrong:
+        print(f"WRONG: {r['backend']} disagrees with fastopt.reference on {r['optimizer']} {r['dtype']} {r['problem']}",
+              file=sys.stderr)
+    return 1 if any(r["backend"] == "fastopt" for r in wrong) else 0

@@ -1,0 +1,60 @@
+"""The benchmark CLI: runs, checks correctness before timing, writes its outputs (no timing asserts)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from fastopt.bench import cases, cli
+
+
+def test_quick_benchmark_runs_and_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "b"
+    code = cli.main(["--quick", "--sizes", "4k,mlp20", "--repeats", "2", "--json", f"{out}.json",
+                     "--csv", f"{out}.csv", "--plot", f"{out}.png"])
+    assert code == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    backends = {r["backend"] for r in rows}
+    assert {"roofline", "fastopt", "numpy"} <= backends
+    assert not any(r["wrong"] for r in rows)
+    for r in rows:
+        assert r["median_s"] > 0 and r["gbps"] > 0
+    fastopt_row = next(r for r in rows if r["backend"] == "fastopt" and r["problem"] == "mlp20")
+    assert fastopt_row["tensors"] == 20 and fastopt_row["numel"] == 41600
+    assert fastopt_row["gbps"] == pytest.approx(7 * 4 * 41600 / fastopt_row["median_s"] / 1e9)
+    assert len(list(csv.DictReader(open(f"{out}.csv")))) == len(rows)
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert "fastopt" in capsys.readouterr().out
+
+
+def test_wrong_backend_is_reported_wrong(monkeypatch, capsys):
+    def broken(problem):
+        step = cases.fastopt_backend(problem)
+        def wrong():
+            step()
+            problem.params[0] += 1e-3  # a fast wrong answer
+        return wrong
+    real = cases.backends
+    monkeypatch.setattr(cli, "backends", lambda: {**real(), "broken": (broken, True)})
+    rows = cli.run_case("adamw", "float32", "4k", repeats=1, on_sample=None)
+    by = {r["backend"]: r for r in rows}
+    assert by["broken"]["wrong"] and not by["fastopt"]["wrong"]
+
+
+def test_model_shapes():
+    gpt2 = cases.shapes_of("gpt2-small")
+    assert len(gpt2) == 148
+    assert sum(int(np.prod(s)) for s in gpt2) == 124_439_808
+    assert cases.shapes_of("32m") == [(32 * 2**20,)]
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--optimizer", "adagrad9"], "unknown optimizer"),
+    (["--dtype", "int8"], "unknown dtype"),
+    (["--sizes", "lots"], "bad size"),
+    (["--threads", "0"], "--threads must be >= 1"),
+])
+def test_bad_arguments(argv, words, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse(argv)
+    assert words in capsys.readouterr().err
