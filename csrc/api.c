@@ -53,7 +53,7 @@ static int in_range(double x, double lo, double hi, int hi_open)
 /* ---- buffers ---- */
 
 typedef struct fo_role {
-    const char *name;
+    const char *name;  /* NULL: a role this call does not use (its place is kept) */
     void *const *list; /* list[t] is tensor t's buffer of this role */
     int written;
 } fo_role;
@@ -80,7 +80,7 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
         return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate the overlap check of %zu tensors", n);
     size_t count = 0;
     for (size_t r = 0; r < n_roles; r++)
-        for (size_t t = 0; t < n; t++)
+        for (size_t t = 0; t < n && roles[r].name; t++)
             if (numel[t]) {
                 uintptr_t lo = (uintptr_t)roles[r].list[t];
                 ext[count++] = (fo_extent){lo, lo + numel[t] * esize, &roles[r], t};
@@ -101,7 +101,8 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
     return status;
 }
 
-/* Lists present, buffers non-NULL and aligned, sizes summable, written buffers disjoint. */
+/* Lists present, buffers non-NULL and aligned, sizes summable, written buffers disjoint (roles
+ * without a name are not used by the call and not checked). */
 static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
                                     size_t esize, size_t *total)
 {
@@ -114,6 +115,7 @@ static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t
         sum += numel[t];
     }
     for (size_t r = 0; r < n_roles; r++) {
+        if (!roles[r].name) continue;
         if (!roles[r].list) return fo_fail(FASTOPT_ERR_NULL_POINTER, "%s is NULL", roles[r].name);
         for (size_t t = 0; t < n; t++) {
             uintptr_t at = (uintptr_t)roles[r].list[t];
@@ -137,98 +139,375 @@ static size_t dtype_size(fastopt_dtype dtype, int *index)
     return 0;
 }
 
-/* ---- optimizers ---- */
+/* ---- what every update shares ---- */
 
-fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
-                           const void *const *grads, void *const *momentum_buffers,
-                           const fastopt_sgd_options *o)
+static fastopt_status common_consts(const fastopt_common *o, int decoupled, fo_common_consts *c)
 {
-    if (!o) return fo_fail(FASTOPT_ERR_NULL_POINTER, "options is NULL");
     REQUIRE(in_range(o->lr, 0, INFINITY, 1), "lr must be a finite number >= 0, got %g", o->lr);
-    REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
-    REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
     REQUIRE(in_range(o->weight_decay, 0, INFINITY, 1), "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
-    REQUIRE(!o->nesterov || (o->momentum > 0 && o->dampening == 0),
-            "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
+    REQUIRE(in_range(o->l1_prox, 0, INFINITY, 1), "l1_prox must be a finite number >= 0, got %g", o->l1_prox);
+    REQUIRE(in_range(o->grad_scale, 0, INFINITY, 1), "grad_scale must be a finite number > 0, got %g", o->grad_scale);
+    double scale = o->grad_scale == 0 ? 1.0 : o->grad_scale, wd = o->weight_decay;
+    *c = (fo_common_consts){
+        .lr = o->lr, .weight_decay = wd, .grad_mul = (o->maximize ? -1.0 : 1.0) / scale,
+        .prox_threshold = o->lr * o->l1_prox, .decay = decoupled && wd != 0 ? 1.0 - o->lr * wd : 1.0,
+        .coupled_wd = !decoupled && wd != 0,
+    };
+    return FASTOPT_OK;
+}
 
+/* Validates the buffers, then, unless found_inf says skip, runs kernel[dtype] over every element. */
+static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
+                          const fo_span_fn *kernel, const void *consts, const fastopt_common *common)
+{
     int d = 0;
     size_t total, esize = dtype_size(dtype, &d);
     if (!esize) return FASTOPT_ERR_DTYPE;
-    fastopt_status s;
-    int has_momentum = o->momentum != 0;
-    const fo_role roles[] = {{"params", params, 1}, {"grads", (void *const *)grads, 0},
-                             {"momentum_buffers", momentum_buffers, 1}};
-    if ((s = check_buffers(roles, has_momentum ? 3 : 2, n_tensors, numel, esize, &total))) return s;
-
-    fo_sgd_consts k = {
-        .lr = o->lr, .momentum = o->momentum, .one_minus_dampening = 1.0 - o->dampening,
-        .weight_decay = o->weight_decay, .grad_sign = o->maximize ? -1.0 : 1.0,
-        .has_momentum = has_momentum, .nesterov = !!o->nesterov, .first_step = !!o->first_step,
-        .has_weight_decay = o->weight_decay != 0,
-    };
-    fo_call call = {n_tensors, numel, {params, (void *const *)grads, momentum_buffers}, &k};
-    fo_parallel_for(&call, total, fo_kernels()->sgd[d]);
+    fastopt_status s = check_buffers(roles, n_roles, n, numel, esize, &total);
+    if (s || (common && common->found_inf && *common->found_inf != 0)) return s;
+    fo_call call = {n, numel, {NULL}, consts};
+    for (size_t r = 0; r < n_roles; r++) call.buf[r] = roles[r].name ? roles[r].list : NULL;
+    fo_parallel_for(&call, total, kernel[d]);
     return FASTOPT_OK;
+}
+
+#define CHECK(expr) do { fastopt_status s_ = (expr); if (s_) return s_; } while (0)
+#define NEED_OPTIONS(o) do { if (!(o)) return fo_fail(FASTOPT_ERR_NULL_POINTER, "options is NULL"); } while (0)
+#define READ(list) ((void *const *)(list))
+
+static fastopt_status check_betas(double beta1, double beta2, int closed)
+{
+    REQUIRE(in_range(beta1, 0, 1, !closed), "betas[0] must be in [0, 1%s, got %g", closed ? "]" : ")", beta1);
+    REQUIRE(in_range(beta2, 0, 1, !closed), "betas[1] must be in [0, 1%s, got %g", closed ? "]" : ")", beta2);
+    return FASTOPT_OK;
+}
+
+static fastopt_status check_eps_step(double eps, int64_t step)
+{
+    REQUIRE(in_range(eps, 0, INFINITY, 1) && eps > 0, "eps must be a finite number > 0, got %g", eps);
+    REQUIRE(step >= 1, "step must be >= 1, got %lld", (long long)step);
+    return FASTOPT_OK;
+}
+
+/* ---- optimizers ---- */
+
+fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                           const void *const *grads, void *const *momentum_buffers, const fastopt_sgd_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_sgd_consts k = {.momentum = o->momentum, .one_minus_dampening = 1.0 - o->dampening,
+                       .has_momentum = o->momentum != 0, .nesterov = !!o->nesterov, .first_step = !!o->first_step};
+    CHECK(common_consts(&o->common, 0, &k.c));
+    REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
+    REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
+    REQUIRE(!o->nesterov || (o->momentum > 0 && o->dampening == 0),
+            "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0},
+                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1}};
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, &k, &o->common);
 }
 
 fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                             const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                             void *const *max_exp_avg_sqs, const fastopt_adam_options *o)
 {
-    if (!o) return fo_fail(FASTOPT_ERR_NULL_POINTER, "options is NULL");
-    REQUIRE(in_range(o->lr, 0, INFINITY, 1), "lr must be a finite number >= 0, got %g", o->lr);
-    REQUIRE(in_range(o->beta1, 0, 1, 1), "betas[0] must be in [0, 1), got %g", o->beta1);
-    REQUIRE(in_range(o->beta2, 0, 1, 1), "betas[1] must be in [0, 1), got %g", o->beta2);
-    REQUIRE(in_range(o->eps, 0, INFINITY, 1) && o->eps > 0, "eps must be a finite number > 0, got %g", o->eps);
-    REQUIRE(in_range(o->weight_decay, 0, INFINITY, 1), "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
-    REQUIRE(o->step >= 1, "step must be >= 1, got %lld", (long long)o->step);
-
-    int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
-    fastopt_status s;
-    const fo_role roles[] = {{"params", params, 1}, {"grads", (void *const *)grads, 0}, {"exp_avgs", exp_avgs, 1},
-                             {"exp_avg_sqs", exp_avg_sqs, 1}, {"max_exp_avg_sqs", max_exp_avg_sqs, 1}};
-    if ((s = check_buffers(roles, o->amsgrad ? 5 : 4, n_tensors, numel, esize, &total))) return s;
-
+    NEED_OPTIONS(o);
+    fo_adam_consts k;
+    CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
+    CHECK(check_betas(o->beta1, o->beta2, 0));
+    CHECK(check_eps_step(o->eps, o->step));
     /* Python's float arithmetic, as torch computes these scalars */
     double bias_correction1 = 1.0 - pow(o->beta1, (double)o->step);
     double bias_correction2 = 1.0 - pow(o->beta2, (double)o->step);
-    int wd_mode = o->weight_decay == 0 ? FO_WD_NONE : o->decoupled_weight_decay ? FO_WD_DECOUPLED : FO_WD_COUPLED;
-    fo_adam_consts k = {
-        .one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
-        .eps = o->eps, .weight_decay = o->weight_decay, .decay = 1.0 - o->lr * o->weight_decay,
-        .grad_sign = o->maximize ? -1.0 : 1.0, .step_size = o->lr / bias_correction1,
-        .inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5), .amsgrad = !!o->amsgrad, .wd_mode = wd_mode,
-    };
-    fo_call call = {n_tensors, numel, {params, (void *const *)grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, &k};
-    fo_parallel_for(&call, total, fo_kernels()->adam[d]);
+    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
+    k.step_size = o->common.lr / bias_correction1;
+    k.inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5);
+    k.amsgrad = !!o->amsgrad;
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
+                             {"exp_avg_sqs", exp_avg_sqs, 1}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1}};
+    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, &k, &o->common);
+}
+
+fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                               const void *const *grads, void *const *square_avgs, void *const *grad_avgs,
+                               void *const *momentum_buffers, const fastopt_rmsprop_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_rmsprop_consts k = {.alpha = o->alpha, .one_minus_alpha = 1.0 - o->alpha, .eps = o->eps,
+                           .momentum = o->momentum, .centered = !!o->centered, .has_momentum = o->momentum > 0};
+    CHECK(common_consts(&o->common, 0, &k.c));
+    REQUIRE(in_range(o->alpha, 0, 1, 0), "alpha must be in [0, 1], got %g", o->alpha);
+    REQUIRE(in_range(o->eps, 0, INFINITY, 1) && o->eps > 0, "eps must be a finite number > 0, got %g", o->eps);
+    REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"square_avgs", square_avgs, 1},
+                             {k.centered ? "grad_avgs" : NULL, grad_avgs, 1},
+                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1}};
+    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, &k, &o->common);
+}
+
+fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                               const void *const *grads, void *const *state_sums, const fastopt_adagrad_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_adagrad_consts k = {.eps = o->eps};
+    CHECK(common_consts(&o->common, 0, &k.c));
+    REQUIRE(in_range(o->lr_decay, 0, INFINITY, 1), "lr_decay must be a finite number >= 0, got %g", o->lr_decay);
+    CHECK(check_eps_step(o->eps, o->step));
+    k.clr = o->common.lr / (1.0 + (double)(o->step - 1) * o->lr_decay);
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"state_sums", state_sums, 1}};
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, &k, &o->common);
+}
+
+static double nadam_mu(double beta1, double momentum_decay, int64_t step)
+{
+    return beta1 * (1.0 - 0.5 * pow(0.96, (double)step * momentum_decay));
+}
+
+double fastopt_nadam_mu_product(double mu_product, double beta1, double momentum_decay, int64_t step)
+{
+    return mu_product * nadam_mu(beta1, momentum_decay, step);
+}
+
+fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                             const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
+                             const fastopt_nadam_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_nadam_consts k;
+    CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
+    CHECK(check_betas(o->beta1, o->beta2, 0));
+    CHECK(check_eps_step(o->eps, o->step));
+    REQUIRE(in_range(o->momentum_decay, 0, INFINITY, 1), "momentum_decay must be a finite number >= 0, got %g", o->momentum_decay);
+    REQUIRE(in_range(o->mu_product, 0, 1, 0) && o->mu_product > 0, "mu_product must be in (0, 1], got %g", o->mu_product);
+    double lr = o->common.lr, t = (double)o->step;
+    double mu = nadam_mu(o->beta1, o->momentum_decay, o->step), mu_next = nadam_mu(o->beta1, o->momentum_decay, o->step + 1);
+    double mu_product = o->mu_product * mu;
+    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
+    k.inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, t));
+    k.grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product);
+    k.momentum_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next);
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
+                             {"exp_avg_sqs", exp_avg_sqs, 1}};
+    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, &k, &o->common);
+}
+
+fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                             const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
+                             const fastopt_radam_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_radam_consts k;
+    CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
+    CHECK(check_betas(o->beta1, o->beta2, 0));
+    CHECK(check_eps_step(o->eps, o->step));
+    double t = (double)o->step, b2t = pow(o->beta2, t);
+    double bias_correction1 = 1.0 - pow(o->beta1, t), bias_correction2 = 1.0 - b2t;
+    double rho_inf = 2.0 / (1.0 - o->beta2) - 1.0, rho_t = rho_inf - 2.0 * t * b2t / bias_correction2;
+    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
+    k.inv_bias_correction1 = 1.0 / bias_correction1;
+    k.bias_correction2_sqrt = pow(bias_correction2, 0.5);
+    k.rectified = rho_t > 5.0;
+    k.rect = k.rectified ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) : 1.0;
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
+                             {"exp_avg_sqs", exp_avg_sqs, 1}};
+    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, &k, &o->common);
+}
+
+fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                            const void *const *grads, void *const *exp_avgs, const fastopt_lion_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_lion_consts k = {.beta1 = o->beta1, .one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2,
+                        .one_minus_beta2 = 1.0 - o->beta2, .has_wd = o->common.weight_decay != 0};
+    CHECK(common_consts(&o->common, 0, &k.c));
+    k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
+    CHECK(check_betas(o->beta1, o->beta2, 1));
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1}};
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, &k, &o->common);
+}
+
+/* ---- reductions ---- */
+
+/* Block results of fn over the call (width doubles each), in a fresh array the caller frees. */
+static fastopt_status blocks(const fo_call *call, size_t total, fo_block_fn fn, size_t width, double **out, size_t *n_blocks)
+{
+    *n_blocks = fo_count_blocks(call);
+    *out = calloc(*n_blocks ? *n_blocks * width : 1, sizeof **out);
+    if (!*out) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu block results", *n_blocks);
+    fo_parallel_blocks(call, total, fn, *out, width);
+    return FASTOPT_OK;
+}
+
+/* The norm of the buffers of role 0 of call (validated already); d is the dtype index. */
+static fastopt_status norm_of(const fo_call *call_in, size_t total, int d, double norm_type, double *norm)
+{
+    fo_norm_consts k = {.norm_type = norm_type, .scale = 1.0,
+                        .kind = norm_type == 2 ? FO_NORM_2 : norm_type == 1 ? FO_NORM_1 : isinf(norm_type) ? FO_NORM_INF : FO_NORM_P};
+    fo_call call = *call_in;
+    call.consts = &k;
+    for (int pass = 0;; pass++) {
+        double *out;
+        size_t nb;
+        CHECK(blocks(&call, total, fo_kernels()->norm[d], 2, &out, &nb));
+        double sum = 0, big = 0;
+        for (size_t b = 0; b < nb; b++) {
+            sum += out[2 * b];
+            big = (out[2 * b + 1] > big || out[2 * b + 1] != out[2 * b + 1]) ? out[2 * b + 1] : big;
+        }
+        free(out);
+        if (k.kind == FO_NORM_INF) return *norm = big, FASTOPT_OK;
+        double root = k.kind == FO_NORM_2 ? sqrt(sum) : k.kind == FO_NORM_1 ? sum : pow(sum, 1.0 / norm_type);
+        /* the sum overflowed or lost its digits below DBL_MIN: again, each |x| scaled by a power of two
+         * that brings the largest to [1, 2) (float32 never needs it: it sums in double) */
+        int rescue = isfinite(big) && big > 0 && (!isfinite(sum) || sum < 1e-280);
+        if (pass > 0 || !rescue) return *norm = root / k.scale, FASTOPT_OK;
+        k.scale = ldexp(1.0, -ilogb(big));
+    }
+}
+
+static fastopt_status check_norm_type(double norm_type)
+{
+    REQUIRE((isfinite(norm_type) && norm_type > 0) || (isinf(norm_type) && norm_type > 0),
+            "norm_type must be > 0 or inf, got %g", norm_type);
+    return FASTOPT_OK;
+}
+
+fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, const void *const *grads,
+                                   double norm_type, double *norm)
+{
+    if (!norm) return fo_fail(FASTOPT_ERR_NULL_POINTER, "norm is NULL");
+    CHECK(check_norm_type(norm_type));
+    int d = 0;
+    size_t total, esize = dtype_size(dtype, &d);
+    if (!esize) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grads", READ(grads), 0}};
+    CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL};
+    return norm_of(&call, total, d, norm_type, norm);
+}
+
+fastopt_status fastopt_scale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads, double factor)
+{
+    fo_scale_consts k = {factor};
+    const fo_role roles[] = {{"grads", grads, 1}};
+    return run(dtype, n_tensors, numel, roles, 1, fo_kernels()->scale, &k, NULL);
+}
+
+fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads,
+                                      double max_norm, double norm_type, double *total_norm)
+{
+    if (!total_norm) return fo_fail(FASTOPT_ERR_NULL_POINTER, "total_norm is NULL");
+    REQUIRE(in_range(max_norm, 0, INFINITY, 1), "max_norm must be a finite number >= 0, got %g", max_norm);
+    CHECK(check_norm_type(norm_type));
+    int d = 0;
+    size_t total, esize = dtype_size(dtype, &d);
+    if (!esize) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grads", grads, 1}};
+    CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
+    fo_call call = {n_tensors, numel, {grads}, NULL};
+    CHECK(norm_of(&call, total, d, norm_type, total_norm));
+    double coef = max_norm / (*total_norm + 1e-6); /* torch's clip_coef, clamped to 1 */
+    if (!(coef >= 1.0)) { /* (a NaN norm scales everything to NaN, as torch does) */
+        fo_scale_consts k = {coef};
+        call.consts = &k;
+        fo_parallel_for(&call, total, fo_kernels()->scale[d]);
+    }
+    return FASTOPT_OK;
+}
+
+fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads,
+                               double inv_scale, float *found_inf)
+{
+    if (!found_inf) return fo_fail(FASTOPT_ERR_NULL_POINTER, "found_inf is NULL");
+    REQUIRE(isfinite(inv_scale), "inv_scale must be finite, got %g", inv_scale);
+    int d = 0;
+    size_t total, esize = dtype_size(dtype, &d);
+    if (!esize) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grads", grads, 1}};
+    CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
+    fo_scale_consts k = {inv_scale};
+    fo_call call = {n_tensors, numel, {grads}, &k};
+    double *out;
+    size_t nb;
+    CHECK(blocks(&call, total, fo_kernels()->unscale[d], 1, &out, &nb));
+    for (size_t b = 0; b < nb; b++)
+        if (out[b] != 0) *found_inf = 1.0f;
+    free(out);
+    return FASTOPT_OK;
+}
+
+fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads,
+                                        const void *const *params, double l1, double l2)
+{
+    REQUIRE(in_range(l1, 0, INFINITY, 1), "l1 must be a finite number >= 0, got %g", l1);
+    REQUIRE(in_range(l2, 0, INFINITY, 1), "l2 must be a finite number >= 0, got %g", l2);
+    fo_elastic_consts k = {l1, l2};
+    const fo_role roles[] = {{"grads", grads, 1}, {"params", READ(params), 0}};
+    return run(dtype, n_tensors, numel, roles, 2, fo_kernels()->elastic_net, &k, NULL);
+}
+
+/* ---- LAMB: clip by the global norm, moments and norms per tensor, then the weights ---- */
+
+fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                            const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
+                            const fastopt_lamb_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_lamb_consts k;
+    CHECK(common_consts(&o->common, 1, &k.c));
+    CHECK(check_betas(o->beta1, o->beta2, 0));
+    CHECK(check_eps_step(o->eps, o->step));
+    REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
+    int d = 0;
+    size_t total, esize = dtype_size(dtype, &d);
+    if (!esize) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
+                             {"exp_avg_sqs", exp_avg_sqs, 1}};
+    CHECK(check_buffers(roles, 4, n_tensors, numel, esize, &total));
+    if (o->common.found_inf && *o->common.found_inf != 0) return FASTOPT_OK;
+
+    double t = (double)o->step;
+    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
+    k.inv_bias_correction1 = 1.0 / (1.0 - pow(o->beta1, t));
+    k.inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, t));
+    k.has_wd = o->common.weight_decay != 0;
+    k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
+    k.clip_grad_mul = k.c.grad_mul;
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL};
+    if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
+        double norm;
+        CHECK(norm_of(&call, total, d, 2.0, &norm));
+        norm *= fabs(k.c.grad_mul);
+        if (norm > o->max_grad_norm) k.clip_grad_mul = k.c.grad_mul / (norm / o->max_grad_norm);
+    }
+    double *ratio = calloc(n_tensors ? n_tensors : 1, sizeof *ratio), *sums;
+    size_t nb;
+    if (!ratio) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu trust ratios", n_tensors);
+    call = (fo_call){n_tensors, numel, {params, READ(grads), exp_avgs, exp_avg_sqs}, &k};
+    fastopt_status s = blocks(&call, total, fo_kernels()->lamb_moments[d], 2, &sums, &nb);
+    if (s) return free(ratio), s;
+    for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
+        double p2 = 0, u2 = 0;
+        for (size_t end = b + (numel[t_i] + FO_BLOCK - 1) / FO_BLOCK; b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
+        double p_norm = sqrt(p2), u_norm = sqrt(u2);
+        int trust = (k.has_wd || o->use_nvlamb) && p_norm > 0 && u_norm > 0;
+        ratio[t_i] = -o->common.lr * (trust ? p_norm / u_norm : 1.0);
+    }
+    free(sums);
+    k.neg_lr_ratio = ratio;
+    fo_parallel_for(&call, total, fo_kernels()->lamb_apply[d]);
+    free(ratio);
     return FASTOPT_OK;
 }
 
 /* ---- the roofline probe ---- */
 
-fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, size_t n_in, const void *const *in, size_t n_inout,
-                              void *const *inout)
+fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, const void *in, size_t n_inout, void *const *inout)
 {
-    if (n_in + n_inout > FO_MAX_ROLES || n_in > FO_MAX_ROLES)
-        return fo_fail(FASTOPT_ERR_ARGUMENT, "at most %d arrays, got %zu", FO_MAX_ROLES, n_in + n_inout);
-    int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
-    if ((n_in && !in) || (n_inout && !inout)) return fo_fail(FASTOPT_ERR_NULL_POINTER, "in or inout is NULL");
-    fo_role roles[FO_MAX_ROLES] = {{0}};
-    void *const *lists[FO_MAX_ROLES]; /* role j's one-tensor list: the address of its pointer */
-    for (size_t j = 0; j < n_in + n_inout; j++) {
-        int written = j >= n_in;
-        lists[j] = written ? &inout[j - n_in] : (void *const *)&in[j];
-        roles[j] = (fo_role){written ? "inout" : "in", lists[j], written};
-    }
-    fastopt_status s = check_buffers(roles, n_in + n_inout, 1, &n, esize, &total);
-    if (s) return s;
-    fo_stream_consts k = {n_in, n_inout};
-    fo_call call = {1, &n, {0}, &k};
-    for (size_t j = 0; j < n_in + n_inout; j++) call.buf[j] = lists[j];
-    fo_parallel_for(&call, total, fo_kernels()->stream[d]);
-    return FASTOPT_OK;
+    if (n_inout < 1 || n_inout > 5) return fo_fail(FASTOPT_ERR_ARGUMENT, "n_inout must be in [1, 5], got %zu", n_inout);
+    if (!inout) return fo_fail(FASTOPT_ERR_NULL_POINTER, "inout is NULL");
+    fo_role roles[6] = {{"in", (void *const *)&in, 0}};
+    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1};
+    fo_stream_consts k = {1, n_inout};
+    return run(dtype, 1, &n, roles, 1 + n_inout, fo_kernels()->stream, &k, NULL);
 }

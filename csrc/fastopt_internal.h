@@ -16,35 +16,116 @@ typedef struct fo_call {
     size_t n_tensors;
     const size_t *numel;
     void *const *buf[FO_MAX_ROLES];
-    const void *consts; /* fo_sgd_consts / fo_adam_consts: scalars computed once per call */
+    const void *consts; /* the kernel's fo_*_consts: scalars computed once per call */
 } fo_call;
 
 /* Updates elements [begin, end) of tensor t of a call. */
 typedef void (*fo_span_fn)(const fo_call *call, size_t t, size_t begin, size_t end);
+/* The same, for a reduction: also writes its block's partial results to out. */
+typedef void (*fo_block_fn)(const fo_call *call, size_t t, size_t begin, size_t end, double *out);
+
+/* Scalars every update reads, computed once per call from fastopt_common. */
+typedef struct fo_common_consts {
+    double lr, weight_decay;
+    double grad_mul;        /* (maximize ? -1 : 1) / grad_scale */
+    double prox_threshold;  /* lr * l1_prox */
+    double decay;           /* 1 - lr * weight_decay when decoupled, else 1 */
+    int coupled_wd;         /* g += weight_decay * p */
+} fo_common_consts;
 
 typedef struct fo_sgd_consts {
-    double lr, momentum, one_minus_dampening, weight_decay, grad_sign;
-    int has_momentum, nesterov, first_step, has_weight_decay;
+    fo_common_consts c;
+    double momentum, one_minus_dampening;
+    int has_momentum, nesterov, first_step;
 } fo_sgd_consts;
 
-enum { FO_WD_NONE, FO_WD_COUPLED, FO_WD_DECOUPLED };
 typedef struct fo_adam_consts {
-    double one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, grad_sign;
-    double step_size;       /* lr / (1 - beta1^t) */
+    fo_common_consts c;
+    double one_minus_beta1, beta2, one_minus_beta2, eps;
+    double step_size;                 /* lr / (1 - beta1^t) */
     double inv_bias_correction2_sqrt; /* 1 / sqrt(1 - beta2^t) */
-    int amsgrad, wd_mode;
+    int amsgrad;
 } fo_adam_consts;
+
+typedef struct fo_rmsprop_consts {
+    fo_common_consts c;
+    double alpha, one_minus_alpha, eps, momentum;
+    int centered, has_momentum;
+} fo_rmsprop_consts;
+
+typedef struct fo_adagrad_consts {
+    fo_common_consts c;
+    double clr, eps; /* clr = lr / (1 + (t - 1) * lr_decay) */
+} fo_adagrad_consts;
+
+typedef struct fo_nadam_consts {
+    fo_common_consts c;
+    double one_minus_beta1, beta2, one_minus_beta2, eps, inv_bias_correction2;
+    double grad_coef, momentum_coef; /* -lr (1 - mu_t) / (1 - prod),  -lr mu_{t+1} / (1 - prod mu_{t+1}) */
+} fo_nadam_consts;
+
+typedef struct fo_radam_consts {
+    fo_common_consts c;
+    double one_minus_beta1, beta2, one_minus_beta2, eps;
+    double inv_bias_correction1, bias_correction2_sqrt, rect;
+    int rectified; /* rho_t > 5 */
+} fo_radam_consts;
+
+typedef struct fo_lion_consts {
+    fo_common_consts c;
+    double beta1, one_minus_beta1, beta2, one_minus_beta2;
+    int has_wd;
+} fo_lion_consts;
+
+typedef struct fo_lamb_consts {
+    fo_common_consts c;
+    double one_minus_beta1, beta2, one_minus_beta2, eps, inv_bias_correction1, inv_bias_correction2;
+    double clip_grad_mul;       /* grad_mul times the global-norm clipping factor */
+    const double *neg_lr_ratio; /* pass 2, per tensor: -lr * trust ratio */
+    int has_wd;
+} fo_lamb_consts;
+
+typedef struct fo_elastic_consts {
+    double l1, l2;
+} fo_elastic_consts;
+
+typedef struct fo_scale_consts {
+    double factor;
+} fo_scale_consts;
+
+enum { FO_NORM_2, FO_NORM_1, FO_NORM_INF, FO_NORM_P };
+typedef struct fo_norm_consts {
+    double norm_type, scale; /* each |x| is multiplied by scale first (overflow / underflow rescue) */
+    int kind;
+} fo_norm_consts;
 
 typedef struct fo_stream_consts {
     size_t n_in, n_inout;
 } fo_stream_consts;
 
+/* Reductions add FO_LANES lanes of doubles in a fixed order: the same bits at any SIMD width. */
+#define FO_LANES 16
+static inline double fo_sum_lanes(const double *a)
+{
+    double s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = a[i] + a[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+static inline double fo_max_lanes(const double *a)
+{
+    double m = a[0];
+    for (int i = 1; i < FO_LANES; i++) m = (a[i] > m || a[i] != a[i]) ? a[i] : m;
+    return m;
+}
+
 /* One SIMD level's kernels, indexed by FO_F32 / FO_F64. */
 typedef struct fo_kernel_table {
     const char *isa;
-    fo_span_fn sgd[FO_NDTYPES];
-    fo_span_fn adam[FO_NDTYPES];
-    fo_span_fn stream[FO_NDTYPES];
+    fo_span_fn sgd[FO_NDTYPES], adam[FO_NDTYPES], rmsprop[FO_NDTYPES], adagrad[FO_NDTYPES];
+    fo_span_fn nadam[FO_NDTYPES], radam[FO_NDTYPES], lion[FO_NDTYPES], lamb_apply[FO_NDTYPES];
+    fo_span_fn elastic_net[FO_NDTYPES], scale[FO_NDTYPES], stream[FO_NDTYPES];
+    fo_block_fn lamb_moments[FO_NDTYPES], unscale[FO_NDTYPES], norm[FO_NDTYPES];
 } fo_kernel_table;
 
 /* The kernels of the SIMD level in use (dispatch/cpu.c). */
@@ -54,6 +135,13 @@ const fo_kernel_table *fo_kernels(void);
 void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn);
 /* Start of part i of `parts` near-equal, grain-aligned parts of [0, total) (parallel.c). */
 size_t fo_part_begin(size_t total, size_t parts, size_t i);
+
+/* Reductions run over fixed blocks of FO_BLOCK elements that never cross a tensor (a tensor's last
+ * block is shorter), whatever the thread count: block b writes out[b * width .. (b+1) * width).
+ * Blocks are numbered tensor by tensor, so a tensor's blocks are consecutive (parallel.c). */
+#define FO_BLOCK ((size_t)1 << 14)
+size_t fo_count_blocks(const fo_call *call);
+void fo_parallel_blocks(const fo_call *call, size_t total, fo_block_fn fn, double *out, size_t width);
 
 /* Records why the calling thread's call failed (for fastopt_last_error) and returns status. */
 fastopt_status fo_fail(fastopt_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

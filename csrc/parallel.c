@@ -68,11 +68,15 @@ static void run_range(const fo_call *call, fo_span_fn fn, size_t lo, size_t hi)
     }
 }
 
+static size_t useful_threads(size_t total)
+{
+    size_t threads = (size_t)fastopt_get_num_threads(), useful = total / FO_MIN_PER_THREAD;
+    return threads < useful ? threads : useful;
+}
+
 void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
 {
-    size_t threads = (size_t)fastopt_get_num_threads();
-    size_t useful = total / FO_MIN_PER_THREAD;
-    if (threads > useful) threads = useful;
+    size_t threads = useful_threads(total);
 #ifdef FO_HAVE_OPENMP
     if (threads > 1) {
 #pragma omp parallel num_threads((int)threads)
@@ -84,4 +88,39 @@ void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
     }
 #endif
     run_range(call, fn, 0, total);
+}
+
+size_t fo_count_blocks(const fo_call *call)
+{
+    size_t blocks = 0;
+    for (size_t t = 0; t < call->n_tensors; t++) blocks += (call->numel[t] + FO_BLOCK - 1) / FO_BLOCK;
+    return blocks;
+}
+
+/* Blocks [lo, hi) of the call, numbered tensor by tensor. */
+static void run_blocks(const fo_call *call, fo_block_fn fn, double *out, size_t width, size_t lo, size_t hi)
+{
+    size_t b = 0;
+    for (size_t t = 0; t < call->n_tensors && b < hi; t++) {
+        size_t n = call->numel[t];
+        for (size_t begin = 0; begin < n && b < hi; begin += FO_BLOCK, b++)
+            if (b >= lo) fn(call, t, begin, n - begin < FO_BLOCK ? n : begin + FO_BLOCK, out + b * width);
+    }
+}
+
+void fo_parallel_blocks(const fo_call *call, size_t total, fo_block_fn fn, double *out, size_t width)
+{
+    size_t blocks = fo_count_blocks(call), threads = useful_threads(total);
+    if (threads > blocks) threads = blocks;
+#ifdef FO_HAVE_OPENMP
+    if (threads > 1) {
+#pragma omp parallel num_threads((int)threads)
+        {
+            size_t parts = (size_t)omp_get_num_threads(), i = (size_t)omp_get_thread_num();
+            run_blocks(call, fn, out, width, blocks * i / parts, blocks * (i + 1) / parts);
+        }
+        return;
+    }
+#endif
+    run_blocks(call, fn, out, width, 0, blocks);
 }

@@ -17,22 +17,43 @@
 #define T float
 #define FO_FN(name) FO_NAME(name, _f32)
 #define FO_SQRT sqrtf
+#define FO_FABS fabsf
+#define FO_COPYSIGN copysignf
 #include "dispatch/spans.h"
 #undef T
 #undef FO_FN
 #undef FO_SQRT
+#undef FO_FABS
+#undef FO_COPYSIGN
 
 #define T double
 #define FO_FN(name) FO_NAME(name, _f64)
 #define FO_SQRT sqrt
+#define FO_FABS fabs
+#define FO_COPYSIGN copysign
 #include "dispatch/spans.h"
 #undef T
 #undef FO_FN
 #undef FO_SQRT
+#undef FO_FABS
+#undef FO_COPYSIGN
+
+#define BOTH(name) {FO_NAME(name, _f32), FO_NAME(name, _f64)}
 
 const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
     .isa = FO_STR(FO_ISA),
-    .sgd = {FO_NAME(sgd_span, _f32), FO_NAME(sgd_span, _f64)},
-    .adam = {FO_NAME(adam_span, _f32), FO_NAME(adam_span, _f64)},
-    .stream = {FO_NAME(stream_span, _f32), FO_NAME(stream_span, _f64)},
+    .sgd = BOTH(sgd_span),
+    .adam = BOTH(adam_span),
+    .rmsprop = BOTH(rmsprop_span),
+    .adagrad = BOTH(adagrad_span),
+    .nadam = BOTH(nadam_span),
+    .radam = BOTH(radam_span),
+    .lion = BOTH(lion_span),
+    .lamb_apply = BOTH(lamb_apply_span),
+    .elastic_net = BOTH(elastic_net_span),
+    .scale = BOTH(scale_span),
+    .stream = BOTH(stream_span),
+    .lamb_moments = BOTH(lamb_moments_block),
+    .unscale = BOTH(unscale_block),
+    .norm = BOTH(norm_block),
 };

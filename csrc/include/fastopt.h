@@ -56,28 +56,92 @@ typedef enum fastopt_dtype {
     FASTOPT_FLOAT64 = 2
 } fastopt_dtype;
 
-/* torch.optim.SGD.  momentum_buffers may be NULL when momentum == 0. */
+/*
+ * What every optimizer shares.  After any update, when l1_prox > 0, the proximal step of an L1
+ * penalty (soft thresholding) runs in the same pass:  p = sign(p) * max(|p| - lr * l1_prox, 0).
+ * Gradients are read as grad / grad_scale (loss scaling, as torch's fused optimizers take it; a
+ * power-of-two scale is undone exactly) and negated when maximizing.  When found_inf is given and
+ * *found_inf != 0 the call writes nothing (a skipped mixed-precision step).
+ */
+typedef struct fastopt_common {
+    double lr;               /* >= 0 */
+    double weight_decay;     /* >= 0; coupled or decoupled as each optimizer says */
+    double l1_prox;          /* >= 0; 0: off */
+    double grad_scale;       /* > 0; 0 (as zero-initialized) means 1: no scaling */
+    const float *found_inf;  /* NULL, or a flag set by fastopt_unscale / torch's GradScaler */
+    int maximize;            /* ascend instead of descend */
+} fastopt_common;
+
+/* torch.optim.SGD (weight decay coupled).  momentum_buffers may be NULL when momentum == 0. */
 typedef struct fastopt_sgd_options {
-    double lr;            /* >= 0 */
+    fastopt_common common;
     double momentum;      /* >= 0 */
     double dampening;     /* finite; must be 0 with nesterov */
-    double weight_decay;  /* >= 0, coupled (added to the gradient) */
     int nesterov;         /* needs momentum > 0 and dampening == 0 */
-    int maximize;         /* ascend instead of descend */
     int first_step;       /* momentum buffer := gradient (torch's first step, buffer None) */
 } fastopt_sgd_options;
 
 /* torch.optim.Adam / AdamW.  max_exp_avg_sqs is used (and required) only with amsgrad. */
 typedef struct fastopt_adam_options {
-    double lr;                   /* >= 0 */
+    fastopt_common common;
     double beta1, beta2;         /* in [0, 1) */
     double eps;                  /* > 0 */
-    double weight_decay;         /* >= 0 */
     int64_t step;                /* >= 1, the step being taken (bias correction) */
     int amsgrad;
-    int maximize;
     int decoupled_weight_decay;  /* 1: AdamW (p *= 1 - lr*wd); 0: Adam (g += wd*p) */
 } fastopt_adam_options;
+
+/* torch.optim.RMSprop (weight decay coupled).  grad_avgs only when centered, momentum_buffers only
+ * when momentum > 0 (NULL otherwise). */
+typedef struct fastopt_rmsprop_options {
+    fastopt_common common;
+    double alpha;     /* in [0, 1] */
+    double eps;       /* > 0 */
+    double momentum;  /* >= 0 */
+    int centered;
+} fastopt_rmsprop_options;
+
+/* torch.optim.Adagrad (weight decay coupled). */
+typedef struct fastopt_adagrad_options {
+    fastopt_common common;
+    double lr_decay;  /* >= 0 */
+    double eps;       /* > 0 */
+    int64_t step;     /* >= 1 */
+} fastopt_adagrad_options;
+
+/* torch.optim.NAdam.  mu_product: the product of mu over the steps before this one (1 at step 1);
+ * fastopt_nadam_mu_product() gives the product including this step, for the next call. */
+typedef struct fastopt_nadam_options {
+    fastopt_common common;
+    double beta1, beta2, eps;
+    double momentum_decay;       /* >= 0 */
+    double mu_product;           /* in (0, 1] */
+    int64_t step;                /* >= 1 */
+    int decoupled_weight_decay;
+} fastopt_nadam_options;
+
+/* torch.optim.RAdam. */
+typedef struct fastopt_radam_options {
+    fastopt_common common;
+    double beta1, beta2, eps;
+    int64_t step;
+    int decoupled_weight_decay;
+} fastopt_radam_options;
+
+/* Lion (Chen et al. 2023), optax rules; weight decay decoupled. */
+typedef struct fastopt_lion_options {
+    fastopt_common common;
+    double beta1, beta2;  /* in [0, 1] */
+} fastopt_lion_options;
+
+/* LAMB, apex FusedLAMB rules (adam_w_mode, grad_averaging, bias_correction on). */
+typedef struct fastopt_lamb_options {
+    fastopt_common common;
+    double beta1, beta2, eps;
+    double max_grad_norm;  /* > 0: grads scaled by max_grad_norm / global norm when it exceeds it; 0: off */
+    int64_t step;
+    int use_nvlamb;        /* apply the trust ratio even when weight_decay == 0 */
+} fastopt_lamb_options;
 
 /* "0.1.0": the library's version. */
 FASTOPT_API const char *fastopt_version(void);
@@ -98,42 +162,101 @@ FASTOPT_API int fastopt_get_num_threads(void);
 FASTOPT_API fastopt_status fastopt_set_num_threads(int n);
 
 /*
- * SGD with momentum, torch.optim.SGD rules, per element:
- *   g = maximize ? -grad : grad;   if weight_decay != 0: g = g + weight_decay * p
- *   if momentum != 0:
- *       b = first_step ? g : momentum * b + (1 - dampening) * g
- *       g = nesterov ? g + momentum * b : b
- *   p = p - lr * g
+ * The optimizers.  Per element, after g = (maximize ? -grad : grad) / grad_scale:
+ *
+ * sgd:      g += wd*p;  b = first_step ? g : momentum*b + (1-dampening)*g;
+ *           g = nesterov ? g + momentum*b : b  (when momentum != 0);  p -= lr*g
+ * adam:     Adam: g += wd*p  |  AdamW: p *= 1 - lr*wd;  m += (1-beta1)*(g-m);  v = beta2*v + (1-beta2)*g*g;
+ *           vmax = max(vmax, v) (amsgrad, used for v);  p -= lr/(1-beta1^t) * m / (sqrt(v)*(1/sqrt(1-beta2^t)) + eps)
+ * rmsprop:  g += wd*p;  s = alpha*s + (1-alpha)*g*g;  centered: ga += (1-alpha)*(g-ga), d = sqrt(s - ga*ga) + eps,
+ *           else d = sqrt(s) + eps;  momentum: b = momentum*b + g/d, p -= lr*b;  else p -= lr*g/d
+ * adagrad:  g += wd*p;  s += g*g;  p -= lr/(1 + (t-1)*lr_decay) * g / (sqrt(s) + eps)
+ * nadam:    as Adam's m, v and weight decay;  mu_t = beta1*(1 - 0.5*0.96^(t*momentum_decay));
+ *           d = sqrt(v / (1-beta2^t)) + eps;  p -= lr*(1-mu_t)/(1-prod mu) * g/d + lr*mu_{t+1}/(1-prod mu * mu_{t+1}) * m/d
+ * radam:    as Adam's m, v and weight decay;  rho_t = rho_inf - 2t*beta2^t/(1-beta2^t);
+ *           rho_t > 5: p -= lr * m/(1-beta1^t) * sqrt(1-beta2^t)/(sqrt(v)+eps) * rect_t;  else p -= lr * m/(1-beta1^t)
+ * lion:     c = beta1*m + (1-beta1)*g;  p -= lr*(sign(c) + wd*p);  m = beta2*m + (1-beta2)*g
+ * lamb:     g /= max(1, ||all grads|| / max_grad_norm);  m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g*g;
+ *           u = (m/(1-beta1^t)) / (sqrt(v/(1-beta2^t)) + eps) + wd*p;
+ *           p -= lr * (||p|| / ||u|| per tensor, 1 if either is 0 or wd == 0 and not nvlamb) * u
+ * Then, with l1_prox > 0:  p = sign(p) * max(|p| - lr*l1_prox, 0).
  */
 FASTOPT_API fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
                                        void *const *params, const void *const *grads,
                                        void *const *momentum_buffers,
                                        const fastopt_sgd_options *options);
-
-/*
- * Adam / AdamW, torch.optim.Adam rules, per element (t = step):
- *   g = maximize ? -grad : grad
- *   Adam:  if weight_decay != 0: g = g + weight_decay * p
- *   AdamW: p = p * (1 - lr * weight_decay)
- *   m = m + (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
- *   if amsgrad: vmax = max(vmax, v); v_hat = vmax  else v_hat = v
- *   p = p - (lr / (1 - beta1^t)) * m / (sqrt(v_hat) * (1 / sqrt(1 - beta2^t)) + eps)
- */
 FASTOPT_API fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
                                         void *const *params, const void *const *grads,
                                         void *const *exp_avgs, void *const *exp_avg_sqs,
                                         void *const *max_exp_avg_sqs,
                                         const fastopt_adam_options *options);
+FASTOPT_API fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                           void *const *params, const void *const *grads,
+                                           void *const *square_avgs, void *const *grad_avgs,
+                                           void *const *momentum_buffers,
+                                           const fastopt_rmsprop_options *options);
+FASTOPT_API fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                           void *const *params, const void *const *grads,
+                                           void *const *state_sums, const fastopt_adagrad_options *options);
+FASTOPT_API fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                         void *const *params, const void *const *grads,
+                                         void *const *exp_avgs, void *const *exp_avg_sqs,
+                                         const fastopt_nadam_options *options);
+/* mu_product * mu_step: the NAdam momentum product to pass at step + 1. */
+FASTOPT_API double fastopt_nadam_mu_product(double mu_product, double beta1, double momentum_decay, int64_t step);
+FASTOPT_API fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                         void *const *params, const void *const *grads,
+                                         void *const *exp_avgs, void *const *exp_avg_sqs,
+                                         const fastopt_radam_options *options);
+FASTOPT_API fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                        void *const *params, const void *const *grads,
+                                        void *const *exp_avgs, const fastopt_lion_options *options);
+/* Two passes (three with max_grad_norm): the per-tensor norms of p and u come first. */
+FASTOPT_API fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                        void *const *params, const void *const *grads,
+                                        void *const *exp_avgs, void *const *exp_avg_sqs,
+                                        const fastopt_lamb_options *options);
 
 /*
- * The memory roofline probe (STREAM-style): the bytes an update moves, with trivial math.  Reads
- * each of the n_in arrays once and reads and writes each of the n_inout arrays once, n elements
- * each, threaded like the optimizers; e.g. AdamW's mix is n_in = 1 (grads), n_inout = 3.
- * Per element: acc = sum of in[j];  inout[j] = inout[j] + 0 * acc (finite values stay as they
- * were, so the probe can run on an optimizer's own arrays).  At most 6 arrays in all.
+ * Regularization gradients, in place on grads (params only read):
+ *   grads += l2 * params + l1 * sign(params)      (sign(0) = 0)
+ * l2_grad is l1 = 0, l1_grad is l2 = 0.
  */
-FASTOPT_API fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, size_t n_in, const void *const *in,
-                                          size_t n_inout, void *const *inout);
+FASTOPT_API fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                                    void *const *grads, const void *const *params,
+                                                    double l1, double l2);
+
+/*
+ * Gradient utilities.  Reductions are deterministic: the same bits for every thread count and
+ * SIMD level (fixed blocks, fixed 16-lane accumulation in double, fixed combination order).
+ *
+ * fastopt_global_norm: the norm_type-norm of all elements of all tensors (norm_type > 0, or
+ *   INFINITY); float32 accumulates in double (no overflow), float64 rescales when it must.
+ * fastopt_scale: grads *= factor (the second pass of clipping).
+ * fastopt_clip_grad_norm: torch.nn.utils.clip_grad_norm_: total = global norm;
+ *   grads *= min(1, max_norm / (total + 1e-6)); *total_norm = total.
+ * fastopt_unscale: grads *= inv_scale; *found_inf = 1 if any element was inf or NaN (else left as is),
+ *   torch's _amp_foreach_non_finite_check_and_unscale_.
+ */
+FASTOPT_API fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                               const void *const *grads, double norm_type, double *norm);
+FASTOPT_API fastopt_status fastopt_scale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                         void *const *grads, double factor);
+FASTOPT_API fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                                  void *const *grads, double max_norm, double norm_type,
+                                                  double *total_norm);
+FASTOPT_API fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                           void *const *grads, double inv_scale, float *found_inf);
+
+/*
+ * The memory roofline probe (STREAM-style): the bytes an update moves with trivial math, in the
+ * optimizers' own one-pass access pattern and threading.  Reads `in` and reads and writes each of
+ * the n_inout (1 .. 5) arrays, n elements each: AdamW's mix is n_inout = 3 (params, exp_avgs,
+ * exp_avg_sqs).  Per element: inout[j] = inout[j] + 0 * in (finite values stay as they were, so
+ * the probe can run on an optimizer's own arrays).
+ */
+FASTOPT_API fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, const void *in, size_t n_inout,
+                                          void *const *inout);
 
 /* cffi-end */
 

@@ -1,17 +1,16 @@
-/* The roofline probe: the memory traffic of an update with no math to speak of.  Every element of
- * each read array is read once and every element of each in-out array is read and written once,
- * in blocks small enough to stay in L1, so the bytes moved equal an optimizer's of the same mix.
- * x + 0 * acc leaves finite values as they were, so the probe can share an optimizer's arrays. */
-#define FO_STREAM_BLOCK 256
-
-FO_INLINE void FO_FN(stream_loop)(size_t n, size_t n_in, const T *const *in, size_t n_inout, T *const *inout)
+/* The roofline probe: an update's memory traffic with no math to speak of, in the optimizers' own
+ * access pattern (one pass; each element of every array read, and of the in-out ones written,
+ * once).  x + 0 * g keeps finite values as they are, so the probe can share an optimizer's arrays,
+ * and the compiler cannot drop the loads or stores.  n_inout (1 .. 5) is a compile-time constant. */
+FO_INLINE void FO_FN(stream_loop)(size_t n, const T *restrict g, T *restrict a, T *restrict b, T *restrict c,
+                                  T *restrict d, T *restrict e, const int n_inout)
 {
-    for (size_t b = 0; b < n; b += FO_STREAM_BLOCK) {
-        size_t len = n - b < FO_STREAM_BLOCK ? n - b : FO_STREAM_BLOCK;
-        T acc[FO_STREAM_BLOCK] = {0};
-        for (size_t j = 0; j < n_in; j++)
-            for (size_t i = 0; i < len; i++) acc[i] = acc[i] + in[j][b + i];
-        for (size_t j = 0; j < n_inout; j++)
-            for (size_t i = 0; i < len; i++) inout[j][b + i] = inout[j][b + i] + (T)0 * acc[i];
+    for (size_t i = 0; i < n; i++) {
+        T z = (T)0 * g[i];
+        a[i] = a[i] + z;
+        if (n_inout > 1) b[i] = b[i] + z;
+        if (n_inout > 2) c[i] = c[i] + z;
+        if (n_inout > 3) d[i] = d[i] + z;
+        if (n_inout > 4) e[i] = e[i] + z;
     }
 }

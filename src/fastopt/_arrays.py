@@ -28,14 +28,14 @@ def as_list(fn: str, name: str, value) -> tuple:
     return (value,)
 
 
-def _problem(a, dtype, shape, written: bool):
+def _problem(a, dtype, shape, written: bool, first: str = "params"):
     """(exception type, what is wrong) with `a` as an array of this dtype (and shape, unless None)."""
     if not isinstance(a, np.ndarray):
         return TypeError, f"must be a numpy.ndarray, got {type(a).__name__}"
     if a.dtype != dtype:
-        return TypeError, f"has dtype {a.dtype}, expected {dtype} (the dtype of params)"
+        return TypeError, f"has dtype {a.dtype}, expected {dtype} (the dtype of {first})"
     if shape is not None and a.shape != shape:
-        return ValueError, f"has shape {a.shape}, expected {shape} (the shape of its params entry)"
+        return ValueError, f"has shape {a.shape}, expected {shape} (the shape of its {first} entry)"
     flags = a.flags
     if not flags.c_contiguous:
         return ValueError, "is not C-contiguous"
@@ -81,11 +81,12 @@ def _gather_single(roles):
 
 
 def _gather(fn: str, roles):
-    params = as_list(fn, roles[0][0], roles[0][1])
+    first = roles[0][0]
+    params = as_list(fn, first, roles[0][1])
     n = len(params)
     dtype = getattr(params[0], "dtype", None)
     if dtype not in C_DTYPES:
-        where = "params[0]" if params is roles[0][1] else "params"
+        where = f"{first}[0]" if params is roles[0][1] else first
         if not isinstance(params[0], np.ndarray):
             raise TypeError(f"fastopt.{fn}: {where} must be a numpy.ndarray, got {type(params[0]).__name__}")
         raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: float32, float64")
@@ -95,7 +96,7 @@ def _gather(fn: str, roles):
         if len(arrays) != n:
             raise ValueError(f"fastopt.{fn}: {name} has {len(arrays)} arrays, params has {n}")
         for i, a in enumerate(arrays):
-            bad = _problem(a, dtype, None if r == 0 else params[i].shape, written)
+            bad = _problem(a, dtype, None if r == 0 else params[i].shape, written, first)
             if bad:
                 where = f"{name}[{i}]" if arrays is value else name
                 raise bad[0](f"fastopt.{fn}: {where} {bad[1]}")

@@ -1,20 +1,99 @@
-"""fastopt's functional optimizer updates: in place, one C call per call, lists of arrays allowed.
+"""fastopt's functional updates: in place, one C call per call, lists of arrays allowed.
 
 Each array argument is one array or a list of arrays (a multi-tensor update: params[i], grads[i]
 and the state arrays [i] belong together).  Every array of a call has the dtype of params (float32
 or float64), the shape of its params entry, is C-contiguous, and every written array is writable
 and shares memory with no other array of the call.  A call that raises has modified nothing.
+
+Every optimizer also takes these keywords, fused into its one pass:
+
+- ``l1_prox=lam``: after the update, the proximal step of an L1 penalty (soft thresholding),
+  ``p = sign(p) * max(|p| - lr * lam, 0)``: exact zeros, which subgradient L1 never reaches.
+- ``grad_scale=s``: gradients are read as ``grad / s`` (loss scaling, like torch's fused optimizers;
+  a power-of-two scale is undone exactly).  The grads themselves are not written.
+- ``found_inf=f``: a flag (bool, number, or a one-element float32 array that C reads) from
+  :func:`unscale` or a GradScaler; when it is non-zero the step is skipped and nothing is written.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from fastopt._arrays import gather, integer, pair, real
 from fastopt._native import check, ffi, lib
 
-__all__ = ["sgd", "adam", "adamw"]
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
+           "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale"]
+
+
+def _flag(fn: str, found_inf):
+    """found_inf as C takes it: a float* (NULL for none), or None when the step is to be skipped."""
+    if found_inf is None or found_inf is False:
+        return ffi.NULL
+    if isinstance(found_inf, np.ndarray):
+        if found_inf.dtype != np.float32 or found_inf.size != 1 or not found_inf.flags.c_contiguous:
+            raise TypeError(f"fastopt.{fn}: found_inf must be a one-element float32 array, a bool or a number")
+        return ffi.from_buffer("float[]", found_inf)
+    return None if real(fn, "found_inf", found_inf) != 0 else ffi.NULL
+
+
+def _scale(fn: str, grad_scale) -> float:
+    if grad_scale is None:
+        return 0.0  # C's "no scaling"
+    if isinstance(grad_scale, np.ndarray) and grad_scale.size == 1:
+        grad_scale = grad_scale.item()
+    scale = real(fn, "grad_scale", grad_scale)
+    if not scale > 0:
+        raise ValueError(f"fastopt.{fn}: grad_scale must be > 0, got {scale}")
+    return scale
+
+
+def _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf):
+    """The fastopt_common initializer, or None when found_inf says the step is skipped."""
+    # inline fast paths first: a small step costs a few microseconds, and much of it is here
+    flag = ffi.NULL if found_inf is None else _flag(fn, found_inf)
+    if flag is None:
+        return None
+    return [lr if type(lr) is float else real(fn, "lr", lr),
+            weight_decay if type(weight_decay) is float else real(fn, "weight_decay", weight_decay),
+            l1_prox if type(l1_prox) is float else real(fn, "l1_prox", l1_prox),
+            0.0 if grad_scale is None else _scale(fn, grad_scale), flag, bool(maximize)]
+
+
+def _betas(fn, betas):
+    if type(betas) is tuple and len(betas) == 2 and type(betas[0]) is float and type(betas[1]) is float:
+        return betas
+    return pair(fn, "betas", betas)
+
+
+def _step(fn, step):
+    return step if type(step) is int else integer(fn, "step", step)
+
+
+UNUSED = object()  # a role this call of an optimizer does not use (None is the user's own value)
+
+
+def _run(fn: str, c_function, options, roles, *scalars):
+    """Validates the arrays of roles, (name, array(s) or UNUSED, written), and calls C with the
+    options struct, or with the scalars when there is none."""
+    used = [r for r in roles if r[1] is not UNUSED]
+    dtype, numel, ptrs = gather(fn, used)
+    if len(used) < len(roles):  # unused roles are NULL lists, in their places
+        ptrs = iter(ptrs)
+        ptrs = [next(ptrs) if r[1] is not UNUSED else ffi.NULL for r in roles]
+    status = c_function(dtype, len(numel), numel, *ptrs, options) if options is not None else \
+        c_function(dtype, len(numel), numel, *ptrs, *scalars)
+    if status:
+        check(status, fn)
+
+
+def _require(fn: str, name: str, value, why: str):
+    if value is None:
+        raise ValueError(f"fastopt.{fn}: {name} is required {why}")
+    return value
 
 
 def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-        weight_decay=0.0, maximize=False, first_step=False):
+        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None):
     """Stochastic gradient descent with momentum, in place (torch.optim.SGD rules).
 
     Per element, with ``b`` the momentum buffer::
@@ -40,58 +119,47 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
       maximize: maximize the objective instead of minimizing it.
       first_step: set each buffer to the gradient instead of accumulating into it, as torch does
         on the first step (when its buffer is None).  Pass True on your first step with momentum.
+      l1_prox, grad_scale, found_inf: see the module docstring.
 
     Returns:
       None.
     """
     fn = "sgd"
-    # type() tests first: a small step costs a few microseconds, and much of it is here
-    if type(lr) is not float:
-        lr = real(fn, "lr", lr)
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     if type(momentum) is not float:
         momentum = real(fn, "momentum", momentum)
-    if type(dampening) is not float:
-        dampening = real(fn, "dampening", dampening)
-    if type(weight_decay) is not float:
-        weight_decay = real(fn, "weight_decay", weight_decay)
-    o = ffi.new("fastopt_sgd_options *",
-                [lr, momentum, dampening, weight_decay, bool(nesterov), bool(maximize), bool(first_step)])
-    roles = [("params", params, True), ("grads", grads, False)]
+    if common is None:
+        return
+    o = ffi.new("fastopt_sgd_options *", [common, momentum, real(fn, "dampening", dampening), bool(nesterov),
+                                          bool(first_step)])
     if momentum != 0:
-        if momentum_buffers is None:
-            raise ValueError("fastopt.sgd: momentum_buffers is required when momentum != 0")
-        roles.append(("momentum_buffers", momentum_buffers, True))
-    dtype, numel, ptrs = gather(fn, roles)
-    buffers = ptrs[2] if len(ptrs) > 2 else ffi.NULL
-    status = lib.fastopt_sgd(dtype, len(numel), numel, ptrs[0], ptrs[1], buffers, o)
-    if status:
-        check(status, fn)
+        _require(fn, "momentum_buffers", momentum_buffers, "when momentum != 0")
+    _run(fn, lib.fastopt_sgd, o, [("params", params, True), ("grads", grads, False),
+                                  ("momentum_buffers", momentum_buffers if momentum != 0 else UNUSED, True)])
 
 
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize):
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf):
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     if type(betas) is not tuple or len(betas) != 2 or type(betas[0]) is not float or type(betas[1]) is not float:
         betas = pair(fn, "betas", betas)
-    o = ffi.new("fastopt_adam_options *", [
-        lr if type(lr) is float else real(fn, "lr", lr), betas[0], betas[1],
-        eps if type(eps) is float else real(fn, "eps", eps),
-        weight_decay if type(weight_decay) is float else real(fn, "weight_decay", weight_decay),
-        step if type(step) is int else integer(fn, "step", step), bool(amsgrad), bool(maximize), decoupled])
-    roles = [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-             ("exp_avg_sqs", exp_avg_sqs, True)]
+    if type(step) is not int:
+        step = integer(fn, "step", step)
+    if type(eps) is not float:
+        eps = real(fn, "eps", eps)
+    if common is None:
+        return
+    o = ffi.new("fastopt_adam_options *", [common, betas[0], betas[1], eps, step, bool(amsgrad), decoupled])
     if amsgrad:
-        if max_exp_avg_sqs is None:
-            raise ValueError(f"fastopt.{fn}: max_exp_avg_sqs is required when amsgrad=True")
-        roles.append(("max_exp_avg_sqs", max_exp_avg_sqs, True))
-    dtype, numel, ptrs = gather(fn, roles)
-    maxes = ptrs[4] if amsgrad else ffi.NULL
-    status = lib.fastopt_adam(dtype, len(numel), numel, ptrs[0], ptrs[1], ptrs[2], ptrs[3], maxes, o)
-    if status:
-        check(status, fn)
+        _require(fn, "max_exp_avg_sqs", max_exp_avg_sqs, "when amsgrad=True")
+    _run(fn, lib.fastopt_adam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
+                                   ("exp_avg_sqs", exp_avg_sqs, True),
+                                   ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True)])
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-         weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False):
+         weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
+         grad_scale=None, found_inf=None):
     """Adam, in place (torch.optim.Adam rules, weight decay coupled as an L2 penalty).
 
     Per element, at step ``t`` (1 on the first call), with ``m``/``v`` the first/second moments::
@@ -117,16 +185,18 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       weight_decay: L2 penalty coefficient, >= 0.
       amsgrad: use the running maximum of v (needs max_exp_avg_sqs, updated in place).
       maximize: maximize the objective instead of minimizing it.
+      l1_prox, grad_scale, found_inf: see the module docstring.
 
     Returns:
       None.
     """
     _adam("adam", False, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize)
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf)
 
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-          weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False):
+          weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
+          grad_scale=None, found_inf=None):
     """AdamW, in place (torch.optim.AdamW rules: decoupled weight decay).
 
     As :func:`adam`, except that weight decay shrinks the weight instead of joining the gradient::
@@ -142,4 +212,338 @@ def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
       None.
     """
     _adam("adamw", True, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize)
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf)
+
+
+def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
+            eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, l1_prox=0.0,
+            grad_scale=None, found_inf=None):
+    """RMSprop, in place (torch.optim.RMSprop rules).
+
+    Per element, with ``s`` the square average, ``ga`` the gradient average, ``b`` the buffer::
+
+        g = -grad if maximize else grad;  g = g + weight_decay * p   (if weight_decay != 0)
+        s = alpha * s + (1 - alpha) * g * g
+        centered:  ga = ga + (1 - alpha) * (g - ga);  d = sqrt(s - ga * ga) + eps
+        else:      d = sqrt(s) + eps
+        momentum > 0:  b = momentum * b + g / d;  p = p - lr * b
+        else:          p = p - lr * g / d
+
+    References: Hinton, Lecture 6e of "Neural Networks for Machine Learning" (2012); Graves 2013,
+    "Generating Sequences With Recurrent Neural Networks" (centered).
+
+    Args:
+      params, grads: as :func:`sgd`.
+      square_avgs: running average of g^2, updated in place (start at zeros).
+      grad_avgs: running average of g, required when centered.
+      momentum_buffers: required when momentum > 0.
+      lr: >= 0.  alpha: smoothing constant in [0, 1].  eps: > 0.  weight_decay: >= 0.
+      momentum: >= 0.  centered: normalize by the variance instead of the second moment.
+      maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
+
+    Returns:
+      None.
+    """
+    fn = "rmsprop"
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    alpha, eps, momentum = real(fn, "alpha", alpha), real(fn, "eps", eps), real(fn, "momentum", momentum)
+    if common is None:
+        return
+    o = ffi.new("fastopt_rmsprop_options *", [common, alpha, eps, momentum, bool(centered)])
+    if centered:
+        _require(fn, "grad_avgs", grad_avgs, "when centered=True")
+    if momentum > 0:
+        _require(fn, "momentum_buffers", momentum_buffers, "when momentum > 0")
+    _run(fn, lib.fastopt_rmsprop, o, [("params", params, True), ("grads", grads, False),
+                                      ("square_avgs", square_avgs, True),
+                                      ("grad_avgs", grad_avgs if centered else UNUSED, True),
+                                      ("momentum_buffers", momentum_buffers if momentum > 0 else UNUSED, True)])
+
+
+def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None):
+    """Adagrad, in place (torch.optim.Adagrad rules).
+
+    Per element, at step ``t``, with ``s`` the sum of squared gradients::
+
+        g = -grad if maximize else grad;  g = g + weight_decay * p   (if weight_decay != 0)
+        s = s + g * g
+        p = p - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)
+
+    References: Duchi, Hazan & Singer 2011, "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization".
+
+    Args:
+      params, grads: as :func:`sgd`.
+      state_sums: sum of squared gradients, updated in place; start it at torch's
+        ``initial_accumulator_value`` (0 by default; fastopt.optim.Adagrad takes that argument).
+      step: >= 1.  lr: >= 0.  lr_decay: >= 0.  weight_decay: >= 0.  eps: > 0.
+      maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
+
+    Returns:
+      None.
+    """
+    fn = "adagrad"
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    lr_decay, eps, step = real(fn, "lr_decay", lr_decay), real(fn, "eps", eps), _step(fn, step)
+    if common is None:
+        return
+    o = ffi.new("fastopt_adagrad_options *", [common, lr_decay, eps, step])
+    _run(fn, lib.fastopt_adagrad, o, [("params", params, True), ("grads", grads, False),
+                                      ("state_sums", state_sums, True)])
+
+
+def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
+          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+          l1_prox=0.0, grad_scale=None, found_inf=None) -> float:
+    """NAdam, in place (torch.optim.NAdam rules): Adam with Nesterov momentum.
+
+    Per element, at step ``t``, with ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))`` and
+    ``P = mu_product * mu_t`` (the product of all mu up to t)::
+
+        g, weight decay, m, v: as :func:`adam` (decoupled_weight_decay: as :func:`adamw`)
+        d = sqrt(v / (1 - beta2**t)) + eps
+        p = p - lr * (1 - mu_t) / (1 - P) * g / d - lr * mu_{t+1} / (1 - P * mu_{t+1}) * m / d
+
+    References: Dozat 2016, "Incorporating Nesterov Momentum into Adam".
+
+    Args:
+      As :func:`adam`, and:
+      mu_product: the product of mu over the steps before this one: 1.0 at step 1, then the value
+        this function returned on the previous step.
+      momentum_decay: >= 0.
+      decoupled_weight_decay: AdamW-style weight decay.
+
+    Returns:
+      The momentum product including this step (the next call's mu_product); unchanged when the
+      step was skipped by found_inf.
+    """
+    fn = "nadam"
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    momentum_decay, mu_product = real(fn, "momentum_decay", momentum_decay), real(fn, "mu_product", mu_product)
+    if common is None:
+        return mu_product
+    o = ffi.new("fastopt_nadam_options *", [common, betas[0], betas[1], eps, momentum_decay, mu_product, step,
+                                            bool(decoupled_weight_decay)])
+    _run(fn, lib.fastopt_nadam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
+                                    ("exp_avg_sqs", exp_avg_sqs, True)])
+    return lib.fastopt_nadam_mu_product(mu_product, betas[0], momentum_decay, step)
+
+
+def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+          weight_decay=0.0, decoupled_weight_decay=False, maximize=False, l1_prox=0.0, grad_scale=None,
+          found_inf=None):
+    """RAdam, in place (torch.optim.RAdam rules): Adam with a rectified adaptive learning rate.
+
+    Per element, at step ``t``, with ``rho_inf = 2 / (1 - beta2) - 1`` and
+    ``rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t)``::
+
+        g, weight decay, m, v: as :func:`adam` (decoupled_weight_decay: as :func:`adamw`)
+        m_hat = m / (1 - beta1**t)
+        rho_t > 5:  rect = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                    p = p - lr * m_hat * sqrt(1 - beta2**t) / (sqrt(v) + eps) * rect
+        else:       p = p - lr * m_hat
+
+    References: Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond".
+
+    Args:
+      As :func:`adam`, and decoupled_weight_decay (AdamW-style weight decay).
+
+    Returns:
+      None.
+    """
+    fn = "radam"
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    if common is None:
+        return
+    o = ffi.new("fastopt_radam_options *", [common, betas[0], betas[1], eps, step, bool(decoupled_weight_decay)])
+    _run(fn, lib.fastopt_radam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
+                                    ("exp_avg_sqs", exp_avg_sqs, True)])
+
+
+def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
+         l1_prox=0.0, grad_scale=None, found_inf=None):
+    """Lion, in place (optax.lion rules): the sign of interpolated momentum, decoupled weight decay.
+
+    Per element, with ``m`` the momentum::
+
+        g = -grad if maximize else grad
+        u = sign((1 - beta1) * g + beta1 * m)
+        p = p - lr * (u + weight_decay * p)
+        m = (1 - beta2) * g + beta2 * m
+
+    References: Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms".
+
+    Args:
+      params, grads: as :func:`sgd`.
+      exp_avgs: the momentum m, updated in place (start at zeros).
+      lr: >= 0 (typically 3-10x smaller than AdamW's).  betas: each in [0, 1].
+      weight_decay: >= 0, decoupled.
+      maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
+
+    Returns:
+      None.
+    """
+    fn = "lion"
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    betas = _betas(fn, betas)
+    if common is None:
+        return
+    o = ffi.new("fastopt_lion_options *", [common, betas[0], betas[1]])
+    _run(fn, lib.fastopt_lion, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True)])
+
+
+def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+         weight_decay=0.01, max_grad_norm=1.0, use_nvlamb=False, maximize=False, l1_prox=0.0,
+         grad_scale=None, found_inf=None):
+    """LAMB, in place (apex FusedLAMB rules): Adam's direction scaled per tensor by a trust ratio.
+
+    With ``G`` the global norm of all gradients, per tensor and element, at step ``t``::
+
+        g = g / max(1, G / max_grad_norm)                               (if max_grad_norm > 0)
+        m = m + (1 - beta1) * (g - m);  v = beta2 * v + (1 - beta2) * g * g
+        u = (m / (1 - beta1**t)) / (sqrt(v / (1 - beta2**t)) + eps) + weight_decay * p
+        r = ||p|| / ||u|| over the tensor (1 if either is 0, or if weight_decay == 0 and not use_nvlamb)
+        p = p - lr * r * u
+
+    References: You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes".  The norms of every tensor come from the same multi-tensor call (two passes).
+
+    Args:
+      As :func:`adam`, and:
+      max_grad_norm: clip the global gradient norm to this first (0: off), >= 0.
+      use_nvlamb: apply the trust ratio even without weight decay.
+
+    Returns:
+      None.
+    """
+    fn = "lamb"
+    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    max_grad_norm = real(fn, "max_grad_norm", max_grad_norm)
+    if common is None:
+        return
+    o = ffi.new("fastopt_lamb_options *", [common, betas[0], betas[1], eps, max_grad_norm, step, bool(use_nvlamb)])
+    _run(fn, lib.fastopt_lamb, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
+                                   ("exp_avg_sqs", exp_avg_sqs, True)])
+
+
+# ---- regularization gradients ----
+
+def elastic_net_grad(grads, params, *, l1, l2):
+    """Adds the elastic-net penalty's gradient to grads, in place::
+
+        grads = grads + l2 * params + l1 * sign(params)      (sign(0) = 0)
+
+    The gradient of ``l1 * |w|_1 + l2 / 2 * |w|_2^2``.  For exact zeros use an optimizer's
+    ``l1_prox`` instead: a subgradient step never lands on zero.
+
+    Args:
+      grads: gradient array(s), updated in place.
+      params: parameter array(s), same shapes and dtype; only read.
+      l1, l2: coefficients, >= 0.
+    """
+    _elastic("elastic_net_grad", grads, params, l1, l2)
+
+
+def l2_grad(grads, params, *, lam):
+    """Adds an L2 penalty's gradient to grads, in place: ``grads = grads + lam * params``."""
+    _elastic("l2_grad", grads, params, 0.0, lam, "lam")
+
+
+def l1_grad(grads, params, *, lam):
+    """Adds an L1 penalty's subgradient to grads, in place: ``grads = grads + lam * sign(params)``
+    (0 where params == 0)."""
+    _elastic("l1_grad", grads, params, lam, 0.0, "lam")
+
+
+def _elastic(fn, grads, params, l1, l2, name=None):
+    l1, l2 = real(fn, name or "l1", l1), real(fn, name or "l2", l2)
+    _run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2)
+
+
+# ---- gradient utilities ----
+
+def _norm_type(fn, norm_type) -> float:
+    return real(fn, "norm_type", norm_type)
+
+
+def global_norm(grads, norm_type=2.0) -> float:
+    """The norm of all elements of all gradients, as one vector::
+
+        (sum over tensors and elements of |g|**norm_type) ** (1 / norm_type);  max |g| for inf
+
+    Deterministic: the same bits for any thread count and SIMD level (fixed blocks, sums in double in
+    a fixed order).  float32 accumulates in double, so no float32 value can overflow it; float64
+    sums are rescaled by a power of two when they would overflow or underflow.
+
+    Args:
+      grads: array or list of arrays (float32/float64); only read.
+      norm_type: p > 0, or float('inf').
+
+    Returns:
+      The norm, a float (NaN if any element is NaN).
+    """
+    fn = "global_norm"
+    norm_type = _norm_type(fn, norm_type)
+    out = ffi.new("double *")
+    dtype, numel, ptrs = gather(fn, [("grads", grads, False)])
+    check(lib.fastopt_global_norm(dtype, len(numel), numel, ptrs[0], norm_type, out), fn)
+    return out[0]
+
+
+def clip_grad_norm(grads, max_norm, norm_type=2.0) -> float:
+    """Scales gradients in place so their global norm is at most max_norm
+    (torch.nn.utils.clip_grad_norm_ rules)::
+
+        total = global_norm(grads, norm_type)
+        grads = grads * min(1, max_norm / (total + 1e-6))
+
+    Two passes: the norm, then one scaling pass (none when no clipping is needed).  To fuse the
+    scaling into the optimizer's own pass instead, compute :func:`global_norm` and pass
+    ``grad_scale = max(1, (total + 1e-6) / max_norm)`` to the optimizer.
+
+    Args:
+      grads: array or list of arrays, updated in place.
+      max_norm: >= 0.
+      norm_type: p > 0, or float('inf').
+
+    Returns:
+      The total norm before clipping.
+    """
+    fn = "clip_grad_norm"
+    max_norm, norm_type = real(fn, "max_norm", max_norm), _norm_type(fn, norm_type)
+    out = ffi.new("double *")
+    dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
+    check(lib.fastopt_clip_grad_norm(dtype, len(numel), numel, ptrs[0], max_norm, norm_type, out), fn)
+    return out[0]
+
+
+def unscale(grads, inv_scale, found_inf=None) -> bool:
+    """Undoes loss scaling in place and reports non-finite gradients
+    (torch's _amp_foreach_non_finite_check_and_unscale_, as GradScaler.unscale_ uses it)::
+
+        grads = grads * inv_scale;  found = any element of grads was inf or NaN
+
+    Args:
+      grads: array or list of arrays, updated in place.
+      inv_scale: 1 / the loss scale.
+      found_inf: optional one-element float32 array, set to 1.0 when found (else left as it is), so
+        that several calls accumulate one flag to pass to an optimizer's found_inf.
+
+    Returns:
+      Whether this call found an inf or NaN.
+    """
+    fn = "unscale"
+    inv_scale = real(fn, "inv_scale", inv_scale)
+    flag = np.zeros(1, np.float32)
+    dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
+    if found_inf is not None and _flag(fn, found_inf) is None or isinstance(found_inf, np.ndarray) and not found_inf.flags.writeable:
+        raise TypeError(f"fastopt.{fn}: found_inf must be a writable one-element float32 array")
+    check(lib.fastopt_unscale(dtype, len(numel), numel, ptrs[0], inv_scale, ffi.from_buffer("float[]", flag)), fn)
+    found = bool(flag[0])
+    if found and found_inf is not None:
+        found_inf[...] = 1.0
+    return found

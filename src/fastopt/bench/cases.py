@@ -131,20 +131,17 @@ def torch_backend(mode: str):
 
 def roofline_backend(problem: Problem):
     """The STREAM-style probe: the same arrays read and written, trivial math (fastopt_stream)."""
+    from fastopt._arrays import C_DTYPES
     from fastopt._native import ffi, lib
-    dtype = fastopt._arrays.C_DTYPES[problem.dtype]
-    in_arrays = problem.grads
+    dtype = C_DTYPES[problem.dtype]
     inout = [problem.params, *problem.state.values()]
-    calls = []
-    for i in range(len(problem.shapes)):
-        ins = [ffi.from_buffer(in_arrays[i])]
-        outs = [ffi.from_buffer(a[i]) for a in inout]
-        calls.append((problem.params[i].size, ins, outs))
-    nin, nout = problem.opt.n_in, problem.opt.n_inout
+    calls = [(p.size, ffi.from_buffer(g), [ffi.from_buffer(a[i]) for a in inout])
+             for i, (p, g) in enumerate(zip(problem.params, problem.grads))]
+    n_inout = problem.opt.n_inout
 
     def probe():
-        for n, ins, outs in calls:
-            lib.fastopt_stream(dtype, n, nin, ins, nout, outs)
+        for n, g, outs in calls:
+            lib.fastopt_stream(dtype, n, g, n_inout, outs)
     return probe
 
 
