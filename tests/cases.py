@@ -25,43 +25,74 @@ SGD_FLAGS = [
 ]
 ADAM_FLAGS = _grid(lr=[1e-2], betas=[(0.9, 0.999)], eps=[1e-8], weight_decay=[0.0, 0.1],
                    amsgrad=[False, True], maximize=[False, True])
+RMSPROP_FLAGS = _grid(lr=[1e-2], alpha=[0.9], momentum=[0.0, 0.9], centered=[False, True],
+                      weight_decay=[0.0, 0.01], maximize=[False, True])
+ADAGRAD_FLAGS = _grid(lr=[0.1], lr_decay=[0.0, 0.01], weight_decay=[0.0, 0.01], maximize=[False, True])
+NADAM_FLAGS = _grid(lr=[2e-3], weight_decay=[0.0, 0.01], decoupled_weight_decay=[False, True],
+                    maximize=[False, True])
+RADAM_FLAGS = NADAM_FLAGS
+LION_FLAGS = _grid(lr=[1e-3], weight_decay=[0.0, 0.1], maximize=[False, True])
+LAMB_FLAGS = _grid(lr=[1e-2], weight_decay=[0.0, 0.01], max_grad_norm=[0.0, 1.0], use_nvlamb=[False, True],
+                   maximize=[False, True])
 
-CASES = {"sgd": SGD_FLAGS, "adam": ADAM_FLAGS, "adamw": ADAM_FLAGS}
+TORCH_CASES = {"sgd": SGD_FLAGS, "adam": ADAM_FLAGS, "adamw": ADAM_FLAGS, "rmsprop": RMSPROP_FLAGS,
+               "adagrad": ADAGRAD_FLAGS, "nadam": NADAM_FLAGS, "radam": RADAM_FLAGS}
+# fastopt's own extras on top of each optimizer's busiest flags: the fused L1 proximal step and
+# loss scaling (a power of two, undone exactly, and not)
+EXTRAS = [dict(l1_prox=0.01, grad_scale=1024.0), dict(l1_prox=0.5, grad_scale=3.0)]
+CASES = {name: flags + [{**flags[-1], **extra} for extra in EXTRAS]
+         for name, flags in {**TORCH_CASES, "lion": LION_FLAGS, "lamb": LAMB_FLAGS}.items()}
+
+# Each optimizer's state arrays, in positional order, and whether it takes a step count.
+STATE = {"sgd": ["momentum_buffers"], "adam": ["exp_avgs", "exp_avg_sqs"], "adamw": ["exp_avgs", "exp_avg_sqs"],
+         "rmsprop": ["square_avgs", "grad_avgs", "momentum_buffers"], "adagrad": ["state_sums"],
+         "nadam": ["exp_avgs", "exp_avg_sqs"], "radam": ["exp_avgs", "exp_avg_sqs"], "lion": ["exp_avgs"],
+         "lamb": ["exp_avgs", "exp_avg_sqs"]}
+STEPPED = {"adam", "adamw", "adagrad", "nadam", "radam", "lamb"}
+NON_NEGATIVE = {"exp_avg_sqs", "max_exp_avg_sqs", "square_avgs", "state_sums"}
 
 
 def flag_id(flags: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in flags.items() if k not in ("lr", "betas", "eps"))
+    return ",".join(f"{k}={v}" for k, v in flags.items() if k not in ("lr", "betas", "eps", "alpha"))
 
 
 def state_names(name: str, flags: dict) -> list[str]:
-    if name == "sgd":
-        return ["momentum_buffers"] if flags["momentum"] != 0 else []
-    return ["exp_avgs", "exp_avg_sqs"] + (["max_exp_avg_sqs"] if flags["amsgrad"] else [])
+    """The state arrays this optimizer uses with these flags."""
+    used = {"momentum_buffers": flags.get("momentum", 0) != 0, "grad_avgs": flags.get("centered", False),
+            "max_exp_avg_sqs": flags.get("amsgrad", False)}
+    names = [s for s in STATE[name] if used.get(s, True)]
+    return names + (["max_exp_avg_sqs"] if used["max_exp_avg_sqs"] else [])
 
 
 def make_arrays(name: str, flags: dict, n: int, dtype, rng: np.random.Generator) -> dict:
-    """params, grads and state with values spread over several magnitudes (state non-zero, v >= 0)."""
+    """params, grads and state with values spread over several magnitudes (state non-zero, second
+    moments >= 0, and a square average above its squared gradient average)."""
     def normal():
         return (rng.standard_normal(n) * np.exp2(rng.integers(-8, 4, n))).astype(dtype)
     arrays = {"params": normal(), "grads": normal()}
     for s in state_names(name, flags):
-        arrays[s] = normal()
-    if "exp_avg_sqs" in arrays:
-        arrays["exp_avg_sqs"] = np.abs(arrays["exp_avg_sqs"])
+        arrays[s] = np.abs(normal()) if s in NON_NEGATIVE else normal()
     if "max_exp_avg_sqs" in arrays:
         arrays["max_exp_avg_sqs"] = arrays["exp_avg_sqs"] + np.abs(normal()) * (rng.random(n) < 0.5)
+    if "grad_avgs" in arrays:
+        arrays["square_avgs"] += arrays["grad_avgs"] ** 2
     return arrays
 
 
-def call(module, name: str, arrays: dict, flags: dict, step: int = 3) -> None:
+def call(module, name: str, arrays: dict, flags: dict, step: int = 3):
     """Calls module.<name> (module: fastopt or fastopt.reference) on arrays, in place."""
-    fn = getattr(module, name)
     a = arrays
+    kwargs = dict(flags)
     if name == "sgd":
-        fn(a["params"], a["grads"], a.get("momentum_buffers"), first_step=step == 1, **flags)
-    else:
-        fn(a["params"], a["grads"], a["exp_avgs"], a["exp_avg_sqs"], step=step,
-           max_exp_avg_sqs=a.get("max_exp_avg_sqs"), **flags)
+        kwargs["first_step"] = step == 1
+    if name in STEPPED:
+        kwargs["step"] = step
+    if name in ("adam", "adamw"):
+        kwargs["max_exp_avg_sqs"] = a.get("max_exp_avg_sqs")
+    if name == "nadam":
+        kwargs["mu_product"] = 1.0 if step == 1 else 0.5
+    state = [a.get(s) for s in STATE[name]]
+    return getattr(module, name)(a["params"], a["grads"], *state, **kwargs)
 
 
 def copy(arrays: dict) -> dict:

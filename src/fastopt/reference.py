@@ -1,10 +1,12 @@
 """The NumPy reference: fastopt's executable specification and the NumPy baseline of every benchmark.
 
 Each function has the signature of its fastopt twin, updates its arrays in place with plain NumPy
-expressions in torch.optim's order of operations, and returns None.  It validates nothing: it is
-what the fast kernels are tested against, not what users call.
+expressions in torch.optim's order of operations, and returns what its twin returns.  It validates
+nothing: it is what the fast kernels are tested against, not what users call.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -13,14 +15,37 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _grad(g, p, maximize, grad_scale, coupled_weight_decay=0.0):
+    """The gradient an update sees: g / grad_scale (as a multiply), negated when maximizing, plus
+    the coupled L2 term."""
+    g = g * ((-1.0 if maximize else 1.0) / (grad_scale or 1.0))
+    return g + coupled_weight_decay * p if coupled_weight_decay != 0 else g
+
+
+def _prox(p, lr, l1_prox):
+    """The proximal step of an L1 penalty: p = sign(p) * max(|p| - lr * l1_prox, 0)."""
+    if l1_prox != 0:
+        p[...] = np.sign(p) * np.maximum(np.abs(p) - lr * l1_prox, 0)
+
+
+def _skipped(found_inf):
+    return found_inf is not None and float(np.asarray(found_inf).reshape(-1)[0]) != 0
+
+
+def _moments(g, m, v, beta1, beta2):
+    m += (1 - beta1) * (g - m)  # torch's lerp(m, g, 1 - beta1)
+    v *= beta2
+    v += (1 - beta2) * g * g
+
+
 def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-        weight_decay=0.0, maximize=False, first_step=False):
+        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None):
     """SGD with momentum, torch.optim.SGD rules; see :func:`fastopt.sgd`."""
+    if _skipped(found_inf):
+        return
     buffers = _as_list(momentum_buffers) if momentum != 0 else None
     for i, (p, g) in enumerate(zip(_as_list(params), _as_list(grads))):
-        g = -g if maximize else g
-        if weight_decay != 0:
-            g = g + weight_decay * p
+        g = _grad(g, p, maximize, grad_scale, weight_decay)
         if momentum != 0:
             b = buffers[i]
             if first_step:
@@ -30,39 +55,222 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
                 b += (1 - dampening) * g
             g = g + momentum * b if nesterov else b
         p -= lr * g
+        _prox(p, lr, l1_prox)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-         weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False,
-         decoupled_weight_decay=False):
+         weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
+         grad_scale=None, found_inf=None, decoupled_weight_decay=False):
     """Adam, torch.optim.Adam rules; see :func:`fastopt.adam`."""
+    if _skipped(found_inf):
+        return
     beta1, beta2 = betas
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    step_size = lr / bias_correction1
-    inv_bias_correction2_sqrt = 1 / bias_correction2**0.5  # torch divides; a multiply is within 1 ulp
+    step_size = lr / (1 - beta1**step)
+    inv_bias_correction2_sqrt = 1 / (1 - beta2**step)**0.5  # torch divides; a multiply is within 1 ulp
     maxes = _as_list(max_exp_avg_sqs) if amsgrad else None
     for i, (p, g, m, v) in enumerate(zip(_as_list(params), _as_list(grads), _as_list(exp_avgs),
                                          _as_list(exp_avg_sqs))):
-        g = -g if maximize else g
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                g = g + weight_decay * p
-        m += (1 - beta1) * (g - m)  # torch's lerp(m, g, 1 - beta1)
-        v *= beta2
-        v += (1 - beta2) * g * g
+        g = _grad(g, p, maximize, grad_scale, 0.0 if decoupled_weight_decay else weight_decay)
+        if decoupled_weight_decay and weight_decay != 0:
+            p *= 1 - lr * weight_decay
+        _moments(g, m, v, beta1, beta2)
         if amsgrad:
             np.maximum(maxes[i], v, out=maxes[i])
             v = maxes[i]
         denom = np.sqrt(v) * inv_bias_correction2_sqrt + eps
         p += (-step_size * m) / denom
+        _prox(p, lr, l1_prox)
 
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-          weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False):
+          weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
+          grad_scale=None, found_inf=None):
     """AdamW, torch.optim.AdamW rules; see :func:`fastopt.adamw`."""
     adam(params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, betas=betas, eps=eps,
          weight_decay=weight_decay, amsgrad=amsgrad, max_exp_avg_sqs=max_exp_avg_sqs,
-         maximize=maximize, decoupled_weight_decay=True)
+         maximize=maximize, l1_prox=l1_prox, grad_scale=grad_scale, found_inf=found_inf,
+         decoupled_weight_decay=True)
+
+
+def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
+            eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, l1_prox=0.0,
+            grad_scale=None, found_inf=None):
+    """RMSprop, torch.optim.RMSprop rules; see :func:`fastopt.rmsprop`."""
+    if _skipped(found_inf):
+        return
+    gavgs = _as_list(grad_avgs) if centered else None
+    buffers = _as_list(momentum_buffers) if momentum > 0 else None
+    for i, (p, g, s) in enumerate(zip(_as_list(params), _as_list(grads), _as_list(square_avgs))):
+        g = _grad(g, p, maximize, grad_scale, weight_decay)
+        s *= alpha
+        s += (1 - alpha) * g * g
+        if centered:
+            ga = gavgs[i]
+            ga += (1 - alpha) * (g - ga)
+            avg = np.sqrt(s - ga * ga) + eps
+        else:
+            avg = np.sqrt(s) + eps
+        if momentum > 0:
+            b = buffers[i]
+            b *= momentum
+            b += g / avg
+            p -= lr * b
+        else:
+            p += (-lr * g) / avg
+        _prox(p, lr, l1_prox)
+
+
+def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+            maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None):
+    """Adagrad, torch.optim.Adagrad rules; see :func:`fastopt.adagrad`."""
+    if _skipped(found_inf):
+        return
+    clr = lr / (1 + (step - 1) * lr_decay)
+    for p, g, s in zip(_as_list(params), _as_list(grads), _as_list(state_sums)):
+        g = _grad(g, p, maximize, grad_scale, weight_decay)
+        s += g * g
+        p += (-clr * g) / (np.sqrt(s) + eps)
+        _prox(p, lr, l1_prox)
+
+
+def _nadam_mu(beta1, momentum_decay, step):
+    return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+
+
+def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
+          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
+          l1_prox=0.0, grad_scale=None, found_inf=None):
+    """NAdam, torch.optim.NAdam rules; see :func:`fastopt.nadam`.  Returns the next mu_product."""
+    if _skipped(found_inf):
+        return mu_product
+    beta1, beta2 = betas
+    inv_bias_correction2 = 1 / (1 - beta2**step)  # torch divides; a multiply is within 1 ulp
+    mu, mu_next = _nadam_mu(beta1, momentum_decay, step), _nadam_mu(beta1, momentum_decay, step + 1)
+    product = mu_product * mu
+    grad_coef = -lr * (1.0 - mu) / (1.0 - product)
+    momentum_coef = (-lr * mu_next) / (1.0 - product * mu_next)
+    for p, g, m, v in zip(_as_list(params), _as_list(grads), _as_list(exp_avgs), _as_list(exp_avg_sqs)):
+        g = _grad(g, p, maximize, grad_scale, 0.0 if decoupled_weight_decay else weight_decay)
+        if decoupled_weight_decay and weight_decay != 0:
+            p *= 1 - lr * weight_decay
+        _moments(g, m, v, beta1, beta2)
+        denom = np.sqrt(v * inv_bias_correction2) + eps
+        p += (grad_coef * g) / denom
+        p += (momentum_coef * m) / denom
+        _prox(p, lr, l1_prox)
+    return product
+
+
+def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+          weight_decay=0.0, decoupled_weight_decay=False, maximize=False, l1_prox=0.0, grad_scale=None,
+          found_inf=None):
+    """RAdam, torch.optim.RAdam rules; see :func:`fastopt.radam`."""
+    if _skipped(found_inf):
+        return
+    beta1, beta2 = betas
+    bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
+    for p, g, m, v in zip(_as_list(params), _as_list(grads), _as_list(exp_avgs), _as_list(exp_avg_sqs)):
+        g = _grad(g, p, maximize, grad_scale, 0.0 if decoupled_weight_decay else weight_decay)
+        if decoupled_weight_decay and weight_decay != 0:
+            p *= 1 - lr * weight_decay
+        _moments(g, m, v, beta1, beta2)
+        update = m * (1 / bias_correction1) * lr  # torch divides by bias_correction1
+        if rho_t > 5.0:
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            update = update * (bias_correction2**0.5 / (np.sqrt(v) + eps)) * rect
+        p -= update
+        _prox(p, lr, l1_prox)
+
+
+def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
+         l1_prox=0.0, grad_scale=None, found_inf=None):
+    """Lion, optax.lion rules; see :func:`fastopt.lion`."""
+    if _skipped(found_inf):
+        return
+    beta1, beta2 = betas
+    for p, g, m in zip(_as_list(params), _as_list(grads), _as_list(exp_avgs)):
+        g = _grad(g, p, maximize, grad_scale)
+        u = np.sign((1 - beta1) * g + beta1 * m)
+        if weight_decay != 0:
+            u = u + weight_decay * p
+        m[...] = (1 - beta2) * g + beta2 * m
+        p += -lr * u
+        _prox(p, lr, l1_prox)
+
+
+def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
+         weight_decay=0.01, max_grad_norm=1.0, use_nvlamb=False, maximize=False, l1_prox=0.0,
+         grad_scale=None, found_inf=None):
+    """LAMB, apex FusedLAMB rules; see :func:`fastopt.lamb`."""
+    if _skipped(found_inf):
+        return
+    beta1, beta2 = betas
+    grads = _as_list(grads)
+    mul = (-1.0 if maximize else 1.0) / (grad_scale or 1.0)
+    if max_grad_norm > 0:
+        norm = global_norm(grads) * abs(mul)
+        if norm > max_grad_norm:
+            mul = mul / (norm / max_grad_norm)
+    inv_bc1, inv_bc2 = 1 / (1 - beta1**step), 1 / (1 - beta2**step)
+    for p, g, m, v in zip(_as_list(params), grads, _as_list(exp_avgs), _as_list(exp_avg_sqs)):
+        g = g * mul
+        _moments(g, m, v, beta1, beta2)
+        u = (m * inv_bc1) / (np.sqrt(v * inv_bc2) + eps)
+        if weight_decay != 0:
+            u = u + weight_decay * p
+        p_norm, u_norm = global_norm(p), global_norm(u)
+        trust = (weight_decay != 0 or use_nvlamb) and p_norm > 0 and u_norm > 0
+        p += (-lr * (p_norm / u_norm if trust else 1.0)) * u
+        _prox(p, lr, l1_prox)
+
+
+def elastic_net_grad(grads, params, *, l1, l2):
+    """grads += l2 * params + l1 * sign(params); see :func:`fastopt.elastic_net_grad`."""
+    for g, p in zip(_as_list(grads), _as_list(params)):
+        if l1 != 0 and l2 != 0:
+            g += l2 * p + l1 * np.sign(p)
+        elif l1 != 0:
+            g += l1 * np.sign(p)
+        else:
+            g += l2 * p
+
+
+def l2_grad(grads, params, *, lam):
+    """grads += lam * params; see :func:`fastopt.l2_grad`."""
+    elastic_net_grad(grads, params, l1=0.0, l2=lam)
+
+
+def l1_grad(grads, params, *, lam):
+    """grads += lam * sign(params); see :func:`fastopt.l1_grad`."""
+    elastic_net_grad(grads, params, l1=lam, l2=0.0)
+
+
+def global_norm(grads, norm_type=2.0) -> float:
+    """The norm of all elements of all arrays, summed in float64; see :func:`fastopt.global_norm`."""
+    values = [np.abs(np.asarray(g, np.float64)).ravel() for g in _as_list(grads)]
+    if math.isinf(norm_type):
+        return max((float(v.max()) for v in values if v.size), default=0.0)
+    return float(sum(np.sum(v**norm_type) for v in values)) ** (1 / norm_type)
+
+
+def clip_grad_norm(grads, max_norm, norm_type=2.0) -> float:
+    """torch.nn.utils.clip_grad_norm_ rules; see :func:`fastopt.clip_grad_norm`."""
+    total = global_norm(grads, norm_type)
+    coef = max_norm / (total + 1e-6)
+    if not coef >= 1.0:
+        for g in _as_list(grads):
+            g *= coef
+    return total
+
+
+def unscale(grads, inv_scale, found_inf=None) -> bool:
+    """grads *= inv_scale, reporting any inf/NaN; see :func:`fastopt.unscale`."""
+    found = False
+    for g in _as_list(grads):
+        found = found or not bool(np.all(np.isfinite(g)))
+        g *= inv_scale
+    if found and found_inf is not None:
+        found_inf[...] = 1.0
+    return found
