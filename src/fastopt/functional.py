@@ -27,8 +27,10 @@ __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion
 
 def _flag(fn: str, found_inf):
     """found_inf as C takes it: a float* (NULL for none), or None when the step is to be skipped."""
-    if found_inf is None or found_inf is False:
+    if found_inf is None:
         return ffi.NULL
+    if isinstance(found_inf, (bool, np.bool_)):
+        return None if found_inf else ffi.NULL
     if isinstance(found_inf, np.ndarray):
         if found_inf.dtype != np.float32 or found_inf.size != 1 or not found_inf.flags.c_contiguous:
             raise TypeError(f"fastopt.{fn}: found_inf must be a one-element float32 array, a bool or a number")
@@ -461,6 +463,8 @@ def l1_grad(grads, params, *, lam):
 
 def _elastic(fn, grads, params, l1, l2, name=None):
     l1, l2 = real(fn, name or "l1", l1), real(fn, name or "l2", l2)
+    if name and not (np.isfinite(l1 + l2) and l1 + l2 >= 0):  # C would name l1 or l2, not lam
+        raise ValueError(f"fastopt.{fn}: {name} must be a finite number >= 0, got {l1 + l2}")
     _run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2)
 
 
@@ -540,7 +544,8 @@ def unscale(grads, inv_scale, found_inf=None) -> bool:
     inv_scale = real(fn, "inv_scale", inv_scale)
     flag = np.zeros(1, np.float32)
     dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
-    if found_inf is not None and _flag(fn, found_inf) is None or isinstance(found_inf, np.ndarray) and not found_inf.flags.writeable:
+    if found_inf is not None and not (isinstance(found_inf, np.ndarray) and found_inf.dtype == np.float32
+                                      and found_inf.size == 1 and found_inf.flags.writeable):
         raise TypeError(f"fastopt.{fn}: found_inf must be a writable one-element float32 array")
     check(lib.fastopt_unscale(dtype, len(numel), numel, ptrs[0], inv_scale, ffi.from_buffer("float[]", flag)), fn)
     found = bool(flag[0])
