@@ -10,7 +10,7 @@ from __future__ import annotations
 import os as _os
 import warnings as _warnings
 
-from fastopt import reference
+from fastopt import optim, reference, schedules
 from fastopt._native import c_string as _c_string
 from fastopt._native import check as _check
 from fastopt._native import ffi as _ffi
@@ -21,7 +21,8 @@ from fastopt.functional import (adagrad, adam, adamw, clip_grad_norm, elastic_ne
 __version__ = _c_string(_lib.fastopt_version())
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale",
-           "info", "set_num_threads", "get_num_threads", "set_isa", "reference", "__version__"]
+           "info", "set_num_threads", "get_num_threads", "set_isa", "optim", "schedules", "reference",
+           "__version__"]
 
 
 def info() -> dict:

@@ -1,0 +1,203 @@
+"""fastopt.optim and fastopt.schedules: classes equal their functional updates, groups, schedules,
+checkpoints (bit-exact resume in a new process), one C call per group, bad input."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import functional, optim, schedules
+
+CLASSES = {"sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+           "adam": (optim.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=0.1)),
+           "adamw": (optim.AdamW, dict(lr=1e-2)),
+           "rmsprop": (optim.RMSprop, dict(lr=1e-2, momentum=0.9, centered=True)),
+           "adagrad": (optim.Adagrad, dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)),
+           "nadam": (optim.NAdam, dict(lr=2e-3, weight_decay=0.01, decoupled_weight_decay=True)),
+           "radam": (optim.RAdam, dict(lr=1e-3)),
+           "lion": (optim.Lion, dict(lr=1e-3, weight_decay=0.1)),
+           "lamb": (optim.LAMB, dict(lr=1e-2, l1_prox=1e-3))}
+
+
+def problem(seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in ((4, 3), (3,), (100,))]
+
+
+def gradient(params, t):
+    """A deterministic gradient for step t (a quadratic bowl plus a step-dependent ripple)."""
+    return [p + np.sin(t + np.arange(p.size)).reshape(p.shape).astype(p.dtype) for p in params]
+
+
+def functional_run(name, kwargs, params, steps):
+    """The same training with functional calls and hand-kept state: what the class must equal."""
+    kwargs = dict(kwargs)
+    init = kwargs.pop("initial_accumulator_value", 0.0)
+    state = {s: [np.full_like(p, init) for p in params] for s in ("a", "b", "c")}
+    mu = 1.0
+    for t in range(1, steps + 1):
+        g = gradient(params, t)
+        a, b, c = state["a"], state["b"], state["c"]
+        if name == "sgd":
+            functional.sgd(params, g, a, first_step=t == 1, **kwargs)
+        elif name in ("adam", "adamw"):
+            getattr(functional, name)(params, g, a, b, step=t, max_exp_avg_sqs=c, **kwargs)
+        elif name == "rmsprop":
+            functional.rmsprop(params, g, a, b, c, **kwargs)
+        elif name == "adagrad":
+            functional.adagrad(params, g, a, step=t, **kwargs)
+        elif name == "nadam":
+            mu = functional.nadam(params, g, a, b, step=t, mu_product=mu, **kwargs)
+        elif name == "lion":
+            functional.lion(params, g, a, **kwargs)
+        else:
+            getattr(functional, name)(params, g, a, b, step=t, **kwargs)
+    return params
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_class_equals_functional_updates(name):
+    cls, kwargs = CLASSES[name]
+    expected = functional_run(name, kwargs, problem(), 20)
+    params = problem()
+    opt = cls(params, **kwargs)
+    for t in range(1, 21):
+        opt.zero_grad()
+        for buf, g in zip(opt.grads, gradient(params, t)):
+            buf += g
+        opt.step()
+    for p, e in zip(params, expected):
+        np.testing.assert_array_equal(p, e)
+    assert opt.param_groups[0]["step"] == 20
+
+
+def test_param_groups_have_their_own_hyper_parameters():
+    a, b = problem(), problem()
+    opt = optim.AdamW([{"params": a[:2], "lr": 0.1}, {"params": a[2:], "weight_decay": 0.5}], lr=1e-2)
+    for t in range(1, 6):
+        opt.step(gradient(a, t))
+    first = functional_run("adamw", dict(lr=0.1), b[:2], 5)
+    second = functional_run("adamw", dict(lr=1e-2, weight_decay=0.5), b[2:], 5)
+    for p, e in zip(a, first + second):
+        np.testing.assert_array_equal(p, e)
+
+
+def test_one_c_call_per_group_per_step(monkeypatch):
+    calls = []
+    real = functional._run
+    monkeypatch.setattr(functional, "_run", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    params = problem()
+    opt = optim.Adam([{"params": params[:2]}, {"params": params[2:]}])
+    opt.step(gradient(params, 1))
+    assert calls == ["adam", "adam"]
+
+
+def test_schedule_as_lr():
+    lr = schedules.linear_warmup(schedules.cosine(0.1, total_steps=10, min_lr=0.01), warmup_steps=3)
+    params, expected = problem(), problem()
+    opt = optim.SGD(params, lr=lr)
+    for t in range(1, 15):
+        opt.step(gradient(params, t))
+        functional.sgd(expected, gradient(expected, t), lr=lr(t))
+    for p, e in zip(params, expected):
+        np.testing.assert_array_equal(p, e)
+
+
+def test_schedules():
+    assert schedules.constant(0.1)(100) == 0.1
+    s = schedules.step_decay(1.0, step_size=10, gamma=0.5)
+    assert [s(1), s(10), s(11), s(25)] == [1.0, 1.0, 0.5, 0.25]
+    assert schedules.exponential_decay(1.0, 0.5)(3) == 0.25
+    c = schedules.cosine(1.0, total_steps=4, min_lr=0.2)
+    assert c(1) == 1.0 and c(5) == pytest.approx(0.2) and c(100) == pytest.approx(0.2)
+    assert c(3) == pytest.approx(0.6)
+    w = schedules.linear_warmup(schedules.constant(0.4), warmup_steps=4)
+    assert [w(1), w(2), w(4), w(5)] == [0.1, 0.2, 0.4, 0.4]
+    j = schedules.join([schedules.constant(1.0), schedules.exponential_decay(0.5, 0.5)], [3])
+    assert [j(1), j(3), j(4), j(5)] == [1.0, 1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match="total_steps"):
+        schedules.cosine(1.0, total_steps=0)
+    with pytest.raises(ValueError, match="lr must be"):
+        schedules.constant(float("nan"))
+
+
+def test_found_inf_skips_without_counting_the_step():
+    params = problem()
+    before = [p.copy() for p in params]
+    opt = optim.Adam(params)
+    opt.step(gradient(params, 1), found_inf=np.ones(1, np.float32))
+    assert opt.param_groups[0]["step"] == 0
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+
+
+def test_state_dict_round_trip_and_errors():
+    params = problem()
+    opt = optim.NAdam(params)
+    for t in range(1, 4):
+        opt.step(gradient(params, t))
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["params"] == [0, 1, 2] and sd["param_groups"][0]["step"] == 3
+    assert set(sd["state"][0]) == {"exp_avgs", "exp_avg_sqs"}
+    other = optim.NAdam(problem())
+    other.load_state_dict(sd)
+    assert other.param_groups[0]["mu_product"] == opt.param_groups[0]["mu_product"]
+    bad = {**sd, "state": {0: {"exp_avgs": np.zeros(7)}}}
+    with pytest.raises(ValueError, match="has shape"):
+        other.load_state_dict(bad)
+    with pytest.raises(ValueError, match="expected 1 param groups"):
+        other.load_state_dict({"param_groups": [], "state": {}})
+
+
+@pytest.mark.parametrize("bad,error,words", [
+    (lambda p: optim.Adam([]), ValueError, "empty parameter list"),
+    (lambda p: optim.Adam(p, betaz=(0.9, 0.9)), TypeError, "betaz"),
+    (lambda p: optim.Adam([{"params": p, "betaz": 1}]), ValueError, "unknown hyper-parameter"),
+    (lambda p: optim.Adam([p[0], p[0]]), ValueError, "more than one place"),
+    (lambda p: optim.Adam([np.zeros(3, np.int32)]), TypeError, "float32/float64"),
+    (lambda p: optim.Adam(p).step([p[0]]), ValueError, "got 1 gradients for 3 parameters"),
+    (lambda p: optim.Adam(p, lr=-1.0).step(), ValueError, "lr must be"),
+])
+def test_bad_input(bad, error, words):
+    params = problem()
+    before = [p.copy() for p in params]
+    with pytest.raises(error, match=words):
+        bad(params)
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+
+
+RESUME = textwrap.dedent("""
+    import sys, numpy as np, fastopt
+    sys.path.insert(0, {tests!r})
+    from test_optim import problem, gradient, CLASSES
+    name, first, last, load, save = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    cls, kwargs = CLASSES[name]
+    params = problem(dtype=np.float32)
+    if load != "-":
+        with np.load(load + ".params.npz") as f:
+            params = [f[str(i)].copy() for i in range(len(params))]
+    opt = cls(params, **kwargs)
+    if load != "-":
+        opt.load(load)
+    for t in range(first, last + 1):
+        opt.step(gradient(params, t))
+    opt.save(save)
+    np.savez(save + ".params.npz", **{{str(i): p for i, p in enumerate(params)}})
+""")
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_resume_is_bit_exact_in_a_new_process(name, tmp_path):
+    """N steps in one go == k steps, save, load in a new process, N - k steps."""
+    import os
+    script = RESUME.format(tests=os.path.dirname(__file__))
+    run = lambda *a: subprocess.run([sys.executable, "-c", script, name, *map(str, a)], check=True)
+    run(1, 12, "-", tmp_path / "whole.npz")
+    run(1, 5, "-", tmp_path / "half.npz")
+    run(6, 12, tmp_path / "half.npz", tmp_path / "resumed.npz")
+    with np.load(tmp_path / "whole.npz.params.npz") as a, np.load(tmp_path / "resumed.npz.params.npz") as b:
+        for k in a.files:
+            assert np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32))
