@@ -1,20 +1,27 @@
-/* Threading over the concatenated element range of a tensor list: thread i of n takes elements
+/* Threading over the concatenated element range of a tensor list: part i of n takes elements
  * [i*total/n, (i+1)*total/n), whatever tensors they fall in, so a list of many small tensors
- * balances as well as one large tensor.  Each element is computed by exactly one thread with the
- * same code, so results do not depend on the thread count. */
+ * balances as well as one large tensor.  The partition depends on the sizes alone and each element
+ * is computed by one thread with the same code, so results do not depend on the thread count.
+ *
+ * The pool is small and polite, because the caller's process has other thread pools (OpenBLAS,
+ * torch) on the same cores: workers sleep on a condition variable (they never spin), and the
+ * calling thread claims parts itself and never waits for a worker that has not started; it waits
+ * only for parts already claimed.  A worker the scheduler runs late finds nothing left to do. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#ifdef FO_HAVE_OPENMP
-#include <omp.h>
-#endif
+#include <unistd.h>
 
 #include "fastopt_internal.h"
 
-/* Below this many elements per thread, waking a thread costs more than it saves (measured: Adam
- * at 16K elements runs 1.6x faster on 2 threads, at 4K no faster). */
-#define FO_MIN_PER_THREAD ((size_t)1 << 12)
+/* Below this many elements per thread, a thread costs more than it saves: waking one takes ~10 us,
+ * and on a busy machine (BLAS threads on the same cores) much longer. */
+#define FO_MIN_PER_THREAD ((size_t)1 << 16)
 /* Thread boundaries fall on multiples of this many elements: whole cache lines, no sharing. */
 #define FO_GRAIN ((size_t)64)
+/* Parts per thread: more parts than threads lets the caller take over a late worker's share. */
+#define FO_PARTS_PER_THREAD 4
+#define FO_MAX_THREADS 256
 
 static atomic_int num_threads; /* 0 until first asked */
 
@@ -22,12 +29,9 @@ static int default_threads(void)
 {
     const char *env = getenv("FASTOPT_NUM_THREADS");
     int n = env ? atoi(env) : 0;
-    if (n >= 1) return n;
-#ifdef FO_HAVE_OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
+    if (n >= 1) return n < FO_MAX_THREADS ? n : FO_MAX_THREADS;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores < 1 ? 1 : cores < FO_MAX_THREADS ? (int)cores : FO_MAX_THREADS;
 }
 
 int fastopt_get_num_threads(void)
@@ -42,7 +46,8 @@ int fastopt_get_num_threads(void)
 
 fastopt_status fastopt_set_num_threads(int n)
 {
-    if (n < 1) return fo_fail(FASTOPT_ERR_ARGUMENT, "the number of threads must be >= 1, got %d", n);
+    if (n < 1 || n > FO_MAX_THREADS)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "the number of threads must be in [1, %d], got %d", FO_MAX_THREADS, n);
     atomic_store(&num_threads, n);
     return FASTOPT_OK;
 }
@@ -56,6 +61,82 @@ size_t fo_part_begin(size_t total, size_t parts, size_t i)
     return begin / FO_GRAIN * FO_GRAIN;
 }
 
+/* ---- the pool: one job at a time, parts claimed under a mutex ---- */
+
+typedef void (*fo_part_fn)(const void *ctx, size_t part, size_t parts);
+
+static struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t work, finished;
+    int workers;         /* started so far */
+    int busy;            /* a job is posted */
+    fo_part_fn part;
+    const void *ctx;
+    size_t parts, next, done;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0};
+
+/* Under the mutex: runs parts of the posted job until none is left to claim. */
+static void work_on_job(void)
+{
+    while (pool.busy && pool.next < pool.parts) {
+        size_t i = pool.next++, parts = pool.parts;
+        fo_part_fn part = pool.part;
+        const void *ctx = pool.ctx;
+        pthread_mutex_unlock(&pool.mutex);
+        part(ctx, i, parts);
+        pthread_mutex_lock(&pool.mutex);
+        if (++pool.done == pool.parts) pthread_cond_signal(&pool.finished);
+    }
+}
+
+static void *worker(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&pool.mutex);
+    for (;;) {
+        while (!(pool.busy && pool.next < pool.parts)) pthread_cond_wait(&pool.work, &pool.mutex);
+        work_on_job();
+    }
+    return NULL;
+}
+
+/* Runs part(ctx, i, parts) for i in [0, parts) on up to `threads` threads, the caller among them. */
+static void run_parts(fo_part_fn part, const void *ctx, size_t parts, int threads)
+{
+    pthread_mutex_lock(&pool.mutex);
+    if (pool.busy) { /* another thread's job holds the pool: this one runs alone */
+        pthread_mutex_unlock(&pool.mutex);
+        for (size_t i = 0; i < parts; i++) part(ctx, i, parts);
+        return;
+    }
+    while (pool.workers < threads - 1) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker, NULL) != 0) break; /* fewer threads, same results */
+        pthread_detach(t);
+        pool.workers++;
+    }
+    pool.part = part, pool.ctx = ctx, pool.parts = parts, pool.next = 0, pool.done = 0, pool.busy = 1;
+    pthread_cond_broadcast(&pool.work);
+    work_on_job();
+    while (pool.done < pool.parts) pthread_cond_wait(&pool.finished, &pool.mutex);
+    pool.busy = 0;
+    pthread_mutex_unlock(&pool.mutex);
+}
+
+static size_t useful_threads(size_t total)
+{
+    size_t threads = (size_t)fastopt_get_num_threads(), useful = total / FO_MIN_PER_THREAD;
+    return threads < useful ? threads : useful;
+}
+
+/* ---- element ranges ---- */
+
+typedef struct range_job {
+    const fo_call *call;
+    fo_span_fn fn;
+    size_t total;
+} range_job;
+
 static void run_range(const fo_call *call, fo_span_fn fn, size_t lo, size_t hi)
 {
     size_t offset = 0;
@@ -68,27 +149,21 @@ static void run_range(const fo_call *call, fo_span_fn fn, size_t lo, size_t hi)
     }
 }
 
-static size_t useful_threads(size_t total)
+static void range_part(const void *ctx, size_t i, size_t parts)
 {
-    size_t threads = (size_t)fastopt_get_num_threads(), useful = total / FO_MIN_PER_THREAD;
-    return threads < useful ? threads : useful;
+    const range_job *job = ctx;
+    run_range(job->call, job->fn, fo_part_begin(job->total, parts, i), fo_part_begin(job->total, parts, i + 1));
 }
 
 void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
 {
     size_t threads = useful_threads(total);
-#ifdef FO_HAVE_OPENMP
-    if (threads > 1) {
-#pragma omp parallel num_threads((int)threads)
-        {
-            size_t parts = (size_t)omp_get_num_threads(), i = (size_t)omp_get_thread_num();
-            run_range(call, fn, fo_part_begin(total, parts, i), fo_part_begin(total, parts, i + 1));
-        }
-        return;
-    }
-#endif
-    run_range(call, fn, 0, total);
+    if (threads <= 1) return run_range(call, fn, 0, total);
+    range_job job = {call, fn, total};
+    run_parts(range_part, &job, threads * FO_PARTS_PER_THREAD, (int)threads);
 }
+
+/* ---- blocks (reductions) ---- */
 
 size_t fo_count_blocks(const fo_call *call)
 {
@@ -97,30 +172,36 @@ size_t fo_count_blocks(const fo_call *call)
     return blocks;
 }
 
+typedef struct block_job {
+    const fo_call *call;
+    fo_block_fn fn;
+    double *out;
+    size_t width, blocks;
+} block_job;
+
 /* Blocks [lo, hi) of the call, numbered tensor by tensor. */
-static void run_blocks(const fo_call *call, fo_block_fn fn, double *out, size_t width, size_t lo, size_t hi)
+static void run_blocks(const block_job *job, size_t lo, size_t hi)
 {
+    const fo_call *call = job->call;
     size_t b = 0;
     for (size_t t = 0; t < call->n_tensors && b < hi; t++) {
         size_t n = call->numel[t];
         for (size_t begin = 0; begin < n && b < hi; begin += FO_BLOCK, b++)
-            if (b >= lo) fn(call, t, begin, n - begin < FO_BLOCK ? n : begin + FO_BLOCK, out + b * width);
+            if (b >= lo) job->fn(call, t, begin, n - begin < FO_BLOCK ? n : begin + FO_BLOCK, job->out + b * job->width);
     }
+}
+
+static void block_part(const void *ctx, size_t i, size_t parts)
+{
+    const block_job *job = ctx;
+    run_blocks(job, job->blocks * i / parts, job->blocks * (i + 1) / parts);
 }
 
 void fo_parallel_blocks(const fo_call *call, size_t total, fo_block_fn fn, double *out, size_t width)
 {
-    size_t blocks = fo_count_blocks(call), threads = useful_threads(total);
-    if (threads > blocks) threads = blocks;
-#ifdef FO_HAVE_OPENMP
-    if (threads > 1) {
-#pragma omp parallel num_threads((int)threads)
-        {
-            size_t parts = (size_t)omp_get_num_threads(), i = (size_t)omp_get_thread_num();
-            run_blocks(call, fn, out, width, blocks * i / parts, blocks * (i + 1) / parts);
-        }
-        return;
-    }
-#endif
-    run_blocks(call, fn, out, width, 0, blocks);
+    block_job job = {call, fn, out, width, fo_count_blocks(call)};
+    size_t threads = useful_threads(total), parts = threads * FO_PARTS_PER_THREAD;
+    if (parts > job.blocks) parts = job.blocks;
+    if (threads <= 1 || parts <= 1) return run_blocks(&job, 0, job.blocks);
+    run_parts(block_part, &job, parts, (int)threads);
 }

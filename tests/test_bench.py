@@ -35,7 +35,7 @@ def test_wrong_backend_is_reported_wrong(monkeypatch, capsys):
             problem.params[0] += 1e-3  # a fast wrong answer
         return wrong
     real = cases.backends
-    monkeypatch.setattr(cli, "backends", lambda: {**real(), "broken": (broken, True)})
+    monkeypatch.setattr(cli, "backends", lambda opt=None: {**real(opt), "broken": (broken, True)})
     rows = cli.run_case("adamw", "float32", "4k", repeats=1, on_sample=None)
     by = {r["backend"]: r for r in rows}
     assert by["broken"]["wrong"] and not by["fastopt"]["wrong"]
@@ -58,3 +58,10 @@ def test_bad_arguments(argv, words, capsys):
     with pytest.raises(SystemExit):
         cli.parse(argv)
     assert words in capsys.readouterr().err
+
+
+def test_every_optimizer_has_a_checked_benchmark_row():
+    for name in cases.OPTIMIZERS:
+        rows = cli.run_case(name, "float32", "mlp20", repeats=1, on_sample=None)
+        assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy"}
+        assert not any(r["wrong"] for r in rows), name

@@ -46,11 +46,15 @@ def _problem(a, dtype, shape, written: bool, first: str = "params"):
     return None
 
 
+UNUSED = object()  # a role that a call does not use: its pointer list is NULL (None is a user's value)
+
+
 def gather(fn: str, roles):
     """Validates a call's arrays and returns (dtype code, numel list, one pointer list per role).
 
     roles: (name, array or list of arrays, written) triples; the first is params, which sets the
-    list length, the dtype and the shape that every other role's entries must match.
+    list length, the dtype and the shape that every other role's entries must match.  A role whose
+    value is UNUSED gets ffi.NULL.
     """
     fast = _gather_single(roles)
     return fast if fast is not None else _gather(fn, roles)
@@ -71,6 +75,9 @@ def _gather_single(roles):
         return None
     pointers = []
     for _, a, written in roles:
+        if a is UNUSED:
+            pointers.append(ffi.NULL)
+            continue
         if type(a) is not np.ndarray or a.dtype != dtype or (a is not first and a.shape != shape):
             return None
         flags = a.flags
@@ -92,6 +99,9 @@ def _gather(fn: str, roles):
         raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: float32, float64")
     pointers = []
     for r, (name, value, written) in enumerate(roles):
+        if value is UNUSED:
+            pointers.append(ffi.NULL)
+            continue
         arrays = as_list(fn, name, value)
         if len(arrays) != n:
             raise ValueError(f"fastopt.{fn}: {name} has {len(arrays)} arrays, params has {n}")

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastopt._arrays import gather, integer, pair, real
+import math
+
+from fastopt._arrays import UNUSED, gather, integer, pair, real
 from fastopt._native import check, ffi, lib
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
@@ -71,17 +73,10 @@ def _step(fn, step):
     return step if type(step) is int else integer(fn, "step", step)
 
 
-UNUSED = object()  # a role this call of an optimizer does not use (None is the user's own value)
-
-
 def _run(fn: str, c_function, options, roles, *scalars):
     """Validates the arrays of roles, (name, array(s) or UNUSED, written), and calls C with the
     options struct, or with the scalars when there is none."""
-    used = [r for r in roles if r[1] is not UNUSED]
-    dtype, numel, ptrs = gather(fn, used)
-    if len(used) < len(roles):  # unused roles are NULL lists, in their places
-        ptrs = iter(ptrs)
-        ptrs = [next(ptrs) if r[1] is not UNUSED else ffi.NULL for r in roles]
+    dtype, numel, ptrs = gather(fn, roles)
     status = c_function(dtype, len(numel), numel, *ptrs, options) if options is not None else \
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
@@ -130,10 +125,11 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     if type(momentum) is not float:
         momentum = real(fn, "momentum", momentum)
+    if type(dampening) is not float:
+        dampening = real(fn, "dampening", dampening)
     if common is None:
         return
-    o = ffi.new("fastopt_sgd_options *", [common, momentum, real(fn, "dampening", dampening), bool(nesterov),
-                                          bool(first_step)])
+    o = ffi.new("fastopt_sgd_options *", [common, momentum, dampening, bool(nesterov), bool(first_step)])
     if momentum != 0:
         _require(fn, "momentum_buffers", momentum_buffers, "when momentum != 0")
     _run(fn, lib.fastopt_sgd, o, [("params", params, True), ("grads", grads, False),
@@ -462,8 +458,11 @@ def l1_grad(grads, params, *, lam):
 
 
 def _elastic(fn, grads, params, l1, l2, name=None):
-    l1, l2 = real(fn, name or "l1", l1), real(fn, name or "l2", l2)
-    if name and not (np.isfinite(l1 + l2) and l1 + l2 >= 0):  # C would name l1 or l2, not lam
+    if type(l1) is not float:
+        l1 = real(fn, name or "l1", l1)
+    if type(l2) is not float:
+        l2 = real(fn, name or "l2", l2)
+    if name and not (math.isfinite(l1 + l2) and l1 + l2 >= 0):  # C would name l1 or l2, not lam
         raise ValueError(f"fastopt.{fn}: {name} must be a finite number >= 0, got {l1 + l2}")
     _run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2)
 

@@ -18,7 +18,8 @@ def _as_list(x):
 def _grad(g, p, maximize, grad_scale, coupled_weight_decay=0.0):
     """The gradient an update sees: g / grad_scale (as a multiply), negated when maximizing, plus
     the coupled L2 term."""
-    g = g * ((-1.0 if maximize else 1.0) / (grad_scale or 1.0))
+    if maximize or grad_scale:
+        g = g * ((-1.0 if maximize else 1.0) / (grad_scale or 1.0))
     return g + coupled_weight_decay * p if coupled_weight_decay != 0 else g
 
 

@@ -17,9 +17,11 @@ from fastopt import reference
 class Optimizer:
     name: str                 # fastopt / fastopt.reference function
     torch_name: str | None    # torch.optim class
-    state: tuple[str, ...]    # state arrays, fastopt's names
+    state: tuple[str, ...]    # state arrays, fastopt's names, in positional order
     torch_state: tuple[str, ...]
     hyper: dict = field(default_factory=dict)
+    stepped: bool = True      # takes step=
+    torch_fused: bool = False # torch has fused=True for it on the CPU
     n_in: int = 1             # arrays only read (grads)
 
     @property
@@ -30,11 +32,18 @@ class Optimizer:
         return (self.n_in + 2 * self.n_inout) * itemsize
 
 
+MOMENTS = ("exp_avgs", "exp_avg_sqs"), ("exp_avg", "exp_avg_sq")
 OPTIMIZERS = {
-    "sgd": Optimizer("sgd", "SGD", ("momentum_buffers",), ("momentum_buffer",), dict(lr=1e-3, momentum=0.9)),
-    "adam": Optimizer("adam", "Adam", ("exp_avgs", "exp_avg_sqs"), ("exp_avg", "exp_avg_sq"), dict(lr=1e-3)),
-    "adamw": Optimizer("adamw", "AdamW", ("exp_avgs", "exp_avg_sqs"), ("exp_avg", "exp_avg_sq"),
-                       dict(lr=1e-3, weight_decay=1e-2)),
+    "sgd": Optimizer("sgd", "SGD", ("momentum_buffers",), ("momentum_buffer",), dict(lr=1e-3, momentum=0.9),
+                     stepped=False, torch_fused=True),
+    "adam": Optimizer("adam", "Adam", *MOMENTS, dict(lr=1e-3), torch_fused=True),
+    "adamw": Optimizer("adamw", "AdamW", *MOMENTS, dict(lr=1e-3, weight_decay=1e-2), torch_fused=True),
+    "rmsprop": Optimizer("rmsprop", "RMSprop", ("square_avgs",), ("square_avg",), dict(lr=1e-2), stepped=False),
+    "adagrad": Optimizer("adagrad", "Adagrad", ("state_sums",), ("sum",), dict(lr=1e-2), torch_fused=True),
+    "nadam": Optimizer("nadam", "NAdam", *MOMENTS, dict(lr=2e-3)),
+    "radam": Optimizer("radam", "RAdam", *MOMENTS, dict(lr=1e-3)),
+    "lion": Optimizer("lion", None, ("exp_avgs",), (), dict(lr=1e-4), stepped=False),
+    "lamb": Optimizer("lamb", None, *MOMENTS, dict(lr=1e-3)),
 }
 
 
@@ -90,16 +99,19 @@ class Problem:
     def stepper(self, module):
         """A function taking one step of module.<optimizer> (fastopt or fastopt.reference) on these
         arrays: lists for a model, plain arrays for one tensor (the call a user makes)."""
-        fn, hyper = getattr(module, self.opt.name), self.opt.hyper
+        fn, hyper, opt = getattr(module, self.opt.name), self.opt.hyper, self.opt
         args = [a[0] if len(a) == 1 else a for a in self.arrays()]
-        if self.opt.name == "sgd":
-            def step():
-                self.step += 1
-                fn(*args, first_step=self.step == 1, **hyper)
-        else:
-            def step():
-                self.step += 1
-                fn(*args, step=self.step, **hyper)
+        mu_product = [1.0]  # NAdam's, carried from step to step
+
+        def step():
+            self.step += 1
+            extra = {"step": self.step} if opt.stepped else {}
+            if opt.name == "sgd":
+                extra["first_step"] = self.step == 1
+            if opt.name == "nadam":
+                mu_product[0] = fn(*args, mu_product=mu_product[0], **extra, **hyper)
+            else:
+                fn(*args, **extra, **hyper)
         return step
 
 
@@ -124,6 +136,8 @@ def torch_backend(mode: str):
             state = {ts: torch.from_numpy(problem.state[s][i]) for s, ts in zip(opt.state, opt.torch_state)}
             if opt.name != "sgd":
                 state["step"] = torch.tensor(float(problem.step))
+            if opt.name == "nadam":
+                state["mu_product"] = torch.ones(())
             optimizer.state[p] = state
         return optimizer.step
     return make
@@ -153,11 +167,13 @@ def torch_available() -> bool:
         return False
 
 
-def backends(with_torch: bool | None = None) -> dict:
-    """name -> (make step function from a Problem, whether its result must match the reference)."""
+def backends(opt: Optimizer | None = None, with_torch: bool | None = None) -> dict:
+    """name -> (make step function from a Problem, whether its result must match the reference):
+    the backends that have this optimizer (all of them without one)."""
     out = {"roofline": (roofline_backend, False), "fastopt": (fastopt_backend, True),
            "numpy": (numpy_backend, True)}
-    if with_torch if with_torch is not None else torch_available():
+    if (with_torch if with_torch is not None else torch_available()) and (opt is None or opt.torch_name):
         out["torch-foreach"] = (torch_backend("foreach"), True)
-        out["torch-fused"] = (torch_backend("fused"), True)
+        if opt is None or opt.torch_fused:
+            out["torch-fused"] = (torch_backend("fused"), True)
     return out

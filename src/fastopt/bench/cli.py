@@ -17,7 +17,7 @@ import fastopt
 from fastopt.bench import measure, report
 from fastopt.bench.cases import OPTIMIZERS, Problem, backends, shapes_of
 
-FULL = dict(optimizers="sgd,adam,adamw", dtypes="float32,float64",
+FULL = dict(optimizers=",".join(OPTIMIZERS), dtypes="float32,float64",
             sizes="4k,64k,1m,8m,32m,64m,mlp20,gpt2-small", repeats=7)
 QUICK = dict(optimizers="adamw", dtypes="float32", sizes="4k,1m,32m,mlp20", repeats=5)
 TOLERANCE = {"float32": dict(rtol=1e-4, atol=1e-6), "float64": dict(rtol=1e-9, atol=1e-12)}
@@ -51,7 +51,7 @@ def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> l
     expected = problem.snapshot()
 
     steps, wrong = {}, set()
-    for name, (make, checked) in backends().items():
+    for name, (make, checked) in backends(opt).items():
         problem.restore(start)
         problem.step = 0
         step = make(problem)
@@ -75,7 +75,7 @@ def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> l
     for r in rows:
         r["roofline_pct"] = 100 * r["gbps"] / by["roofline"]["gbps"]
         r["vs_numpy"] = by["numpy"]["median_s"] / r["median_s"] if r["backend"] != "roofline" else None
-        torch_row = by.get("torch-fused") or by.get("torch-foreach")
+        torch_row = by.get("torch-fused") or by.get("torch-foreach")  # torch's fastest, where it has one
         r["vs_torch"] = torch_row["median_s"] / r["median_s"] if torch_row and r["backend"] != "roofline" else None
     return rows
 
@@ -137,9 +137,8 @@ def main(argv=None) -> int:
             import torch
             torch.set_num_threads(args.threads)
     cases = [(o, d, s) for o in args.optimizers for d in args.dtypes for s in args.size_list]
-    n_backends = len(backends())
     rows = []
-    with _progress(len(cases) * n_backends * args.repeats) as advance:
+    with _progress(sum(len(backends(OPTIMIZERS[o])) for o, _, _ in cases) * args.repeats) as advance:
         for o, d, s in cases:
             rows += run_case(o, d, s, args.repeats, lambda: advance(f"{o} {d} {s}"))
     meta = machine()
