@@ -119,7 +119,7 @@ def test_bad_input_raises_and_writes_nothing(name):
 
 
 def test_settings_errors():
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match=r"threads must be in \[1, 256\]"):
         fastopt.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an int"):
         fastopt.set_num_threads(2.0)
