@@ -1,0 +1,26 @@
+"""The examples run (small sizes) and show what they claim."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def run(name):
+    return subprocess.run([sys.executable, os.path.join(EXAMPLES, name), "--quick"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_linear_regression_same_losses():
+    out = run("linear_regression.py")
+    assert out.count("same losses: True") == 3, out
+
+
+def test_sparse_logistic_exact_zeros():
+    out = run("sparse_logistic.py")
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith(("subgradient", "proximal"))}
+    assert int(rows["subgradient"][-2]) == 0, out       # no exact zeros from the subgradient
+    assert int(rows["proximal"][-2]) >= 100, out         # most of the 200 weights exactly zero
+    assert "informative ones among them: 10 of 10" in out
