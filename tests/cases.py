@@ -79,8 +79,9 @@ def make_arrays(name: str, flags: dict, n: int, dtype, rng: np.random.Generator)
     return arrays
 
 
-def call(module, name: str, arrays: dict, flags: dict, step: int = 3):
-    """Calls module.<name> (module: fastopt or fastopt.reference) on arrays, in place."""
+def call(module, name: str, arrays: dict, flags: dict, step: int = 3, mu_product: float | None = None):
+    """Calls module.<name> (module: fastopt or fastopt.reference) on arrays, in place; returns what
+    it returns (NAdam: the next mu_product; by default this test's stand-in for the previous one)."""
     a = arrays
     kwargs = dict(flags)
     if name == "sgd":
@@ -90,7 +91,7 @@ def call(module, name: str, arrays: dict, flags: dict, step: int = 3):
     if name in ("adam", "adamw"):
         kwargs["max_exp_avg_sqs"] = a.get("max_exp_avg_sqs")
     if name == "nadam":
-        kwargs["mu_product"] = 1.0 if step == 1 else 0.5
+        kwargs["mu_product"] = mu_product if mu_product is not None else 1.0 if step == 1 else 0.5
     state = [a.get(s) for s in STATE[name]]
     return getattr(module, name)(a["params"], a["grads"], *state, **kwargs)
 

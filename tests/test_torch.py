@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cases import STATE, STEPPED, TORCH_CASES, flag_id, state_names
+from cases import TORCH_CASES, call, flag_id, state_names
 
 import fastopt
 
@@ -31,16 +31,7 @@ def trajectory(name, flags, dtype, steps=50, n=257, seed=0):
     for t, g in enumerate(grads, start=1):
         tp.grad = torch.from_numpy(g.copy())
         opt.step()
-        kwargs = dict(flags)
-        if name == "sgd":
-            kwargs["first_step"] = t == 1
-        if name in STEPPED:
-            kwargs["step"] = t
-        if name in ("adam", "adamw"):
-            kwargs["max_exp_avg_sqs"] = state.get("max_exp_avg_sqs")
-        if name == "nadam":
-            kwargs["mu_product"] = mu_product
-        out = getattr(fastopt, name)(p, g, *[state.get(s) for s in STATE[name]], **kwargs)
+        out = call(fastopt, name, {"params": p, "grads": g, **state}, flags, step=t, mu_product=mu_product)
         if name == "nadam":
             mu_product = out
     torch_state = opt.state[tp]

@@ -6,15 +6,11 @@ FO_INLINE void FO_FN(adam_loop)(size_t n, T *restrict p, const T *restrict g, T 
                                 const int prox)
 {
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2, eps = (T)k->eps;
-    const T decay = (T)k->c.decay, prox_t = (T)k->c.prox_threshold;
+    const T prox_t = (T)k->c.prox_threshold;
     const T neg_step_size = (T)-k->step_size, inv_bc2_sqrt = (T)k->inv_bias_correction2_sqrt;
     for (size_t i = 0; i < n; i++) {
-        T gi = FO_FN(grad_in)(g[i], p[i], &k->c);
-        T pi = p[i] * decay;                                 /* AdamW shrinks the weight (decay 1 otherwise) */
+        T gi, pi = FO_FN(adam_front)(g[i], p[i], &m[i], &v[i], &k->c, c1, beta2, c2, &gi);
         T mi = m[i], vi = v[i];
-        FO_FN(adam_moments)(gi, &mi, &vi, c1, beta2, c2);
-        m[i] = mi;
-        v[i] = vi;
         if (amsgrad) {                                       /* torch.maximum: NaN wins */
             T mx = vmax[i];
             vi = (mx > vi || mx != mx) ? mx : vi;

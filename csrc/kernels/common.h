@@ -36,3 +36,17 @@ FO_INLINE void FO_FN(adam_moments)(T g, T *m, T *v, T one_minus_beta1, T beta2, 
     *m = *m + one_minus_beta1 * (g - *m);
     *v = *v * beta2 + one_minus_beta2 * g * g;
 }
+
+/* The first half of Adam, NAdam and RAdam at one element: the gradient in (coupled weight decay
+ * included), both moments updated in place, and the weight shrunk by decoupled weight decay (decay
+ * is 1 otherwise), returned for the second half to step from.  *g_out gets the gradient. */
+FO_INLINE T FO_FN(adam_front)(T g, T p, T *m, T *v, const fo_common_consts *c, T one_minus_beta1, T beta2,
+                              T one_minus_beta2, T *g_out)
+{
+    T gi = FO_FN(grad_in)(g, p, c), mi = *m, vi = *v;
+    FO_FN(adam_moments)(gi, &mi, &vi, one_minus_beta1, beta2, one_minus_beta2);
+    *m = mi;
+    *v = vi;
+    *g_out = gi;
+    return p * (T)c->decay;
+}

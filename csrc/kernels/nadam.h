@@ -4,15 +4,11 @@ FO_INLINE void FO_FN(nadam_loop)(size_t n, T *restrict p, const T *restrict g, T
                                  T *restrict v, const fo_nadam_consts *k, const int prox)
 {
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2, eps = (T)k->eps;
-    const T decay = (T)k->c.decay, prox_t = (T)k->c.prox_threshold, inv_bc2 = (T)k->inv_bias_correction2;
+    const T prox_t = (T)k->c.prox_threshold, inv_bc2 = (T)k->inv_bias_correction2;
     const T grad_coef = (T)k->grad_coef, momentum_coef = (T)k->momentum_coef;
     for (size_t i = 0; i < n; i++) {
-        T gi = FO_FN(grad_in)(g[i], p[i], &k->c);
-        T pi = p[i] * decay;
+        T gi, pi = FO_FN(adam_front)(g[i], p[i], &m[i], &v[i], &k->c, c1, beta2, c2, &gi);
         T mi = m[i], vi = v[i];
-        FO_FN(adam_moments)(gi, &mi, &vi, c1, beta2, c2);
-        m[i] = mi;
-        v[i] = vi;
         T denom = FO_SQRT(vi * inv_bc2) + eps;             /* torch divides by 1 - beta2^t */
         pi = pi + grad_coef * gi / denom;                  /* torch's two addcdivs, in order */
         p[i] = FO_FN(l1_prox)(pi + momentum_coef * mi / denom, prox_t, prox);

@@ -5,16 +5,12 @@ FO_INLINE void FO_FN(radam_loop)(size_t n, T *restrict p, const T *restrict g, T
                                  T *restrict v, const fo_radam_consts *k, const int prox)
 {
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2, eps = (T)k->eps;
-    const T decay = (T)k->c.decay, prox_t = (T)k->c.prox_threshold, lr = (T)k->c.lr;
+    const T prox_t = (T)k->c.prox_threshold, lr = (T)k->c.lr;
     const T inv_bc1 = (T)k->inv_bias_correction1, bc2_sqrt = (T)k->bias_correction2_sqrt, rect = (T)k->rect;
     const int rectified = k->rectified;
     for (size_t i = 0; i < n; i++) {
-        T gi = FO_FN(grad_in)(g[i], p[i], &k->c);
-        T pi = p[i] * decay;
+        T gi, pi = FO_FN(adam_front)(g[i], p[i], &m[i], &v[i], &k->c, c1, beta2, c2, &gi);
         T mi = m[i], vi = v[i];
-        FO_FN(adam_moments)(gi, &mi, &vi, c1, beta2, c2);
-        m[i] = mi;
-        v[i] = vi;
         T step = mi * inv_bc1 * lr;                        /* torch: (m / (1 - beta1^t)) * lr */
         if (rectified) step = step * (bc2_sqrt / (FO_SQRT(vi) + eps)) * rect;
         p[i] = FO_FN(l1_prox)(pi - step, prox_t, prox);
