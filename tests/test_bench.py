@@ -65,3 +65,11 @@ def test_every_optimizer_has_a_checked_benchmark_row():
         rows = cli.run_case(name, "float32", "mlp20", repeats=1, on_sample=None)
         assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy"}
         assert not any(r["wrong"] for r in rows), name
+
+
+def test_deepspeed_backend_when_installed():
+    if not cases.deepspeed_available():
+        pytest.skip("DeepSpeed's CPU Adam is not installed")
+    rows = cli.run_case("adamw", "float32", "4k", repeats=1, on_sample=None)
+    by = {r["backend"]: r for r in rows}
+    assert "deepspeed" in by and not by["deepspeed"]["wrong"]

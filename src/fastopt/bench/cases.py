@@ -159,6 +159,29 @@ def roofline_backend(problem: Problem):
     return probe
 
 
+def deepspeed_backend(problem: Problem):
+    """DeepSpeed's CPU Adam (DeepSpeedCPUAdam, adamw_mode for AdamW), its state the problem's arrays."""
+    import torch
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+    opt = problem.opt
+    params = [torch.nn.Parameter(torch.from_numpy(p)) for p in problem.params]
+    for p, g in zip(params, problem.grads):
+        p.grad = torch.from_numpy(g)
+    optimizer = DeepSpeedCPUAdam(params, adamw_mode=opt.name == "adamw", **opt.hyper)
+    for i, p in enumerate(params):
+        optimizer.state[p] = {"step": problem.step, **{ts: torch.from_numpy(problem.state[s][i])
+                                                      for s, ts in zip(opt.state, opt.torch_state)}}
+    return optimizer.step
+
+
+def deepspeed_available() -> bool:
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # noqa: F401
+        return True
+    except Exception:  # not installed, or no compiler for its op: either way, not a backend here
+        return False
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -176,4 +199,6 @@ def backends(opt: Optimizer | None = None, with_torch: bool | None = None) -> di
         out["torch-foreach"] = (torch_backend("foreach"), True)
         if opt is None or opt.torch_fused:
             out["torch-fused"] = (torch_backend("fused"), True)
+    if (opt is None or opt.name in ("adam", "adamw")) and deepspeed_available():
+        out["deepspeed"] = (deepspeed_backend, True)
     return out
