@@ -361,7 +361,8 @@ static fastopt_status norm_of(const fo_call *call_in, size_t total, int d, doubl
          * that brings the largest to [1, 2) (float32 never needs it: it sums in double) */
         int rescue = isfinite(big) && big > 0 && (!isfinite(sum) || sum < 1e-280);
         if (pass > 0 || !rescue) return *norm = root / k.scale, FASTOPT_OK;
-        k.scale = ldexp(1.0, -ilogb(big));
+        int e = -ilogb(big); /* 2^e brings big to [1, 2), but for a subnormal big 2^e overflows: stop at 2^1020 */
+        k.scale = ldexp(1.0, e < 1020 ? e : 1020);
     }
 }
 

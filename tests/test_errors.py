@@ -126,3 +126,11 @@ def test_settings_errors():
     with pytest.raises(ValueError, match="SIMD level 'sse9' is unknown"):
         fastopt.set_isa("sse9")
     assert fastopt.info()["isa"] == fastopt.info()["isas_available"][-1]
+
+
+def test_the_docs_table_lists_every_case():
+    """docs/errors.md has one row per case above, and no other."""
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "errors.md")) as f:
+        rows = [line.split("|")[1].strip() for line in f if line.startswith("| ") and not line.startswith("| case")]
+    assert rows == list(CASES)

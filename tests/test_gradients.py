@@ -61,6 +61,9 @@ def test_global_norm_does_not_overflow_or_underflow():
     tiny = np.full(1000, 1e-300)  # squares underflow float64: rescaled
     assert fastopt.global_norm(tiny) == pytest.approx(1e-300 * np.sqrt(1000), rel=1e-12)
     assert fastopt.global_norm([np.zeros(3)]) == 0.0
+    sub = np.array([1.17e-311, -3e-312])  # subnormal: the rescaling itself must not overflow
+    assert fastopt.global_norm(sub, 1.0) == pytest.approx(1.17e-311 + 3e-312, rel=1e-9)
+    assert fastopt.global_norm(sub) == pytest.approx(np.hypot(1.17e-311, 3e-312), rel=1e-9)
 
 
 def test_global_norm_propagates_non_finite():

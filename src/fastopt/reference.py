@@ -250,10 +250,10 @@ def l1_grad(grads, params, *, lam):
 
 def global_norm(grads, norm_type=2.0) -> float:
     """The norm of all elements of all arrays, summed in float64; see :func:`fastopt.global_norm`."""
-    values = [np.abs(np.asarray(g, np.float64)).ravel() for g in _as_list(grads)]
+    values = np.concatenate([np.abs(np.asarray(g, np.float64)).ravel() for g in _as_list(grads)])
     if math.isinf(norm_type):
-        return max((float(v.max()) for v in values if v.size), default=0.0)
-    return float(sum(np.sum(v**norm_type) for v in values)) ** (1 / norm_type)
+        return float(np.max(values)) if values.size else 0.0  # NaN wins, as in torch
+    return float(np.sum(values**norm_type)) ** (1 / norm_type)
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0) -> float:
