@@ -407,7 +407,8 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
         p = p - lr * r * u
 
     References: You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76
-    minutes".  The norms of every tensor come from the same multi-tensor call (two passes).
+    minutes".  The norms of every tensor come from the same multi-tensor call (two passes), summed
+    in double: float32 values cannot overflow them; float64 values beyond ~1e154 do (inf/NaN).
 
     Args:
       As :func:`adam`, and:

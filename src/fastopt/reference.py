@@ -221,7 +221,11 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
         u = (m * inv_bc1) / (np.sqrt(v * inv_bc2) + eps)
         if weight_decay != 0:
             u = u + weight_decay * p
-        p_norm, u_norm = global_norm(p), global_norm(u)
+        # plain float64 sums, as fastopt's kernel takes them in its one pass (no rescue: float32 cannot
+        # overflow them; float64 beyond ~1e154 does, giving inf / NaN like apex's float32 sums)
+        with np.errstate(over="ignore", invalid="ignore"):
+            p_norm = float(np.sqrt(np.sum(np.square(p, dtype=np.float64))))
+            u_norm = float(np.sqrt(np.sum(np.square(u, dtype=np.float64))))
         trust = (weight_decay != 0 or use_nvlamb) and p_norm > 0 and u_norm > 0
         p += (-lr * (p_norm / u_norm if trust else 1.0)) * u
         _prox(p, lr, l1_prox)
@@ -251,9 +255,19 @@ def l1_grad(grads, params, *, lam):
 def global_norm(grads, norm_type=2.0) -> float:
     """The norm of all elements of all arrays, summed in float64; see :func:`fastopt.global_norm`."""
     values = np.concatenate([np.abs(np.asarray(g, np.float64)).ravel() for g in _as_list(grads)])
+    if not values.size:
+        return 0.0
+    big = float(np.max(values))  # NaN wins, as in torch
     if math.isinf(norm_type):
-        return float(np.max(values)) if values.size else 0.0  # NaN wins, as in torch
-    return float(np.sum(values**norm_type)) ** (1 / norm_type)
+        return big
+    with np.errstate(over="ignore", under="ignore"):
+        total = float(np.sum(values**norm_type))
+        if math.isfinite(big) and big > 0 and (not math.isfinite(total) or total < 1e-280):
+            # the sum overflowed or lost its digits: again with |x| scaled by the power of two that
+            # brings the largest to [1, 2) (at most 2^1020, which a subnormal largest needs)
+            scale = math.ldexp(1.0, min(1 - math.frexp(big)[1], 1020))
+            return float(np.sum((values * scale) ** norm_type)) ** (1 / norm_type) / scale
+    return total ** (1 / norm_type)
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0) -> float:
