@@ -41,10 +41,45 @@ def test_ctest(installed):
     assert "100% tests passed" in out
 
 
-def test_ctest_under_address_and_undefined_behavior_sanitizers(tmp_path):
-    build(ROOT, tmp_path, "-DFASTOPT_BUILD_TESTS=ON", "-DFASTOPT_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug")
-    out = sh("ctest", "--output-on-failure", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def sanitized(tmp_path_factory):
+    """The library and its C tests built with AddressSanitizer and UndefinedBehaviorSanitizer."""
+    tmp = tmp_path_factory.mktemp("asan")
+    build(ROOT, tmp, "-DFASTOPT_BUILD_TESTS=ON", "-DFASTOPT_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=Debug")
+    return tmp
+
+
+def test_ctest_under_address_and_undefined_behavior_sanitizers(sanitized):
+    out = sh("ctest", "--output-on-failure", cwd=sanitized)
     assert "100% tests passed" in out
+
+
+def test_python_suite_against_the_sanitized_library(sanitized):
+    """The Python tests of the kernels, errors, gradients, optimizers and properties, run with the
+    sanitized libfastopt.so in place of the wheel's (the binding finds it first on LD_LIBRARY_PATH;
+    the ASan runtime is preloaded), and a check that it really was the sanitized one."""
+    asan = sh("cc", "-print-file-name=libasan.so").strip()
+    if not os.path.isabs(asan):
+        pytest.skip("no ASan runtime")
+    env = {**os.environ, "LD_PRELOAD": asan, "LD_LIBRARY_PATH": str(sanitized),
+           "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    maps = sh(sys.executable, "-c", "import fastopt; print(open('/proc/self/maps').read())", env=env)
+    assert f"{sanitized}/libfastopt.so" in maps
+    tests = os.path.dirname(os.path.abspath(__file__))
+    out = sh(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+             *(os.path.join(tests, f) for f in ("test_kernels.py", "test_errors.py", "test_gradients.py",
+                                                "test_optim.py", "test_properties.py", "test_concurrency.py")),
+             env=env, cwd=tests)
+    assert " passed" in out and "failed" not in out
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="needs valgrind")
+def test_c_tests_are_clean_under_valgrind(installed):
+    """memcheck over the C tests (valgrind's virtual CPU has no AVX-512: they run the other levels)."""
+    run = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                          str(installed / "build" / "test_fastopt")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    assert "ERROR SUMMARY: 0 errors" in run.stderr
 
 
 def test_install_layout(installed):
