@@ -134,3 +134,14 @@ def test_the_docs_table_lists_every_case():
     with open(os.path.join(os.path.dirname(__file__), "..", "docs", "errors.md")) as f:
         rows = [line.split("|")[1].strip() for line in f if line.startswith("| ") and not line.startswith("| case")]
     assert rows == list(CASES)
+
+
+def test_an_array_from_another_library_is_a_type_error():
+    """Mixed devices/libraries: until the torch and CUDA adapters exist, anything but a NumPy array
+    is refused by name (here a torch tensor beside NumPy arrays), and nothing is written."""
+    torch = pytest.importorskip("torch")
+    p, g, m, v = adam_args()
+    before = snapshot([p, m, v])
+    with pytest.raises(TypeError, match="grads must be a numpy.ndarray, got Tensor"):
+        fastopt.adam(p, torch.from_numpy(g), m, v, step=1)
+    assert snapshot([p, m, v]) == before
