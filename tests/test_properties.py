@@ -141,3 +141,19 @@ def test_unscale_equals_reference(dtype, n, data):
     with np.errstate(all="ignore"):
         assert fastopt.unscale(grads, inv_scale) == reference.unscale(expected, inv_scale)
     assert_same(grads, expected, dtype)
+
+
+@SETTINGS
+@given(st.sampled_from([np.float32, np.float64]), st.lists(st.sampled_from([0, 1, 3, 100, 4097]), min_size=1,
+                                                           max_size=3), st.data())
+def test_clip_grad_norm_equals_reference(dtype, sizes, data):
+    grads = [data.draw(values(n, dtype, non_finite=data.draw(st.booleans()))) for n in sizes]
+    max_norm = data.draw(st.sampled_from([0.0, 1e-3, 1.0, 1e6]))
+    norm_type = data.draw(st.sampled_from([1.0, 2.0, float("inf")]))
+    expected = [g.copy() for g in grads]
+    with np.errstate(all="ignore"):
+        got, want = fastopt.clip_grad_norm(grads, max_norm, norm_type), reference.clip_grad_norm(expected, max_norm,
+                                                                                                norm_type)
+    assert (np.isnan(got) and np.isnan(want)) or got == pytest.approx(want, rel=1e-12)
+    for g, e in zip(grads, expected):  # the same coefficient, cast to the dtype, multiplies both
+        assert_same(g, e, dtype)

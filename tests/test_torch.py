@@ -86,3 +86,26 @@ def test_unscale_matches_torch():
     assert found[0] == found_t.item() == 1.0
     for g, t in zip(grads, tensors):
         np.testing.assert_array_equal(g, t.numpy())
+
+
+@pytest.mark.parametrize("name", list(TORCH_CASES))
+def test_non_finite_gradients_propagate_as_in_torch(name):
+    """inf and NaN in the gradient land where torch puts them, in params and state."""
+    flags = TORCH_CASES[name][-1]
+    g = np.array([1.0, np.nan, np.inf, -np.inf, 0.5, -0.0], np.float64)
+    p0 = np.linspace(-1, 1, g.size)
+    tp = torch.from_numpy(p0.copy()).requires_grad_()
+    opt = getattr(torch.optim, TORCH_CLASS[name])([tp], foreach=False, **flags)
+    tp.grad = torch.from_numpy(g.copy())
+    with np.errstate(all="ignore"):
+        opt.step()
+    arrays = {"params": p0.copy(), "grads": g, **{s: np.zeros_like(p0) for s in state_names(name, flags)}}
+    with np.errstate(all="ignore"):
+        call(fastopt, name, arrays, flags, step=1)
+    ours, theirs = arrays["params"], tp.detach().numpy()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs))
+    for s in state_names(name, flags):
+        t = opt.state[tp][TORCH_STATE[s]].numpy()
+        np.testing.assert_array_equal(np.isnan(arrays[s]), np.isnan(t), err_msg=s)
+        np.testing.assert_array_equal(np.isinf(arrays[s]), np.isinf(t), err_msg=s)
