@@ -27,6 +27,20 @@ def test_quick_benchmark_runs_and_writes_outputs(tmp_path, capsys):
     assert "fastopt" in capsys.readouterr().out
 
 
+def test_the_readme_main_job_runs(tmp_path):
+    """`fastopt-bench --quick`, the README's first command, exactly: a smoke test (no timing asserts)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    exe = shutil.which("fastopt-bench") or os.path.join(os.path.dirname(sys.executable), "fastopt-bench")
+    run = subprocess.run([exe, "--quick", "--json", str(tmp_path / "q.json")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((tmp_path / "q.json").read_text())["rows"]
+    assert {r["problem"] for r in rows} == {"4k", "1m", "32m", "mlp20"} and not any(r["wrong"] for r in rows)
+    assert "adamw float32 32m" in run.stdout
+
+
 def test_wrong_backend_is_reported_wrong(monkeypatch, capsys):
     def broken(problem):
         step = cases.fastopt_backend(problem)
