@@ -168,7 +168,10 @@ static void range_part(const void *ctx, size_t i, size_t parts)
 void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
 {
     size_t threads = useful_threads(total);
-    if (threads <= 1) return run_range(call, fn, 0, total);
+    if (threads <= 1) {
+        run_range(call, fn, 0, total);
+        return;
+    }
     range_job job = {call, fn, total};
     run_parts(range_part, &job, threads * FO_PARTS_PER_THREAD, (int)threads);
 }
@@ -212,6 +215,9 @@ void fo_parallel_blocks(const fo_call *call, size_t total, fo_block_fn fn, doubl
     block_job job = {call, fn, out, width, fo_count_blocks(call)};
     size_t threads = useful_threads(total), parts = threads * FO_PARTS_PER_THREAD;
     if (parts > job.blocks) parts = job.blocks;
-    if (threads <= 1 || parts <= 1) return run_blocks(&job, 0, job.blocks);
+    if (threads <= 1 || parts <= 1) {
+        run_blocks(&job, 0, job.blocks);
+        return;
+    }
     run_parts(block_part, &job, parts, (int)threads);
 }

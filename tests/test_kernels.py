@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cases import CASES, assert_close, call, copy, flag_id, make_arrays, state_names
+from cases import CASES, assert_close, call, copy, flag_id, make_arrays
 
 import fastopt
 from fastopt import reference

@@ -7,7 +7,6 @@ import textwrap
 import numpy as np
 import pytest
 
-import fastopt
 from fastopt import functional, optim, schedules
 
 CLASSES = {"sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cases import CASES, STATE, call, copy, state_names
+from cases import CASES, call, copy, state_names
 
 import fastopt
 from fastopt import reference

@@ -15,9 +15,11 @@ typedef struct fo_level {
 
 static int always(void) { return 1; }
 
-#if defined(__x86_64__) || defined(__i386__)
 /* __builtin_cpu_supports also checks that the OS saves the wide registers (XGETBV). */
+#ifdef FO_HAVE_AVX2
 static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
+#ifdef FO_HAVE_AVX512
 static int has_avx512(void)
 {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&

@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     rows = []
     with _progress(sum(len(backends(OPTIMIZERS[o])) for o, _, _ in cases) * args.repeats) as advance:
         for o, d, s in cases:
-            rows += run_case(o, d, s, args.repeats, lambda: advance(f"{o} {d} {s}"))
+            rows += run_case(o, d, s, args.repeats, lambda o=o, d=d, s=s: advance(f"{o} {d} {s}"))
     meta = machine()
     title = (f"fastopt {meta['fastopt']['version']} ({meta['fastopt']['isa']}, {meta['fastopt']['num_threads']} threads) "
              f"on {meta['cpu']}, {meta['cores']} cores; median of {args.repeats}")
