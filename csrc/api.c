@@ -489,7 +489,7 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     if (s) return free(ratio), s;
     for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
         double p2 = 0, u2 = 0;
-        for (size_t end = b + (numel[t_i] + FO_BLOCK - 1) / FO_BLOCK; b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
+        for (size_t end = b + fo_blocks_of(numel[t_i]); b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
         double p_norm = sqrt(p2), u_norm = sqrt(u2);
         int trust = (k.has_wd || o->use_nvlamb) && p_norm > 0 && u_norm > 0;
         ratio[t_i] = -o->common.lr * (trust ? p_norm / u_norm : 1.0);

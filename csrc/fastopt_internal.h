@@ -140,6 +140,8 @@ size_t fo_part_begin(size_t total, size_t parts, size_t i);
  * block is shorter), whatever the thread count: block b writes out[b * width .. (b+1) * width).
  * Blocks are numbered tensor by tensor, so a tensor's blocks are consecutive (parallel.c). */
 #define FO_BLOCK ((size_t)1 << 14)
+/* How many blocks a tensor of n elements has. */
+static inline size_t fo_blocks_of(size_t n) { return (n + FO_BLOCK - 1) / FO_BLOCK; }
 size_t fo_count_blocks(const fo_call *call);
 void fo_parallel_blocks(const fo_call *call, size_t total, fo_block_fn fn, double *out, size_t width);
 

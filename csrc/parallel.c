@@ -181,7 +181,7 @@ void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
 size_t fo_count_blocks(const fo_call *call)
 {
     size_t blocks = 0;
-    for (size_t t = 0; t < call->n_tensors; t++) blocks += (call->numel[t] + FO_BLOCK - 1) / FO_BLOCK;
+    for (size_t t = 0; t < call->n_tensors; t++) blocks += fo_blocks_of(call->numel[t]);
     return blocks;
 }
 

@@ -16,9 +16,9 @@ Every optimizer also takes these keywords, fused into its one pass:
 """
 from __future__ import annotations
 
-import numpy as np
-
 import math
+
+import numpy as np
 
 from fastopt._arrays import UNUSED, gather, integer, pair, real
 from fastopt._native import check, ffi, lib
@@ -123,10 +123,7 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     """
     fn = "sgd"
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    if type(momentum) is not float:
-        momentum = real(fn, "momentum", momentum)
-    if type(dampening) is not float:
-        dampening = real(fn, "dampening", dampening)
+    momentum, dampening = real(fn, "momentum", momentum), real(fn, "dampening", dampening)
     if common is None:
         return
     o = ffi.new("fastopt_sgd_options *", [common, momentum, dampening, bool(nesterov), bool(first_step)])
@@ -139,12 +136,7 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
           amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf):
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    if type(betas) is not tuple or len(betas) != 2 or type(betas[0]) is not float or type(betas[1]) is not float:
-        betas = pair(fn, "betas", betas)
-    if type(step) is not int:
-        step = integer(fn, "step", step)
-    if type(eps) is not float:
-        eps = real(fn, "eps", eps)
+    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     if common is None:
         return
     o = ffi.new("fastopt_adam_options *", [common, betas[0], betas[1], eps, step, bool(amsgrad), decoupled])
