@@ -19,3 +19,15 @@ def threads():
     before = fastopt.get_num_threads()
     yield
     fastopt.set_num_threads(before)
+
+
+def _has_cuda_driver() -> bool:
+    import ctypes.util
+    return ctypes.util.find_library("cuda") is not None
+
+
+# Without a GPU the CUDA backend is tested under Numba's simulator; it must be chosen before numba
+# is imported.
+if not _has_cuda_driver():
+    import os
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")

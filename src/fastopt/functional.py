@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from fastopt._arrays import UNUSED, gather, integer, pair, real
+from fastopt.cuda._arrays import is_gpu_array
 from fastopt._native import check, ffi, lib
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
@@ -33,6 +34,8 @@ def _flag(fn: str, found_inf):
         return ffi.NULL
     if isinstance(found_inf, (bool, np.bool_)):
         return None if found_inf else ffi.NULL
+    if is_gpu_array(found_inf):
+        return ffi.NULL  # read on the device by the kernels (fastopt.cuda)
     if isinstance(found_inf, np.ndarray):
         if found_inf.dtype != np.float32 or found_inf.size != 1 or not found_inf.flags.c_contiguous:
             raise TypeError(f"fastopt.{fn}: found_inf must be a one-element float32 array, a bool or a number")
@@ -73,14 +76,33 @@ def _step(fn, step):
     return step if type(step) is int else integer(fn, "step", step)
 
 
-def _run(fn: str, c_function, options, roles, *scalars):
+def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=None):
     """Validates the arrays of roles, (name, array(s) or UNUSED, written), and calls C with the
-    options struct, or with the scalars when there is none."""
+    options struct, or with the scalars when there is none; GPU arrays go to fastopt.cuda."""
+    if _on_gpu(roles[0][1]):
+        return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf)
     dtype, numel, ptrs = gather(fn, roles)
     status = c_function(dtype, len(numel), numel, *ptrs, options) if options is not None else \
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
         check(status, fn)
+
+
+def _on_gpu(value) -> bool:
+    first = value[0] if isinstance(value, (list, tuple)) and value else value
+    return type(first) is not np.ndarray and is_gpu_array(first)
+
+
+def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf):
+    """The GPU path of _run: C validates the hyper-parameters (a call over no tensors), the CUDA
+    backend the arrays, then launches."""
+    from fastopt.cuda import _launch
+    nulls = [ffi.NULL] * len(roles)
+    check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, *nulls, *([options] if options is not None else scalars)), fn)
+    roles = [(name, None if value is UNUSED else value, written) for name, value, written in roles]
+    if options is None:
+        return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
+    _launch.optimizer(fn, options, roles, stream=stream, found_inf=found_inf)
 
 
 def _require(fn: str, name: str, value, why: str):
@@ -90,7 +112,7 @@ def _require(fn: str, name: str, value, why: str):
 
 
 def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None):
+        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None):
     """Stochastic gradient descent with momentum, in place (torch.optim.SGD rules).
 
     Per element, with ``b`` the momentum buffer::
@@ -130,11 +152,12 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     if momentum != 0:
         _require(fn, "momentum_buffers", momentum_buffers, "when momentum != 0")
     _run(fn, lib.fastopt_sgd, o, [("params", params, True), ("grads", grads, False),
-                                  ("momentum_buffers", momentum_buffers if momentum != 0 else UNUSED, True)])
+                                  ("momentum_buffers", momentum_buffers if momentum != 0 else UNUSED, True)],
+         stream=stream, found_inf=found_inf)
 
 
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf):
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream):
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     if common is None:
@@ -144,12 +167,13 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
         _require(fn, "max_exp_avg_sqs", max_exp_avg_sqs, "when amsgrad=True")
     _run(fn, lib.fastopt_adam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
                                    ("exp_avg_sqs", exp_avg_sqs, True),
-                                   ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True)])
+                                   ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True)],
+         stream=stream, found_inf=found_inf)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
          weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None):
+         grad_scale=None, found_inf=None, stream=None):
     """Adam, in place (torch.optim.Adam rules, weight decay coupled as an L2 penalty).
 
     Per element, at step ``t`` (1 on the first call), with ``m``/``v`` the first/second moments::
@@ -181,12 +205,12 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       None.
     """
     _adam("adam", False, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf)
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream)
 
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
-          grad_scale=None, found_inf=None):
+          grad_scale=None, found_inf=None, stream=None):
     """AdamW, in place (torch.optim.AdamW rules: decoupled weight decay).
 
     As :func:`adam`, except that weight decay shrinks the weight instead of joining the gradient::
@@ -202,12 +226,12 @@ def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
       None.
     """
     _adam("adamw", True, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf)
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream)
 
 
 def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
             eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, l1_prox=0.0,
-            grad_scale=None, found_inf=None):
+            grad_scale=None, found_inf=None, stream=None):
     """RMSprop, in place (torch.optim.RMSprop rules).
 
     Per element, with ``s`` the square average, ``ga`` the gradient average, ``b`` the buffer::
@@ -247,11 +271,12 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
     _run(fn, lib.fastopt_rmsprop, o, [("params", params, True), ("grads", grads, False),
                                       ("square_avgs", square_avgs, True),
                                       ("grad_avgs", grad_avgs if centered else UNUSED, True),
-                                      ("momentum_buffers", momentum_buffers if momentum > 0 else UNUSED, True)])
+                                      ("momentum_buffers", momentum_buffers if momentum > 0 else UNUSED, True)],
+         stream=stream, found_inf=found_inf)
 
 
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-            maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None):
+            maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None):
     """Adagrad, in place (torch.optim.Adagrad rules).
 
     Per element, at step ``t``, with ``s`` the sum of squared gradients::
@@ -280,12 +305,12 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
         return
     o = ffi.new("fastopt_adagrad_options *", [common, lr_decay, eps, step])
     _run(fn, lib.fastopt_adagrad, o, [("params", params, True), ("grads", grads, False),
-                                      ("state_sums", state_sums, True)])
+                                      ("state_sums", state_sums, True)], stream=stream, found_inf=found_inf)
 
 
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-          l1_prox=0.0, grad_scale=None, found_inf=None) -> float:
+          l1_prox=0.0, grad_scale=None, found_inf=None, stream=None) -> float:
     """NAdam, in place (torch.optim.NAdam rules): Adam with Nesterov momentum.
 
     Per element, at step ``t``, with ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))`` and
@@ -317,13 +342,13 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
     o = ffi.new("fastopt_nadam_options *", [common, betas[0], betas[1], eps, momentum_decay, mu_product, step,
                                             bool(decoupled_weight_decay)])
     _run(fn, lib.fastopt_nadam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                    ("exp_avg_sqs", exp_avg_sqs, True)])
+                                    ("exp_avg_sqs", exp_avg_sqs, True)], stream=stream, found_inf=found_inf)
     return lib.fastopt_nadam_mu_product(mu_product, betas[0], momentum_decay, step)
 
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=0.0, decoupled_weight_decay=False, maximize=False, l1_prox=0.0, grad_scale=None,
-          found_inf=None):
+          found_inf=None, stream=None):
     """RAdam, in place (torch.optim.RAdam rules): Adam with a rectified adaptive learning rate.
 
     Per element, at step ``t``, with ``rho_inf = 2 / (1 - beta2) - 1`` and
@@ -350,11 +375,11 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
         return
     o = ffi.new("fastopt_radam_options *", [common, betas[0], betas[1], eps, step, bool(decoupled_weight_decay)])
     _run(fn, lib.fastopt_radam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                    ("exp_avg_sqs", exp_avg_sqs, True)])
+                                    ("exp_avg_sqs", exp_avg_sqs, True)], stream=stream, found_inf=found_inf)
 
 
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
-         l1_prox=0.0, grad_scale=None, found_inf=None):
+         l1_prox=0.0, grad_scale=None, found_inf=None, stream=None):
     """Lion, in place (optax.lion rules): the sign of interpolated momentum, decoupled weight decay.
 
     Per element, with ``m`` the momentum::
@@ -382,12 +407,13 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
     if common is None:
         return
     o = ffi.new("fastopt_lion_options *", [common, betas[0], betas[1]])
-    _run(fn, lib.fastopt_lion, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True)])
+    _run(fn, lib.fastopt_lion, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True)],
+         stream=stream, found_inf=found_inf)
 
 
 def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
          weight_decay=0.01, max_grad_norm=1.0, use_nvlamb=False, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None):
+         grad_scale=None, found_inf=None, stream=None):
     """LAMB, in place (apex FusedLAMB rules): Adam's direction scaled per tensor by a trust ratio.
 
     With ``G`` the global norm of all gradients, per tensor and element, at step ``t``::
@@ -418,12 +444,12 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
         return
     o = ffi.new("fastopt_lamb_options *", [common, betas[0], betas[1], eps, max_grad_norm, step, bool(use_nvlamb)])
     _run(fn, lib.fastopt_lamb, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                   ("exp_avg_sqs", exp_avg_sqs, True)])
+                                   ("exp_avg_sqs", exp_avg_sqs, True)], stream=stream, found_inf=found_inf)
 
 
 # ---- regularization gradients ----
 
-def elastic_net_grad(grads, params, *, l1, l2):
+def elastic_net_grad(grads, params, *, l1, l2, stream=None):
     """Adds the elastic-net penalty's gradient to grads, in place::
 
         grads = grads + l2 * params + l1 * sign(params)      (sign(0) = 0)
@@ -436,28 +462,29 @@ def elastic_net_grad(grads, params, *, l1, l2):
       params: parameter array(s), same shapes and dtype; only read.
       l1, l2: coefficients, >= 0.
     """
-    _elastic("elastic_net_grad", grads, params, l1, l2)
+    _elastic("elastic_net_grad", grads, params, l1, l2, stream=stream)
 
 
-def l2_grad(grads, params, *, lam):
+def l2_grad(grads, params, *, lam, stream=None):
     """Adds an L2 penalty's gradient to grads, in place: ``grads = grads + lam * params``."""
-    _elastic("l2_grad", grads, params, 0.0, lam, "lam")
+    _elastic("l2_grad", grads, params, 0.0, lam, "lam", stream=stream)
 
 
-def l1_grad(grads, params, *, lam):
+def l1_grad(grads, params, *, lam, stream=None):
     """Adds an L1 penalty's subgradient to grads, in place: ``grads = grads + lam * sign(params)``
     (0 where params == 0)."""
-    _elastic("l1_grad", grads, params, lam, 0.0, "lam")
+    _elastic("l1_grad", grads, params, lam, 0.0, "lam", stream=stream)
 
 
-def _elastic(fn, grads, params, l1, l2, name=None):
+def _elastic(fn, grads, params, l1, l2, name=None, stream=None):
     if type(l1) is not float:
         l1 = real(fn, name or "l1", l1)
     if type(l2) is not float:
         l2 = real(fn, name or "l2", l2)
     if name and not (math.isfinite(l1 + l2) and l1 + l2 >= 0):  # C would name l1 or l2, not lam
         raise ValueError(f"fastopt.{fn}: {name} must be a finite number >= 0, got {l1 + l2}")
-    _run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2)
+    _run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2,
+         stream=stream)
 
 
 # ---- gradient utilities ----
@@ -466,7 +493,7 @@ def _norm_type(fn, norm_type) -> float:
     return real(fn, "norm_type", norm_type)
 
 
-def global_norm(grads, norm_type=2.0) -> float:
+def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
     """The norm of all elements of all gradients, as one vector::
 
         (sum over tensors and elements of |g|**norm_type) ** (1 / norm_type);  max |g| for inf
@@ -485,12 +512,16 @@ def global_norm(grads, norm_type=2.0) -> float:
     fn = "global_norm"
     norm_type = _norm_type(fn, norm_type)
     out = ffi.new("double *")
+    if _on_gpu(grads):
+        check(lib.fastopt_global_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, norm_type, out), fn)
+        from fastopt.cuda import _launch
+        return _launch.global_norm(fn, grads, norm_type, stream)
     dtype, numel, ptrs = gather(fn, [("grads", grads, False)])
     check(lib.fastopt_global_norm(dtype, len(numel), numel, ptrs[0], norm_type, out), fn)
     return out[0]
 
 
-def clip_grad_norm(grads, max_norm, norm_type=2.0) -> float:
+def clip_grad_norm(grads, max_norm, norm_type=2.0, *, stream=None) -> float:
     """Scales gradients in place so their global norm is at most max_norm
     (torch.nn.utils.clip_grad_norm_ rules)::
 
@@ -512,12 +543,16 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0) -> float:
     fn = "clip_grad_norm"
     max_norm, norm_type = real(fn, "max_norm", max_norm), _norm_type(fn, norm_type)
     out = ffi.new("double *")
+    if _on_gpu(grads):
+        check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
+        from fastopt.cuda import _launch
+        return _launch.clip_grad_norm(fn, grads, max_norm, norm_type, stream)
     dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
     check(lib.fastopt_clip_grad_norm(dtype, len(numel), numel, ptrs[0], max_norm, norm_type, out), fn)
     return out[0]
 
 
-def unscale(grads, inv_scale, found_inf=None) -> bool:
+def unscale(grads, inv_scale, found_inf=None, *, stream=None) -> bool | None:
     """Undoes loss scaling in place and reports non-finite gradients
     (torch's _amp_foreach_non_finite_check_and_unscale_, as GradScaler.unscale_ uses it)::
 
@@ -535,6 +570,11 @@ def unscale(grads, inv_scale, found_inf=None) -> bool:
     fn = "unscale"
     inv_scale = real(fn, "inv_scale", inv_scale)
     flag = np.zeros(1, np.float32)
+    if _on_gpu(grads):
+        check(lib.fastopt_unscale(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, inv_scale,
+                                  ffi.from_buffer("float[]", flag)), fn)
+        from fastopt.cuda import _launch
+        return _launch.unscale(fn, grads, inv_scale, found_inf, stream)
     dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
     if found_inf is not None and not (isinstance(found_inf, np.ndarray) and found_inf.dtype == np.float32
                                       and found_inf.size == 1 and found_inf.flags.writeable):

@@ -1,0 +1,100 @@
+"""fastopt on NVIDIA GPUs: the same functions, CUDA kernels written in Numba (``pip install fastopt[cuda]``).
+
+Call any fastopt function with GPU arrays (PyTorch CUDA tensors, CuPy arrays, Numba device arrays,
+anything with ``__cuda_array_interface__`` or a CUDA ``__dlpack__``) and it runs here::
+
+    fastopt.adamw(params, grads, exp_avgs, exp_avg_sqs, step=t, lr=1e-3)   # torch CUDA tensors
+
+- One launch updates every tensor of a call (LAMB: three; norms: two): a table of the tensors'
+  addresses, not a Python loop of launches.
+- Launched on the caller's stream: ``stream=`` if given, else torch's or CuPy's current stream, else
+  the stream named in __cuda_array_interface__, else the default stream.  Nothing synchronizes,
+  except what returns a host value (:func:`fastopt.global_norm`, :func:`fastopt.clip_grad_norm`,
+  :func:`fastopt.unscale` without a ``found_inf`` flag; LAMB with ``max_grad_norm`` reads its norm).
+- float32, float64, float16 and bfloat16 params (bfloat16 from torch, DLPack, or a uint16 array
+  wrapped in :class:`bfloat16`); math in float32 registers for the 16-bit types (float64 for
+  float64), stored back with round-to-nearest-even.  Optimizer state has the params' dtype, or
+  float32 for 16-bit params.
+- Norms and found_inf are deterministic (a fixed reduction tree); a skipped step writes nothing.
+
+Kernels compile once per stored type on first use and are cached on disk (``cache=True``);
+:func:`precompile` compiles all of them ahead of time.  Without a GPU, the kernels run under Numba's
+simulator (``NUMBA_ENABLE_CUDASIM=1``) and :func:`compile_ptx` builds their PTX.
+"""
+from __future__ import annotations
+
+from fastopt.cuda._arrays import bfloat16, is_gpu_array
+
+__all__ = ["bfloat16", "is_gpu_array", "available", "signatures", "compile_ptx", "precompile"]
+
+# each kernel's arguments after its tensor table, by name (see fastopt.cuda._kernels)
+_ARGS = {
+    "sgd_kernel": "k11 flag pm sm", "adam_kernel": "k13 flag pm sm", "rmsprop_kernel": "k12 flag pm sm",
+    "adagrad_kernel": "k8 flag pm sm", "nadam_kernel": "k13 flag pm sm", "radam_kernel": "k14 flag pm sm",
+    "lion_kernel": "k11 flag pm sm", "lamb_moments_kernel": "k12 vec flag mat pm sm",
+    "lamb_ratio_kernel": "k12 flag mat vec", "lamb_apply_kernel": "k12 flag vec pm sm",
+    "elastic_net_kernel": "k2 pm", "scale_kernel": "k1 pm", "unscale_kernel": "k1 flag pm",
+    "norm_blocks_kernel": "k3 mat pm",
+}
+# (params dtype, state dtype) pairs, with bfloat16 as its uint16 bits
+_STORED = [("float32", "float32"), ("float64", "float64"), ("float16", "float16"), ("float16", "float32"),
+           ("bfloat16", "bfloat16"), ("bfloat16", "float32")]
+
+
+def available() -> bool:
+    """Whether a CUDA GPU (or Numba's simulator) can run fastopt's kernels here."""
+    try:
+        from numba import cuda
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def signatures() -> dict:
+    """{kernel name: [argument types, ...]}: every stored-type combination each kernel is built for."""
+    from numba import types
+    bits = {"float32": types.float32, "float64": types.float64, "float16": types.float16,
+            "bfloat16": types.uint16}
+    arg = {"flag": types.int64, "vec": types.float64[::1], "mat": types.float64[:, ::1]}
+    out = {"norm_total_kernel": [(types.float64[:, ::1], types.float64[::1])]}
+    for name, spec in _ARGS.items():
+        sigs = set()
+        for p, s in _STORED:
+            marker = {"pm": bits[p], "sm": bits[s]}
+            sigs.add((types.int64[:, ::1],) + tuple(
+                types.UniTuple(types.float64, int(a[1:])) if a[0] == "k" else marker.get(a) or arg[a]
+                for a in spec.split()))
+        out[name] = sorted(sigs, key=str)
+    return out
+
+
+def compile_ptx(cc=(9, 0)) -> dict:
+    """{(kernel name, argument types): PTX} for every kernel and signature, for compute capability
+    cc; works without a GPU (what CI runs to prove the kernels build)."""
+    from unittest import mock
+
+    from numba import cuda
+    from numba.cuda import dispatcher
+
+    from fastopt.cuda import _kernels
+
+    class Device:  # device functions ask the current device for its capability; there may be none
+        compute_capability = tuple(cc)
+    out = {}
+    with mock.patch.object(dispatcher, "get_current_device", lambda: Device):
+        for name, sigs in signatures().items():
+            for sig in sigs:
+                out[name, sig] = cuda.compile_ptx(getattr(_kernels, name).py_func, sig, cc=tuple(cc))[0]
+    return out
+
+
+def precompile() -> int:
+    """Compiles every kernel for every signature on the current GPU now (and into the disk cache),
+    instead of on first use; returns how many were compiled."""
+    from fastopt.cuda import _kernels
+    count = 0
+    for name, sigs in signatures().items():
+        for sig in sigs:
+            getattr(_kernels, name).compile(sig)
+            count += 1
+    return count

@@ -1,0 +1,378 @@
+"""The CUDA backend against the NumPy reference: every optimizer and flag, 16-bit params, found_inf,
+norms, LAMB, the array protocols, streams and errors.
+
+Without a GPU (CI), conftest.py turns on Numba's CUDA simulator: the same kernels run as Python on
+host memory, at small sizes, and must agree with the reference bit for bit.  On a GPU the sizes
+grow and the tolerance allows for the FMA contraction of NVVM.  PTX for sm_80 and sm_90 is built
+for every kernel and signature in either case.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+cuda = pytest.importorskip("numba.cuda")
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+import fastopt  # noqa: E402
+from fastopt.cuda import _arrays, _prims  # noqa: E402
+from cases import CASES, STATE, assert_close, call, flag_id, make_arrays, reference  # noqa: E402
+
+SIM = _prims.SIMULATOR
+# NumPy scalars warn where the device computes inf - inf in silence (the simulator runs on them)
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+SIZES = [200, 7, 0, 129] if SIM else [1 << 20 | 3, 4097, 0, 1000]
+BF16 = ml_dtypes.bfloat16
+
+
+class CAIArray:
+    """A test double for a foreign GPU array: host memory behind __cuda_array_interface__ (under the
+    simulator host memory is device memory), with an optional device id and producer stream."""
+
+    def __init__(self, host, readonly=False, device=None, stream=None):
+        self.host = host
+        self.cai = {"shape": host.shape, "typestr": host.dtype.str, "data": (host.ctypes.data, readonly),
+                    "version": 3, "strides": None if host.flags.c_contiguous else host.strides}
+        if stream is not None:
+            self.cai["stream"] = stream
+        if device is not None:
+            self.device = type("Device", (), {"id": device})()
+
+    @property
+    def __cuda_array_interface__(self):
+        return self.cai
+
+
+class DLPackArray:
+    """A test double for a DLPack-only GPU array (such as JAX's): NumPy's capsule, a CUDA device."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def __dlpack__(self, stream=None):
+        return self.host.__dlpack__()
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+def to_gpu(x):
+    return cuda.to_device(x)
+
+
+def gpu_lists(arrays: dict) -> dict:
+    return {k: [to_gpu(a) for a in v] for k, v in arrays.items()}
+
+
+def to_host(v):
+    return [a.copy_to_host() for a in v]
+
+
+def lists(name, flags, dtype, rng) -> dict:
+    """One make_arrays() per tensor size, as lists per role."""
+    per = [make_arrays(name, flags, n, dtype, rng) for n in SIZES]
+    return {k: [p[k] for p in per] for k in per[0]}
+
+
+def assert_match(got, want, dtype, exact=True):
+    """Bit for bit under the simulator (unless not exact: LAMB's norms sum in another order than
+    the reference's), else to the rounding NVVM's FMA contraction allows."""
+    for g, w in zip(got, want):
+        if SIM and not exact:
+            assert_close(g, w, dtype)
+        elif SIM:
+            np.testing.assert_array_equal(g, w)
+        elif np.dtype(dtype) == np.float64:
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-300)
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def cuda_call(name, arrays, flags, step=3):
+    """call() with a NAdam mu_product the reference also gets."""
+    return call(fastopt, name, arrays, flags, step=step, mu_product=0.5 if step > 1 else None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,flags", [(n, f) for n, fl in CASES.items() for f in fl],
+                         ids=[f"{n}-{flag_id(f)}" for n, fl in CASES.items() for f in fl])
+def test_optimizer_matches_reference(name, flags, dtype):
+    rng = np.random.default_rng(7)
+    host = lists(name, flags, dtype, rng)
+    dev = gpu_lists(host)
+    for step in (1, 2):
+        got = cuda_call(name, dev, flags, step)
+        want = call(reference, name, host, flags, step=step, mu_product=0.5 if step > 1 else None)
+        if name == "nadam":
+            assert got == pytest.approx(want, rel=1e-15)
+    for role in host:
+        assert_match(to_host(dev[role]), host[role], dtype, exact=name != "lamb")
+
+
+def _round(x, dtype):
+    return x.astype(dtype).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_16_bit_params_with_float32_state(name, dtype):
+    """Math in float32 on the widened values, one rounding (to nearest even) when stored: exactly
+    the float32 reference on the same values, rounded."""
+    flags = CASES[name][0]
+    np_dtype = np.float16 if dtype == "float16" else BF16
+    rng = np.random.default_rng(3)
+    host = lists(name, flags, np.float32, rng)
+    for role in ("params", "grads"):
+        host[role] = [_round(a, np_dtype) for a in host[role]]
+    dev = {role: [to_gpu(a.astype(np_dtype).view(np.uint16) if dtype == "bfloat16" else a.astype(np_dtype))
+                  if role in ("params", "grads") else to_gpu(a) for a in v] for role, v in host.items()}
+    if dtype == "bfloat16":
+        dev["params"] = [fastopt.cuda.bfloat16(a) for a in dev["params"]]
+        dev["grads"] = [fastopt.cuda.bfloat16(a) for a in dev["grads"]]
+    cuda_call(name, dev, flags)
+    call(reference, name, host, flags, step=3, mu_product=0.5)
+    got = [(a.array if dtype == "bfloat16" else a).copy_to_host() for a in dev["params"]]
+    got = [g.view(BF16) if dtype == "bfloat16" else g for g in got]
+    want = [w.astype(np_dtype) for w in host["params"]]
+    for g, w in zip(got, want):
+        if SIM and name != "lamb":
+            np.testing.assert_array_equal(g.view(np.uint16), w.view(np.uint16))
+        else:  # one rounding apart where FMA contraction moved the float32 result across a tie
+            np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=1e-2, atol=1e-6)
+    for role in STATE[name]:
+        if role in host and host[role] is not None:
+            assert_match(to_host(dev[role]), host[role], np.float32, exact=name != "lamb")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_state(dtype):
+    """State in the params' 16-bit type (torch's own default): within the 16-bit type's precision
+    of the float32 reference."""
+    np_dtype = np.float16 if dtype == "float16" else BF16
+    rng = np.random.default_rng(5)
+    p32 = [_round(rng.standard_normal(n).astype(np.float32), np_dtype) for n in SIZES]
+    g32 = [_round(rng.standard_normal(n).astype(np.float32), np_dtype) for n in SIZES]
+    m32, v32 = [np.zeros_like(p) for p in p32], [np.zeros_like(p) for p in p32]
+
+    def dev(xs):
+        arrays = [to_gpu(x.astype(np_dtype).view(np.uint16) if dtype == "bfloat16" else x.astype(np_dtype)) for x in xs]
+        return [fastopt.cuda.bfloat16(a) for a in arrays] if dtype == "bfloat16" else arrays
+    dp, dg, dm, dv = dev(p32), dev(g32), dev(m32), dev(v32)
+    for step in (1, 2, 3):
+        fastopt.adamw(dp, dg, dm, dv, step=step, lr=1e-2)
+        reference.adamw(p32, g32, m32, v32, step=step, lr=1e-2)
+    for a, w in zip(dp, p32):
+        got = (a.array.copy_to_host().view(BF16) if dtype == "bfloat16" else a.copy_to_host()).astype(np.float32)
+        np.testing.assert_allclose(got, w, rtol=1e-2 if dtype == "bfloat16" else 2e-3, atol=1e-2)
+
+
+def test_found_inf_on_the_device_skips_the_step():
+    rng = np.random.default_rng(1)
+    host = lists("adamw", CASES["adamw"][0], np.float32, rng)
+    dev = gpu_lists(host)
+    flag = to_gpu(np.ones(1, np.float32))
+    fastopt.adamw(dev["params"], dev["grads"], dev["exp_avgs"], dev["exp_avg_sqs"], step=1, found_inf=flag)
+    for role in host:
+        assert_match(to_host(dev[role]), host[role], np.float32)
+    flag.copy_to_device(np.zeros(1, np.float32))
+    fastopt.adamw(dev["params"], dev["grads"], dev["exp_avgs"], dev["exp_avg_sqs"], step=1, found_inf=flag)
+    reference.adamw(host["params"], host["grads"], host["exp_avgs"], host["exp_avg_sqs"], step=1)
+    assert_match(to_host(dev["params"]), host["params"], np.float32)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, None])
+def test_unscale_sets_the_flag(bad):
+    grads = [np.linspace(-3, 3, n).astype(np.float32) for n in SIZES]
+    if bad is not None:
+        grads[-1][5] = bad
+    dev = [to_gpu(g) for g in grads]
+    flag = to_gpu(np.zeros(1, np.float32))
+    assert fastopt.unscale(dev, 0.25, found_inf=flag) is None  # nothing synchronized
+    want = [g.copy() for g in grads]
+    found = reference.unscale(want, 0.25)
+    assert flag.copy_to_host()[0] == (1.0 if found else 0.0)
+    assert_match(to_host(dev), want, np.float32)
+    assert fastopt.unscale([to_gpu(g) for g in grads], 0.5) is found  # its own flag, read back
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, np.inf, 3.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_norms(norm_type, dtype):
+    rng = np.random.default_rng(2)
+    grads = [(rng.standard_normal(n) * 3).astype(dtype) for n in SIZES]
+    dev = [to_gpu(g) for g in grads]
+    norm = fastopt.global_norm(dev, norm_type)
+    assert norm == pytest.approx(reference.global_norm(grads, norm_type), rel=1e-12)
+    assert fastopt.global_norm(dev, norm_type) == norm  # deterministic: the same bits again
+    total = fastopt.clip_grad_norm(dev, 1.0, norm_type)
+    assert total == norm
+    reference.clip_grad_norm(grads, 1.0, norm_type)
+    for g, w in zip(to_host(dev), grads):
+        np.testing.assert_allclose(g, w, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-30)
+
+
+def test_float64_norm_is_rescued_from_overflow_and_underflow():
+    for scale in (1e200, 1e-200):
+        grads = [np.full(n, scale) for n in SIZES]
+        want = reference.global_norm(grads)
+        assert fastopt.global_norm([to_gpu(g) for g in grads]) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("l1,l2", [(0.1, 0.0), (0.0, 0.1), (0.1, 0.2)])
+def test_elastic_net_grad(l1, l2):
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal(n).astype(np.float32) for n in SIZES]
+    params = [rng.standard_normal(n).astype(np.float32) for n in SIZES]
+    params[0][:3] = 0
+    dev = [to_gpu(g) for g in grads]
+    fastopt.elastic_net_grad(dev, [to_gpu(p) for p in params], l1=l1, l2=l2)
+    reference.elastic_net_grad(grads, params, l1=l1, l2=l2)
+    assert_match(to_host(dev), grads, np.float32)
+
+
+# ---- array protocols and streams ----
+
+def test_cuda_array_interface_and_dlpack_arrays():
+    rng = np.random.default_rng(6)
+    p, g = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    want = [x.copy() for x in (p, g, m, v)]
+    fastopt.adamw(CAIArray(p), DLPackArray(g), CAIArray(m), DLPackArray(v), step=1)
+    reference.adamw(*want, step=1)
+    assert_match([p, m, v], [want[0], want[2], want[3]], np.float32)
+    assert _arrays.view(DLPackArray(g)).dtype == "float32"
+
+
+def test_stream_resolution():
+    views = [_arrays.view(CAIArray(np.zeros(3, np.float32)))]
+    assert _arrays.stream_handle(None, views) == 0
+    assert _arrays.stream_handle(None, [_arrays.view(CAIArray(np.zeros(3, np.float32), stream=1234))]) == 1234
+    assert _arrays.stream_handle(None, [_arrays.view(CAIArray(np.zeros(3, np.float32), stream=1))]) == 0
+    assert _arrays.stream_handle(77, views) == 77
+    assert _arrays.stream_handle(type("TorchStream", (), {"cuda_stream": 88})(), views) == 88
+    assert _arrays.stream_handle(type("CupyStream", (), {"ptr": 99})(), views) == 99
+    with pytest.raises(TypeError, match="stream"):
+        _arrays.stream_handle("default", views)
+
+
+# ---- errors: clear, and nothing written ----
+
+def _adamw_arrays(n=50):
+    rng = np.random.default_rng(9)
+    return [rng.standard_normal(n).astype(np.float32) for _ in range(4)]
+
+
+BAD = {
+    "host and device": (lambda a: [to_gpu(a[0]), a[1], to_gpu(a[2]), to_gpu(a[3])], {}, TypeError, "host memory"),
+    "two devices": (lambda a: [CAIArray(a[0]), CAIArray(a[1], device=1), CAIArray(a[2]), CAIArray(a[3])], {},
+                    ValueError, "cuda:1"),
+    "dtype": (lambda a: [to_gpu(a[0]), to_gpu(a[1].astype(np.float64)), to_gpu(a[2]), to_gpu(a[3])], {},
+              TypeError, "grads has dtype float64"),
+    "state dtype": (lambda a: [to_gpu(a[0]), to_gpu(a[1]), to_gpu(a[2].astype(np.float16)), to_gpu(a[3])], {},
+                    TypeError, "exp_avgs has dtype float16"),
+    "shape": (lambda a: [to_gpu(a[0]), to_gpu(a[1][:-1]), to_gpu(a[2]), to_gpu(a[3])], {}, ValueError, "shape"),
+    "strided": (lambda a: [CAIArray(a[0][::2]), CAIArray(a[1][::2]), CAIArray(a[2][::2]), CAIArray(a[3][::2])], {},
+                ValueError, "not C-contiguous"),
+    "read-only": (lambda a: [CAIArray(a[0], readonly=True), CAIArray(a[1]), CAIArray(a[2]), CAIArray(a[3])], {},
+                  ValueError, "read-only"),
+    "overlap": (lambda a: [CAIArray(a[0]), CAIArray(a[1]), CAIArray(a[0]), CAIArray(a[3])], {}, ValueError,
+                "overlap"),
+    "lr": (lambda a: [to_gpu(x) for x in a], {"lr": -1.0}, ValueError, "lr must be"),
+    "found_inf": (lambda a: [to_gpu(x) for x in a], {"found_inf": to_gpu(np.zeros(2, np.float32))}, TypeError,
+                  "found_inf"),
+    "integer": (lambda a: [to_gpu(a[0].astype(np.int32))] + [to_gpu(x) for x in a[1:]], {}, TypeError,
+                "supported on GPUs"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_clear_error_and_writes_nothing(case):
+    make, kwargs, error, message = BAD[case]
+    arrays = make(_adamw_arrays())
+
+    def contents(x):
+        return x.copy_to_host() if hasattr(x, "copy_to_host") else np.array(getattr(x, "host", x))
+    before = [contents(x) for x in arrays]
+    with pytest.raises(error, match=message):
+        fastopt.adamw(*arrays, step=1, **kwargs)
+    for x, b in zip(arrays, before):
+        np.testing.assert_array_equal(contents(x), b)
+
+
+# ---- PTX: every kernel builds for sm_80 and sm_90 ----
+
+def test_every_kernel_compiles_to_ptx():
+    script = ("import fastopt.cuda as c\n"
+              "for cc in ((8, 0), (9, 0)):\n"
+              "    out = c.compile_ptx(cc)\n"
+              "    target = '.target sm_%d%d' % cc\n"
+              "    assert all(target in ptx for ptx in out.values()), cc\n"
+              "    print(cc, len(out))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = [int(line.split()[-1]) for line in done.stdout.split("\n") if line]
+    assert counts == [72, 72]
+
+
+# ---- on a real GPU: torch CUDA tensors, torch.optim, a non-default stream ----
+
+gpu = pytest.mark.skipif(SIM, reason="needs a CUDA GPU (the simulator has no torch CUDA tensors or streams)")
+
+
+@gpu
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam"])
+def test_torch_cuda_trajectory_matches_torch_optim(name):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    from cases import TORCH_CASES
+    flags = TORCH_CASES[name][-1]
+    torch.manual_seed(0)
+    params = [torch.randn(n, device="cuda") for n in (4097, 33, 1000)]
+    ours = [p.clone() for p in params]
+    opt = getattr(torch.optim, {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
+                                "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam"}[name])(
+        [torch.nn.Parameter(p) for p in params], foreach=False, **flags)
+    torch_params = [p for g in opt.param_groups for p in g["params"]]
+    state = {s: [torch.zeros_like(p) for p in ours] for s in STATE[name]}
+    mu_product = 1.0
+    for step in range(1, 21):
+        grads = [torch.randn_like(p) for p in ours]
+        for p, g in zip(torch_params, grads):
+            p.grad = g.clone()
+        opt.step()
+        kwargs = dict(flags)
+        if name == "sgd":
+            kwargs["first_step"] = step == 1
+        else:
+            kwargs["step"] = step
+        if name == "nadam":
+            kwargs["mu_product"] = mu_product
+        out = getattr(fastopt, name)(ours, grads, *[state[s] if s in state else None for s in STATE[name]],
+                                     **{k: v for k, v in kwargs.items()})
+        if name == "nadam":
+            mu_product = out
+    for a, b in zip(ours, torch_params):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5)
+
+
+@gpu
+def test_launches_on_the_current_torch_stream():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    side = torch.cuda.Stream()
+    p = torch.zeros(1 << 24, device="cuda")
+    with torch.cuda.stream(side):
+        g = torch.ones_like(p)
+        for _ in range(20):          # queue work so the update would race if it ran elsewhere
+            g = g * 1.0 + 0.0
+        fastopt.sgd(p, g, lr=1.0)
+        result = p.sum()
+    torch.cuda.synchronize()
+    assert result.item() == -(1 << 24)
