@@ -268,6 +268,7 @@ def _adamw_arrays(n=50):
 
 BAD = {
     "host and device": (lambda a: [to_gpu(a[0]), a[1], to_gpu(a[2]), to_gpu(a[3])], {}, TypeError, "host memory"),
+    "device and host": (lambda a: [a[0], to_gpu(a[1]), a[2], a[3]], {}, TypeError, "grads is on a GPU but params"),
     "two devices": (lambda a: [CAIArray(a[0]), CAIArray(a[1], device=1), CAIArray(a[2]), CAIArray(a[3])], {},
                     ValueError, "cuda:1"),
     "dtype": (lambda a: [to_gpu(a[0]), to_gpu(a[1].astype(np.float64)), to_gpu(a[2]), to_gpu(a[3])], {},
@@ -376,3 +377,12 @@ def test_launches_on_the_current_torch_stream():
         result = p.sum()
     torch.cuda.synchronize()
     assert result.item() == -(1 << 24)
+
+
+def test_gpu_benchmark_report_formats_a_result():
+    from fastopt.bench import gpu
+    result = {"gpu": "H100", "copy_GBps": 3000.0, "repeats": 1, "rows": [
+        {"case": "adamw-256m", "tensors": 1, "elements": 1 << 28, "fastopt_s": 2.6e-3, "torch_fused_s": 2.8e-3,
+         "fastopt_GBps": 2890.0, "of_copy": 0.963, "x_torch_fused": 1.08}]}
+    text = gpu.report(result)
+    assert "96.3%" in text and "1.08x" in text and "3000 GB/s" in text

@@ -12,6 +12,7 @@ import operator
 import numpy as np
 
 from fastopt._native import ffi, lib
+from fastopt.cuda._arrays import is_gpu_array
 
 C_DTYPES = {np.dtype(np.float32): lib.FASTOPT_FLOAT32, np.dtype(np.float64): lib.FASTOPT_FLOAT64}
 _from_buffer = ffi.from_buffer
@@ -31,6 +32,8 @@ def as_list(fn: str, name: str, value) -> tuple:
 def _problem(a, dtype, shape, written: bool, first: str = "params"):
     """(exception type, what is wrong) with `a` as an array of this dtype (and shape, unless None)."""
     if not isinstance(a, np.ndarray):
+        if is_gpu_array(a):
+            return TypeError, f"is on a GPU but {first} is in host memory; all arrays of a call must be on one device"
         return TypeError, f"must be a numpy.ndarray, got {type(a).__name__}"
     if a.dtype != dtype:
         return TypeError, f"has dtype {a.dtype}, expected {dtype} (the dtype of {first})"
