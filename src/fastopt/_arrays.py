@@ -52,13 +52,27 @@ def _problem(a, dtype, shape, written: bool, first: str = "params"):
 UNUSED = object()  # a role that a call does not use: its pointer list is NULL (None is a user's value)
 
 
+class Prepared:
+    """One role of a multi-tensor call whose arrays their owner has validated already (fastopt.torch
+    does it once per param set): C's element type, sizes and pointer array, passed on as they are.
+    C still checks the pointers (NULL, alignment, overlap) on every call."""
+
+    __slots__ = ("code", "numel", "pointers", "keep")
+
+    def __init__(self, code, numel, pointers, keep=None):
+        self.code, self.numel, self.pointers, self.keep = code, numel, pointers, keep
+
+
 def gather(fn: str, roles):
     """Validates a call's arrays and returns (dtype code, numel list, one pointer list per role).
 
     roles: (name, array or list of arrays, written) triples; the first is params, which sets the
     list length, the dtype and the shape that every other role's entries must match.  A role whose
-    value is UNUSED gets ffi.NULL.
+    value is UNUSED gets ffi.NULL.  Prepared roles (all of a call, or none) pass through.
     """
+    first = roles[0][1]
+    if type(first) is Prepared:
+        return first.code, first.numel, [ffi.NULL if r[1] is UNUSED else r[1].pointers for r in roles]
     fast = _gather_single(roles)
     return fast if fast is not None else _gather(fn, roles)
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from fastopt._arrays import UNUSED, gather, integer, pair, real
+from fastopt._arrays import UNUSED, Prepared, gather, integer, pair, real
 from fastopt.cuda._arrays import is_gpu_array
 from fastopt._native import check, ffi, lib
 
@@ -90,7 +90,7 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
 
 def _on_gpu(value) -> bool:
     first = value[0] if isinstance(value, (list, tuple)) and value else value
-    return type(first) is not np.ndarray and is_gpu_array(first)
+    return type(first) is not np.ndarray and type(first) is not Prepared and is_gpu_array(first)
 
 
 def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf):

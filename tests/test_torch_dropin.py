@@ -1,0 +1,239 @@
+"""fastopt.torch against torch.optim: 100-step trajectories for every flag, state dicts both ways,
+GradScaler, schedulers, closures, hooks, param groups, and the errors."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fastopt  # noqa: E402
+import fastopt.torch as ft  # noqa: E402
+from cases import TORCH_CASES, flag_id  # noqa: E402
+
+NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+         "nadam": "NAdam", "radam": "RAdam"}
+EXTRA = {"adagrad": dict(initial_accumulator_value=0.1)}
+
+
+def model(dtype=torch.float32, seed=0, nudge=0.0):
+    """The small model under test; nudge: every initial weight scaled by (1 + nudge)."""
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.Tanh(), torch.nn.Linear(32, 16), torch.nn.Tanh(),
+                            torch.nn.Linear(16, 4)).to(dtype)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1 + nudge)
+    return m
+
+
+def data(dtype=torch.float32):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(128, 12, generator=generator, dtype=dtype), torch.randint(0, 4, (128,), generator=generator)
+
+
+def train(m, opt, steps, x, y, scheduler=None):
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        if scheduler:
+            scheduler.step()
+
+
+def assert_same_params(a, b, dtype, loose=False):
+    """float32 to rounding (loose: a maximized loss runs away and rounding grows with it)."""
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    if loose and dtype == torch.float32:
+        tol = dict(rtol=1e-3, atol=1e-4)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, **tol)
+
+
+CASES = [(n, f) for n, flags in TORCH_CASES.items() for f in flags]
+
+
+def distance(a, b) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,flags", CASES, ids=[f"{n}-{flag_id(f)}" for n, f in CASES])
+def test_100_steps_match_torch_optim(name, flags, dtype):
+    """100 steps of real training (each gradient from the weights the step before made), fastopt
+    against torch.optim.  Training feeds rounding back, and some of these runs (RMSprop at torch's
+    lr, maximized losses) are chaotic: torch against itself from weights one rounding apart ends
+    far apart.  So the bound is that distance: fastopt must stay within 10x of how far torch moves
+    from itself under a one-rounding nudge of the start, and never beyond float rounding otherwise."""
+    flags = {**flags, **EXTRA.get(name, {})}
+    x, y = data(dtype)
+    ulp = torch.finfo(dtype).eps
+    runs = []
+    for make, nudge in ((lambda ps: getattr(ft, NAMES[name])(ps, **flags), 0.0),
+                        (lambda ps: getattr(torch.optim, NAMES[name])(ps, foreach=False, **flags), 0.0),
+                        (lambda ps: getattr(torch.optim, NAMES[name])(ps, foreach=False, **flags), ulp)):
+        m = model(dtype, nudge=nudge)
+        train(m, make(m.parameters()), 100, x, y)
+        runs.append(m)
+    ours, theirs, nudged = runs
+    floor = 1e-5 if dtype == torch.float32 else 1e-11
+    if name == "nadam" and dtype == torch.float64:
+        floor = 1e-6  # torch rounds mu_product to a float32 tensor every step; fastopt keeps a double
+    assert distance(ours, theirs) <= max(10 * distance(theirs, nudged), floor)
+    moved = distance(theirs, model(dtype))
+    assert moved > 100 * floor  # the 100 steps went somewhere
+
+
+@pytest.mark.parametrize("name", ["Lion", "LAMB"])
+def test_lion_and_lamb_follow_the_reference(name):
+    """Not in torch.optim: the same 30 steps through fastopt.reference on NumPy copies."""
+    m = model(torch.float64)
+    params = [p.detach().numpy().copy() for p in m.parameters()]
+    state = [[np.zeros_like(p) for p in params] for _ in range(2 if name == "LAMB" else 1)]
+    opt = getattr(ft, name)(m.parameters(), lr=1e-2)
+    x, y = data(torch.float64)
+    for step in range(1, 31):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        grads = [p.grad.numpy().copy() for p in m.parameters()]
+        opt.step()
+        if name == "Lion":
+            fastopt.reference.lion(params, grads, state[0], lr=1e-2)
+        else:
+            fastopt.reference.lamb(params, grads, *state, step=step, lr=1e-2)
+        for p, q in zip(m.parameters(), params):  # the next gradient is taken where fastopt stands
+            np.testing.assert_allclose(p.detach().numpy(), q, rtol=1e-9, atol=1e-12)
+            q[...] = p.detach().numpy()
+
+
+@pytest.mark.parametrize("name", list(NAMES.values()))
+def test_state_dicts_load_both_ways_and_training_continues(name):
+    kwargs = dict(lr=1e-2) if name != "SGD" else dict(lr=1e-2, momentum=0.9)
+    x, y = data()
+    a = model()
+    torch_opt = getattr(torch.optim, name)(a.parameters(), foreach=False, **kwargs)
+    train(a, torch_opt, 10, x, y)
+    # torch -> fastopt: continue 10 steps each; the same trajectory
+    b = copy.deepcopy(a)
+    ours = getattr(ft, name)(b.parameters(), **kwargs)
+    ours.load_state_dict(copy.deepcopy(torch_opt.state_dict()))
+    train(a, torch_opt, 10, x, y)
+    train(b, ours, 10, x, y)
+    assert_same_params(a, b, torch.float32)
+    # fastopt -> torch: the same again
+    c = copy.deepcopy(b)
+    back = getattr(torch.optim, name)(c.parameters(), foreach=False, **kwargs)
+    back.load_state_dict(copy.deepcopy(ours.state_dict()))
+    train(b, ours, 10, x, y)
+    train(c, back, 10, x, y)
+    assert_same_params(b, c, torch.float32)
+    sd = ours.state_dict()
+    assert set(sd["param_groups"][0]) >= set(torch_opt.state_dict()["param_groups"][0])
+    if name != "SGD":
+        steps = [s["step"] for s in sd["state"].values()]
+        assert all(float(t) == 30 for t in steps) and len({id(t) for t in steps}) == len(steps)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adam", "SGD", "Adagrad"])
+def test_grad_scaler_skips_steps_like_torch_fused(name):
+    kwargs = dict(lr=1e-2, momentum=0.9) if name == "SGD" else dict(lr=1e-2)
+    x, y = data()
+    runs = []
+    for make in (lambda ps: getattr(ft, name)(ps, **kwargs),
+                 lambda ps: getattr(torch.optim, name)(ps, fused=True, **kwargs)):
+        m = model()
+        opt = make(m.parameters())
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+        scales = []
+        for step in range(12):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            scaler.scale(loss).backward()
+            if step in (2, 7):  # an overflow: the step must be skipped and the scale backed off
+                next(m.parameters()).grad[0, 0] = float("inf")
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+        runs.append((m, scales, opt))
+    (ours, our_scales, opt), (theirs, their_scales, topt) = runs
+    assert our_scales == their_scales
+    assert_same_params(ours, theirs, torch.float32)
+    if name != "SGD":
+        assert float(next(iter(opt.state.values()))["step"]) == 10
+
+
+def test_lr_schedulers_work_unchanged():
+    x, y = data()
+    a, b = model(), model()
+    oa, ob = ft.AdamW(a.parameters(), lr=1e-2), torch.optim.AdamW(b.parameters(), lr=1e-2, foreach=False)
+    sa = torch.optim.lr_scheduler.OneCycleLR(oa, max_lr=5e-2, total_steps=40)
+    sb = torch.optim.lr_scheduler.OneCycleLR(ob, max_lr=5e-2, total_steps=40)
+    train(a, oa, 40, x, y, sa)
+    train(b, ob, 40, x, y, sb)
+    assert oa.param_groups[0]["lr"] == ob.param_groups[0]["lr"]
+    assert_same_params(a, b, torch.float32)
+
+
+def test_closure_hooks_param_groups_and_params_without_grad():
+    m = model()
+    layers = list(m.parameters())
+    opt = ft.SGD([{"params": layers[:2], "lr": 0.1}], lr=0.01, momentum=0.9)
+    opt.add_param_group({"params": layers[2:4]})
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    x, y = data()
+    frozen = [p.detach().clone() for p in layers[4:]]
+    before = [p.detach().clone() for p in layers[:4]]
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        return loss
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and calls == ["pre", "post"]
+    for p, q in zip(layers[:2], before[:2]):  # group 0 at lr 0.1, first step: p - lr * g
+        torch.testing.assert_close(p.detach(), q - 0.1 * p.grad)
+    for p, q in zip(layers[2:4], before[2:]):
+        torch.testing.assert_close(p.detach(), q - 0.01 * p.grad)
+    for p, q in zip(layers[4:], frozen):  # in no group: untouched
+        assert torch.equal(p.detach(), q)
+    layers[0].grad = None  # a param without a gradient is skipped, as torch skips it
+    w = layers[0].detach().clone()
+    opt.step()
+    assert torch.equal(layers[0].detach(), w)
+
+
+def test_replaced_parameter_memory_is_followed():
+    m = torch.nn.Linear(4, 4)
+    opt = ft.SGD(m.parameters(), lr=1.0)
+    m.weight.grad = torch.ones(4, 4)
+    m.bias.grad = torch.ones(4)
+    opt.step()
+    m.weight.data = torch.zeros(4, 4)  # new memory behind the same Parameter
+    opt.step()
+    assert torch.equal(m.weight.detach(), -torch.ones(4, 4))
+
+
+def test_errors():
+    p = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="differentiable"):
+        ft.Adam([p], differentiable=True)
+    with pytest.raises(ValueError, match="complex"):
+        ft.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))])
+    with pytest.raises(TypeError, match="bfloat16"):
+        ft.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))])
+    with pytest.raises(ValueError, match="lr must be"):
+        ft.AdamW([p], lr=-1.0)
+    with pytest.raises(ValueError, match="betas"):
+        ft.Adam([p], betas=(1.5, 0.9))
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = ft.SGD(emb.parameters(), lr=0.1)
+    emb(torch.tensor([1, 2])).sum().backward()
+    before = emb.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert torch.equal(emb.weight.detach(), before)
