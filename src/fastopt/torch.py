@@ -22,6 +22,8 @@ gradients, complex parameters and ``differentiable=True`` raise; ``foreach``, ``
 from __future__ import annotations
 
 import torch
+import torch.autograd.profiler as _profiler
+import torch.optim.optimizer as _torch_optim
 
 from fastopt import functional
 from fastopt._arrays import Prepared, gather
@@ -38,8 +40,8 @@ class _Bucket:
     one fastopt call per step.  On the CPU the pointer arrays of params and state are built once;
     only the gradients' pointers are refreshed each step."""
 
-    def __init__(self, opt, group, params):
-        self.params = params
+    def __init__(self, opt, group, params, index):
+        self.params, self.index = params, index  # index: positions in the step's grads (None: all)
         self.device, self.dtype = params[0].device, params[0].dtype
         first = opt.state[params[0]]
         self.step_tensor = first.get("step")
@@ -54,7 +56,6 @@ class _Bucket:
             self.mu_tensor = first["mu_product"]
             for p in params:
                 opt.state[p]["mu_product"] = self.mu_tensor
-        self.pointers = [p.data_ptr() for p in params]
         self.cpu = self.device.type == "cpu"
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
@@ -72,13 +73,14 @@ class _Bucket:
             self.roles = {"params": prepared(params), "grads": prepared(None, self.grad_addresses)}
             self.roles.update({k: prepared(v) for k, v in self.state.items()})
 
-    def arrays(self):
+    def arrays(self, grads):
         """(params, grads, {state key: arrays}) as the fastopt call takes them this step."""
+        if self.index is not None:
+            grads = [grads[j] for j in self.index]
         if not self.cpu:
-            return self.params, [p.grad for p in self.params], self.state
+            return self.params, grads, self.state
         addresses, checked = self.grad_addresses, self.checked_grads
-        for i, p in enumerate(self.params):
-            g = p.grad
+        for i, g in enumerate(grads):
             if g is not checked[i]:  # a new gradient tensor: torch has checked its device, dtype, shape
                 if g.is_sparse or not g.is_contiguous():
                     raise RuntimeError(_sparse_or_strided(g))
@@ -175,8 +177,7 @@ class _Optimizer(torch.optim.Optimizer):
 
     # ---- the step ----
 
-    def step(self, closure=None):
-        """One fused update of every param group (see the class's formula); returns closure()'s loss."""
+    def _fused_step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -186,30 +187,56 @@ class _Optimizer(torch.optim.Optimizer):
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
         for group in self.param_groups:
-            for bucket in self._buckets_of(group):
-                self._step_bucket(group, bucket, scale)
+            buckets, grads = self._buckets_of(group)
+            for bucket in buckets:
+                self._step_bucket(group, bucket, grads, scale)
         return loss
 
-    def _buckets_of(self, group) -> list[_Bucket]:
-        params = [p for p in group["params"] if p.grad is not None]
-        key = (id(group), tuple(map(id, params)))
-        buckets = self._buckets.get(key)
-        if buckets is None or any([p.data_ptr() for p in b.params] != b.pointers for b in buckets):
-            by = {}
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError(_sparse_or_strided(p.grad))
-                fresh = not self.state[p]
-                self._ensure_state(p, group)
-                s = self.state[p]
-                by.setdefault((p.device, p.dtype, int(s["step"]) if "step" in s else 0, fresh), []).append(p)
-            buckets = self._buckets[key] = [_Bucket(self, group, ps) for ps in by.values()]
-            for b, k in zip(buckets, by):
-                b.fresh = k[3]
-        return buckets
+    _observed_step = torch.optim.Optimizer.profile_hook_step(_fused_step)
 
-    def _step_bucket(self, group, bucket: _Bucket, scale) -> None:
-        params, grads, state = bucket.arrays()
+    def step(self, closure=None):
+        """One fused update of every param group (see the class's formula); returns closure()'s loss.
+
+        Step hooks and the profiler's record_function run as torch.optim runs them, when there are
+        any (torch wraps every step in them, which costs ~10 us a step on its own)."""
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _profiler._is_profiler_enabled
+                or _torch_optim._global_optimizer_pre_hooks or _torch_optim._global_optimizer_post_hooks):
+            return self._observed_step(closure)
+        return self._fused_step(closure)
+
+    step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
+
+    def _buckets_of(self, group):
+        """(the group's buckets, the gradients of its params that have one), buckets rebuilt when
+        the params with gradients, or the memory behind them, changed."""
+        params = group["params"]
+        grads = [p.grad for p in params]
+        if any(g is None for g in grads):  # params without a gradient are skipped, as torch skips them
+            params = [p for p, g in zip(params, grads) if g is not None]
+            grads = [g for g in grads if g is not None]
+        key = (id(group), tuple(map(id, params)))
+        pointers = [p.data_ptr() for p in params]
+        cached = self._buckets.get(key)
+        if cached is not None and cached[0] == pointers:
+            return cached[1], grads
+        by = {}
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g.is_sparse:
+                raise RuntimeError(_sparse_or_strided(g))
+            fresh = not self.state[p]
+            self._ensure_state(p, group)
+            s = self.state[p]
+            by.setdefault((p.device, p.dtype, int(s["step"]) if "step" in s else 0, fresh), []).append(i)
+        buckets = []
+        for (_, _, _, fresh), index in by.items():
+            bucket = _Bucket(self, group, [params[i] for i in index], None if len(by) == 1 else index)
+            bucket.fresh = fresh
+            buckets.append(bucket)
+        self._buckets[key] = (pointers, buckets)
+        return buckets, grads
+
+    def _step_bucket(self, group, bucket: _Bucket, grads, scale) -> None:
+        params, grads, state = bucket.arrays(grads)
         kwargs = self._hyper(group, first=bucket.fresh)
         for key, kw in self._keyword.items():
             if key in state:
