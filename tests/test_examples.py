@@ -23,3 +23,13 @@ def test_sparse_logistic_exact_zeros():
     assert int(rows["subgradient"][-2]) == 0, out       # no exact zeros from the subgradient
     assert int(rows["proximal"][-2]) >= 100, out         # most of the 200 weights exactly zero
     assert "informative ones among them: 10 of 10" in out
+
+
+def test_torch_mlp_trains_alike():
+    import pytest
+    pytest.importorskip("torch")
+    out = run("torch_mlp.py")
+    losses = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(losses) == 3 and all(float(a) > 0 for _, a, _ in losses), out
+    assert float(losses[-1][1]) < float(losses[0][1]), out   # it learns
+    assert "largest relative loss difference" in out and "median optimizer step" in out, out
