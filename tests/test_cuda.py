@@ -304,6 +304,36 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(case):
         np.testing.assert_array_equal(contents(x), b)
 
 
+def test_every_launch_matches_a_declared_signature():
+    """On a GPU the kernels are compiled for fastopt.cuda.signatures() only: every launch must fit."""
+    import numba
+    from fastopt.cuda import _launch, signatures
+    _launch.LAUNCHES = launches = []
+    try:
+        for name, flags in CASES.items():
+            for dtype in (np.float32, np.float64):
+                rng = np.random.default_rng(0)
+                cuda_call(name, gpu_lists(lists(name, flags[-1], dtype, rng)), flags[-1])
+        test_16_bit_params_with_float32_state("adamw", "bfloat16")
+        test_16_bit_state("float16")
+        test_unscale_sets_the_flag(np.inf)
+        test_norms(3.0, np.float32)
+        test_elastic_net_grad(0.1, 0.2)
+    finally:
+        _launch.LAUNCHES = None
+    declared = signatures()
+
+    def type_of(x):
+        return numba.typeof(x._ary if type(x).__name__ == "FakeCUDAArray" else x)
+    seen = set()
+    for kernel, args in launches:
+        name = (getattr(kernel, "py_func", None) or kernel.fn).__name__
+        sig = tuple(type_of(a) for a in args)
+        assert sig in declared[name], (name, sig)
+        seen.add(name)
+    assert seen == set(declared)
+
+
 # ---- PTX: every kernel builds for sm_80 and sm_90 ----
 
 def test_every_kernel_compiles_to_ptx():

@@ -237,3 +237,25 @@ def test_errors():
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     assert torch.equal(emb.weight.detach(), before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])
+def test_cuda_params_match_torch_fused_with_grad_scaler(name):
+    kwargs = dict(lr=1e-2, momentum=0.9) if name == "SGD" else dict(lr=1e-2)
+    x, y = (t.cuda() for t in data())
+    runs = []
+    for make in (lambda ps: getattr(ft, name)(ps, **kwargs),
+                 lambda ps: getattr(torch.optim, name)(ps, fused=True, **kwargs)):
+        m = model().cuda()
+        opt, scaler = make(m.parameters()), torch.amp.GradScaler("cuda", init_scale=2.0 ** 10)
+        for step in range(30):
+            opt.zero_grad()
+            scaler.scale(torch.nn.functional.cross_entropy(m(x), y)).backward()
+            if step == 5:
+                next(m.parameters()).grad[0, 0] = float("inf")
+            scaler.step(opt)
+            scaler.update()
+        runs.append(m)
+    for p, q in zip(runs[0].parameters(), runs[1].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

@@ -17,11 +17,14 @@ anything with ``__cuda_array_interface__`` or a CUDA ``__dlpack__``) and it runs
   float32 for 16-bit params.
 - Norms and found_inf are deterministic (a fixed reduction tree); a skipped step writes nothing.
 
-Kernels compile once per stored type on first use and are cached on disk (``cache=True``);
-:func:`precompile` compiles all of them ahead of time.  Without a GPU, the kernels run under Numba's
-simulator (``NUMBA_ENABLE_CUDASIM=1``) and :func:`compile_ptx` builds their PTX.
+On a GPU, every kernel is compiled for all its signatures (72 in all) when fastopt.cuda's kernels
+are first imported, and cached on disk (``cache=True``): the first import on a machine takes a
+while, later ones load the cache.  Without a GPU, the kernels run under Numba's simulator
+(``NUMBA_ENABLE_CUDASIM=1``) and :func:`compile_ptx` builds their PTX.
 """
 from __future__ import annotations
+
+import functools
 
 from fastopt.cuda._arrays import bfloat16, is_gpu_array
 
@@ -50,6 +53,7 @@ def available() -> bool:
         return False
 
 
+@functools.cache
 def signatures() -> dict:
     """{kernel name: [argument types, ...]}: every stored-type combination each kernel is built for."""
     from numba import types
@@ -89,12 +93,7 @@ def compile_ptx(cc=(9, 0)) -> dict:
 
 
 def precompile() -> int:
-    """Compiles every kernel for every signature on the current GPU now (and into the disk cache),
-    instead of on first use; returns how many were compiled."""
+    """Compiles (or loads from the disk cache) every kernel for every signature on the current GPU
+    now rather than at the first GPU call; returns how many."""
     from fastopt.cuda import _kernels
-    count = 0
-    for name, sigs in signatures().items():
-        for sig in sigs:
-            getattr(_kernels, name).compile(sig)
-            count += 1
-    return count
+    return sum(len(getattr(_kernels, name).overloads) for name in signatures())

@@ -23,7 +23,18 @@ from fastopt.cuda._prims import SIMULATOR, copysign, flag_set, load, pointer, ra
 
 THREADS = 4 if SIMULATOR else 256    # threads per block (the simulator runs each as a Python thread)
 CHUNK = 64 if SIMULATOR else 4096    # elements per block
-_JIT = dict(cache=not SIMULATOR)
+
+
+def kernel(fn):
+    """A CUDA kernel: on a GPU, compiled for every signature it is launched with (see
+    fastopt.cuda.signatures) when this module is first imported, and cached on disk, so a launch
+    pays no compilation and no type dispatch beyond a look-up; elsewhere (the simulator, or PTX
+    builds without a GPU) compiled on demand."""
+    if SIMULATOR or not cuda.is_available():
+        return cuda.jit(fn)
+    from fastopt.cuda import signatures
+    return cuda.jit(signatures()[fn.__name__], cache=True)(fn)
+
 
 device = cuda.jit(device=True) if SIMULATOR else register_jitable
 
@@ -78,7 +89,7 @@ LR, COUPLED_WD, GRAD_MUL, PROX_T, DECAY, PROX = range(6)
 # ---- optimizers ----
 
 
-@cuda.jit(**_JIT)
+@kernel
 def sgd_kernel(table, k, found_inf, pm, sm):
     # k[6:]: momentum, 1 - dampening, has_momentum, nesterov, first_step
     if flag_set(found_inf):
@@ -109,7 +120,7 @@ def adam_moments(gi, m, v, i, sm, c1, beta2, c2):
     return load(m, i, sm), load(v, i, sm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def adam_kernel(table, k, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, -lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), amsgrad
     if flag_set(found_inf):
@@ -132,7 +143,7 @@ def adam_kernel(table, k, found_inf, pm, sm):
         store(p, i, l1_prox(pi * decay + neg_step_size * mi / denom, prox_t, k[PROX]), pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def rmsprop_kernel(table, k, found_inf, pm, sm):
     # k[6:]: alpha, 1 - alpha, eps, momentum, centered, has_momentum
     if flag_set(found_inf):
@@ -162,7 +173,7 @@ def rmsprop_kernel(table, k, found_inf, pm, sm):
         store(p, i, l1_prox(pi, prox_t, k[PROX]), pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def adagrad_kernel(table, k, found_inf, pm, sm):
     # k[6:]: -lr / (1 + (t - 1) * lr_decay), eps
     if flag_set(found_inf):
@@ -178,7 +189,7 @@ def adagrad_kernel(table, k, found_inf, pm, sm):
         store(p, i, l1_prox(pi + neg_clr * gi / (sqrt(load(total, i, sm)) + eps), prox_t, k[PROX]), pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def nadam_kernel(table, k, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta2^t), gradient coefficient, momentum coefficient
     if flag_set(found_inf):
@@ -197,7 +208,7 @@ def nadam_kernel(table, k, found_inf, pm, sm):
         store(p, i, l1_prox(pi + momentum_coef * mi / denom, prox_t, k[PROX]), pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def radam_kernel(table, k, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), sqrt(1 - beta2^t), rect, rectified
     if flag_set(found_inf):
@@ -218,7 +229,7 @@ def radam_kernel(table, k, found_inf, pm, sm):
         store(p, i, l1_prox(pi * decay - step, prox_t, k[PROX]), pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def lion_kernel(table, k, found_inf, pm, sm):
     # k[6:]: beta1, 1 - beta1, beta2, 1 - beta2, weight_decay (decoupled, after the sign)
     if flag_set(found_inf):
@@ -283,7 +294,7 @@ def block_max(shared, x):
 # k layout of LAMB: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), 1 / (1 - beta2^t), weight_decay,
 # has_wd, prox threshold, prox, -lr, trust (weight decay or nvlamb)
 
-@cuda.jit(**_JIT)
+@kernel
 def lamb_moments_kernel(table, k, grad_mul, found_inf, sums, pm, sm):
     if flag_set(found_inf):
         return
@@ -307,7 +318,7 @@ def lamb_moments_kernel(table, k, grad_mul, found_inf, sums, pm, sm):
         sums[cuda.blockIdx.x, 1] = u2
 
 
-@cuda.jit(**_JIT)
+@kernel
 def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
     """ratios[t] = -lr * ||p|| / ||u|| over tensor t (its blocks summed in order), or -lr."""
     t = cuda.grid(1)
@@ -325,7 +336,7 @@ def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
     ratios[t] = k[10] * (p_norm / u_norm if trust else 1.0)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def lamb_apply_kernel(table, k, found_inf, ratios, pm, sm):
     if flag_set(found_inf):
         return
@@ -341,7 +352,7 @@ def lamb_apply_kernel(table, k, found_inf, ratios, pm, sm):
 
 # ---- gradients: regularization, scaling, unscaling, norms ----
 
-@cuda.jit(**_JIT)
+@kernel
 def elastic_net_kernel(table, k, pm):
     # grads (role 0) += l2 * params (role 1) + l1 * sign(params), each term only when asked for
     t, start, end = chunk_of(table)
@@ -353,7 +364,7 @@ def elastic_net_kernel(table, k, pm):
         store(g, i, load(g, i, pm) + ((w + s if k[1] != 0 else s) if k[0] != 0 else w), pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def scale_kernel(table, k, pm):
     t, start, end = chunk_of(table)
     g = role(table, t, 0, pm)
@@ -362,7 +373,7 @@ def scale_kernel(table, k, pm):
         store(g, i, load(g, i, pm) * factor, pm)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def unscale_kernel(table, k, found_inf, pm):
     # g *= inv_scale; the flag is set to 1 by any inf or NaN input (x - x is NaN exactly for those)
     t, start, end = chunk_of(table)
@@ -380,7 +391,7 @@ def unscale_kernel(table, k, found_inf, pm):
 NORM_2, NORM_1, NORM_INF, NORM_P = range(4)
 
 
-@cuda.jit(**_JIT)
+@kernel
 def norm_blocks_kernel(table, k, out, pm):
     """out[b] = (this block's sum for the norm, its largest |x|); k = (kind, p, scale)."""
     shared = cuda.shared.array(THREADS, float64)
@@ -406,7 +417,7 @@ def norm_blocks_kernel(table, k, out, pm):
         out[cuda.blockIdx.x, 1] = big
 
 
-@cuda.jit(**_JIT)
+@kernel
 def norm_total_kernel(blocks, total):
     """total = (the sum of blocks[:, 0], the largest of blocks[:, 1]): one block, a fixed order."""
     shared = cuda.shared.array(THREADS, float64)

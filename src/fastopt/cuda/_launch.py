@@ -129,6 +129,8 @@ class Call:
         return cuda.external_stream(self.stream)
 
     def launch(self, kernel, blocks: int, *args, threads: int = K.THREADS):
+        if LAUNCHES is not None:
+            LAUNCHES.append((kernel, args))
         if blocks:
             with _on(self.device):
                 kernel[blocks, threads, self.numba_stream()](*args)
@@ -145,6 +147,7 @@ class Call:
 
 
 _WORKSPACES: dict = {}
+LAUNCHES: list | None = None  # tests set a list here to see every launch's kernel and arguments
 
 
 def _on(device: int):
@@ -322,7 +325,7 @@ def clip_grad_norm(fn, grads, max_norm, norm_type, stream=None) -> float:
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:
         table, blocks = call.table()
-        call.launch(K.scale_kernel, blocks, table, (coef,), call.markers()[0])
+        call.launch(K.scale_kernel, blocks, table, (float(coef),), call.markers()[0])
     return total
 
 
@@ -341,7 +344,7 @@ def unscale(fn, grads, inv_scale, found_inf, stream=None):
         if not address:
             raise TypeError(f"fastopt.{fn}: found_inf must be a writable one-element float32 array on the GPU")
     table, blocks = call.table()
-    call.launch(K.unscale_kernel, blocks, table, (inv_scale,), address, call.markers()[0])
+    call.launch(K.unscale_kernel, blocks, table, (float(inv_scale),), address, call.markers()[0])
     if own:
         with _on(call.device):
             found = flag_array.copy_to_host(stream=call.numba_stream())
@@ -353,4 +356,4 @@ def unscale(fn, grads, inv_scale, found_inf, stream=None):
 def elastic_net_grad(fn, grads, params, l1, l2, stream=None) -> None:
     call = Call.of(fn, [("grads", grads, True), ("params", params, False)], stream)
     table, blocks = call.table()
-    call.launch(K.elastic_net_kernel, blocks, table, (l1, l2), call.markers()[0])
+    call.launch(K.elastic_net_kernel, blocks, table, (float(l1), float(l2)), call.markers()[0])
