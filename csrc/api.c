@@ -52,10 +52,13 @@ static int in_range(double x, double lo, double hi, int hi_open)
 
 /* ---- buffers ---- */
 
+enum { FO_PARAMS, FO_STATE, FO_MASTER }; /* what a role holds: its element type follows */
+
 typedef struct fo_role {
     const char *name;  /* NULL: a role this call does not use (its place is kept) */
     void *const *list; /* list[t] is tensor t's buffer of this role */
     int written;
+    int kind;          /* FO_PARAMS (params, grads; the call's dtype), FO_STATE or FO_MASTER */
 } fo_role;
 
 typedef struct fo_extent {
@@ -73,7 +76,7 @@ static int by_lo(const void *a, const void *b)
 /* A written buffer may overlap no other buffer of the call; read-only ones may share memory.
  * Sorted by start, an extent overlaps an earlier one iff it starts before the largest end seen. */
 static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
-                                    size_t esize)
+                                    const size_t *esize)
 {
     fo_extent stack[64], *ext = stack;
     if (n_roles * n > 64 && !(ext = malloc(n_roles * n * sizeof *ext)))
@@ -83,7 +86,7 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
         for (size_t t = 0; t < n && roles[r].name; t++)
             if (numel[t]) {
                 uintptr_t lo = (uintptr_t)roles[r].list[t];
-                ext[count++] = (fo_extent){lo, lo + numel[t] * esize, &roles[r], t};
+                ext[count++] = (fo_extent){lo, lo + numel[t] * esize[roles[r].kind], &roles[r], t};
             }
     qsort(ext, count, sizeof *ext, by_lo);
     const fo_extent *reach_all = NULL, *reach_written = NULL; /* largest end so far, of any / written */
@@ -102,15 +105,15 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
 }
 
 /* Lists present, buffers non-NULL and aligned, sizes summable, written buffers disjoint (roles
- * without a name are not used by the call and not checked). */
+ * without a name are not used by the call and not checked).  esize[kind]: element size of each kind. */
 static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
-                                    size_t esize, size_t *total)
+                                    const size_t *esize, size_t *total)
 {
     if (n == 0) return *total = 0, FASTOPT_OK;
     if (!numel) return fo_fail(FASTOPT_ERR_NULL_POINTER, "numel is NULL");
     size_t sum = 0;
     for (size_t t = 0; t < n; t++) {
-        if (numel[t] > (SIZE_MAX / esize) - sum)
+        if (numel[t] > (SIZE_MAX / 8) - sum)
             return fo_fail(FASTOPT_ERR_SIZE, "the total size of the tensors overflows at tensor %zu", t);
         sum += numel[t];
     }
@@ -120,23 +123,77 @@ static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t
         for (size_t t = 0; t < n; t++) {
             uintptr_t at = (uintptr_t)roles[r].list[t];
             if (!at && numel[t]) return fo_fail(FASTOPT_ERR_NULL_POINTER, "%s[%zu] is NULL", roles[r].name, t);
-            if (at % esize)
-                return fo_fail(FASTOPT_ERR_ALIGNMENT, "%s[%zu] is not aligned to its %zu-byte elements", roles[r].name, t, esize);
+            if (at % esize[roles[r].kind])
+                return fo_fail(FASTOPT_ERR_ALIGNMENT, "%s[%zu] is not aligned to its %zu-byte elements", roles[r].name, t,
+                               esize[roles[r].kind]);
         }
     }
     *total = sum;
     return check_overlap(roles, n_roles, n, numel, esize);
 }
 
-/* Element size of dtype and its kernel-table index; 0 with the error recorded if unsupported. */
+/* Element size of dtype and its gradient-kernel index; 0 with the error recorded if unsupported. */
 static size_t dtype_size(fastopt_dtype dtype, int *index)
 {
     switch (dtype) {
     case FASTOPT_FLOAT32: *index = FO_F32; return 4;
     case FASTOPT_FLOAT64: *index = FO_F64; return 8;
+    case FASTOPT_FLOAT16: *index = FO_F16; return 2;
+    case FASTOPT_BFLOAT16: *index = FO_B16; return 2;
     }
-    fo_fail(FASTOPT_ERR_DTYPE, "dtype %d is not supported (float32 or float64)", (int)dtype);
+    fo_fail(FASTOPT_ERR_DTYPE, "dtype %d is not supported (float32, float64, float16 or bfloat16)", (int)dtype);
     return 0;
+}
+
+static const char *dtype_name(fastopt_dtype dtype)
+{
+    switch (dtype) {
+    case FASTOPT_FLOAT32: return "float32";
+    case FASTOPT_FLOAT64: return "float64";
+    case FASTOPT_FLOAT16: return "float16";
+    case FASTOPT_BFLOAT16: return "bfloat16";
+    }
+    return "unknown";
+}
+
+/* The storage combination (FO_C*) of an optimizer call: params dtype, state dtype (0: the params'),
+ * master copies, stochastic rounding. */
+static fastopt_status combination(fastopt_dtype dtype, const fastopt_common *c, int *combo)
+{
+    fastopt_dtype state = c->state_dtype ? c->state_dtype : dtype;
+    int master = c->master_params != NULL, sr = !!c->stochastic_rounding, b16_state = state == FASTOPT_BFLOAT16;
+    int sixteen = dtype == FASTOPT_FLOAT16 || dtype == FASTOPT_BFLOAT16;
+    if (master && !sixteen)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "master_params are for float16/bfloat16 params, not %s", dtype_name(dtype));
+    if (sr && (dtype != FASTOPT_BFLOAT16 || master))
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "stochastic_rounding is for bfloat16 params without master_params");
+    *combo = -1;
+    switch (dtype) {
+    case FASTOPT_FLOAT32: *combo = state == dtype ? FO_C32 : b16_state ? FO_C32_SB16 : -1; break;
+    case FASTOPT_FLOAT64: *combo = state == dtype ? FO_C64 : -1; break;
+    case FASTOPT_FLOAT16:
+        *combo = state == FASTOPT_FLOAT32 ? (master ? FO_C16_SF32_M : FO_C16_SF32)
+               : b16_state ? (master ? FO_C16_SB16_M : FO_C16_SB16) : state == dtype && !master ? FO_C16 : -1;
+        break;
+    case FASTOPT_BFLOAT16:
+        *combo = state == FASTOPT_FLOAT32 ? (master ? FO_CB16_SF32_M : sr ? FO_CB16_SF32_SR : FO_CB16_SF32)
+               : b16_state ? (master ? FO_CB16_SB16_M : sr ? FO_CB16_SB16_SR : FO_CB16) : -1;
+        break;
+    }
+    if (*combo < 0)
+        return fo_fail(FASTOPT_ERR_DTYPE, "state_dtype %s with %s params%s is not supported (state: the params' dtype, "
+                       "float32, or bfloat16)", dtype_name(state), dtype_name(dtype), master ? " and master_params" : "");
+    return FASTOPT_OK;
+}
+
+/* Element sizes by role kind of an optimizer call, and its combination. */
+static fastopt_status optimizer_sizes(fastopt_dtype dtype, const fastopt_common *c, size_t esize[3], int *combo)
+{
+    int d;
+    if (!(esize[FO_PARAMS] = dtype_size(dtype, &d))) return FASTOPT_ERR_DTYPE;
+    if (!(esize[FO_STATE] = dtype_size(c->state_dtype ? c->state_dtype : dtype, &d))) return FASTOPT_ERR_DTYPE;
+    esize[FO_MASTER] = 4;
+    return combination(dtype, c, combo);
 }
 
 /* ---- what every update shares ---- */
@@ -156,16 +213,50 @@ static fastopt_status common_consts(const fastopt_common *o, int decoupled, fo_c
     return FASTOPT_OK;
 }
 
-/* Validates the buffers, then, unless found_inf says skip, runs kernel[dtype] over every element. */
+/* The call of an optimizer: its roles plus the master copies (role FO_MASTER_ROLE) and the
+ * stochastic-rounding counter.  all_roles has room for FO_MAX_ROLES. */
+static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles, size_t n_roles, const void *consts,
+                              const fastopt_common *c)
+{
+    for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_PARAMS};
+    all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_MASTER};
+    fo_call call = {n, numel, {NULL}, consts, (uint32_t)c->rounding_step, (uint32_t)c->rounding_seed,
+                    (uint32_t)(c->rounding_seed >> 32)};
+    for (size_t r = 0; r < FO_MAX_ROLES; r++) call.buf[r] = all_roles[r].name ? all_roles[r].list : NULL;
+    return call;
+}
+
+/* An optimizer: validates the buffers (the master copies included), then, unless found_inf says
+ * skip, runs kernel[combination] over every element. */
 static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
                           const fo_span_fn *kernel, const void *consts, const fastopt_common *common)
 {
+    size_t esize[3], total;
+    int combo, has_state = 0;
+    for (size_t r = 0; r < n_roles; r++) has_state |= roles[r].kind == FO_STATE && roles[r].name;
+    fastopt_common stateless = *common; /* no state (SGD without momentum): any state type will do */
+    if (!has_state) stateless.state_dtype = FASTOPT_FLOAT32;
+    fastopt_status s = optimizer_sizes(dtype, has_state ? common : &stateless, esize, &combo);
+    if (s) return s;
+    fo_role all[FO_MAX_ROLES];
+    for (size_t r = 0; r < n_roles; r++) all[r] = roles[r];
+    fo_call call = optimizer_call(n, numel, all, n_roles, consts, common);
+    s = check_buffers(all, FO_MAX_ROLES, n, numel, esize, &total);
+    if (s || (common->found_inf && *common->found_inf != 0)) return s;
+    fo_parallel_for(&call, total, kernel[combo]);
+    return FASTOPT_OK;
+}
+
+/* A gradient kernel (every role of the call's dtype): validates, then runs kernel[dtype]. */
+static fastopt_status run_grads(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
+                                const fo_span_fn *kernel, const void *consts)
+{
     int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
+    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
     fastopt_status s = check_buffers(roles, n_roles, n, numel, esize, &total);
-    if (s || (common && common->found_inf && *common->found_inf != 0)) return s;
-    fo_call call = {n, numel, {NULL}, consts};
+    if (s) return s;
+    fo_call call = {n, numel, {NULL}, consts, 0, 0, 0};
     for (size_t r = 0; r < n_roles; r++) call.buf[r] = roles[r].name ? roles[r].list : NULL;
     fo_parallel_for(&call, total, kernel[d]);
     return FASTOPT_OK;
@@ -202,8 +293,8 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
     REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
     REQUIRE(!o->nesterov || (o->momentum > 0 && o->dampening == 0),
             "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0},
-                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS},
+                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, &k, &o->common);
 }
 
@@ -223,8 +314,8 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
     k.step_size = o->common.lr / bias_correction1;
     k.inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5);
     k.amsgrad = !!o->amsgrad;
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
-                             {"exp_avg_sqs", exp_avg_sqs, 1}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
+                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, &k, &o->common);
 }
 
@@ -239,9 +330,9 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     REQUIRE(in_range(o->alpha, 0, 1, 0), "alpha must be in [0, 1], got %g", o->alpha);
     REQUIRE(in_range(o->eps, 0, INFINITY, 1) && o->eps > 0, "eps must be a finite number > 0, got %g", o->eps);
     REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"square_avgs", square_avgs, 1},
-                             {k.centered ? "grad_avgs" : NULL, grad_avgs, 1},
-                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"square_avgs", square_avgs, 1, FO_STATE},
+                             {k.centered ? "grad_avgs" : NULL, grad_avgs, 1, FO_STATE},
+                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, &k, &o->common);
 }
 
@@ -254,7 +345,7 @@ fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size
     REQUIRE(in_range(o->lr_decay, 0, INFINITY, 1), "lr_decay must be a finite number >= 0, got %g", o->lr_decay);
     CHECK(check_eps_step(o->eps, o->step));
     k.clr = o->common.lr / (1.0 + (double)(o->step - 1) * o->lr_decay);
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"state_sums", state_sums, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"state_sums", state_sums, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, &k, &o->common);
 }
 
@@ -286,8 +377,8 @@ fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t
     k.inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, t));
     k.grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product);
     k.momentum_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next);
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
-                             {"exp_avg_sqs", exp_avg_sqs, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
+                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, &k, &o->common);
 }
 
@@ -308,8 +399,8 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
     k.bias_correction2_sqrt = pow(bias_correction2, 0.5);
     k.rectified = rho_t > 5.0;
     k.rect = k.rectified ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) : 1.0;
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
-                             {"exp_avg_sqs", exp_avg_sqs, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
+                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, &k, &o->common);
 }
 
@@ -322,7 +413,7 @@ fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(common_consts(&o->common, 0, &k.c));
     k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
     CHECK(check_betas(o->beta1, o->beta2, 1));
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1}};
+    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE}};
     return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, &k, &o->common);
 }
 
@@ -379,19 +470,19 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
     if (!norm) return fo_fail(FASTOPT_ERR_NULL_POINTER, "norm is NULL");
     CHECK(check_norm_type(norm_type));
     int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", READ(grads), 0}};
+    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grads", READ(grads), 0, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL};
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0};
     return norm_of(&call, total, d, norm_type, norm);
 }
 
 fastopt_status fastopt_scale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads, double factor)
 {
     fo_scale_consts k = {factor};
-    const fo_role roles[] = {{"grads", grads, 1}};
-    return run(dtype, n_tensors, numel, roles, 1, fo_kernels()->scale, &k, NULL);
+    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
+    return run_grads(dtype, n_tensors, numel, roles, 1, fo_kernels()->scale, &k);
 }
 
 fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads,
@@ -401,11 +492,11 @@ fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, con
     REQUIRE(in_range(max_norm, 0, INFINITY, 1), "max_norm must be a finite number >= 0, got %g", max_norm);
     CHECK(check_norm_type(norm_type));
     int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", grads, 1}};
+    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {grads}, NULL};
+    fo_call call = {n_tensors, numel, {grads}, NULL, 0, 0, 0};
     CHECK(norm_of(&call, total, d, norm_type, total_norm));
     double coef = max_norm / (*total_norm + 1e-6); /* torch's clip_coef, clamped to 1 */
     if (!(coef >= 1.0)) { /* (a NaN norm scales everything to NaN, as torch does) */
@@ -422,12 +513,12 @@ fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size
     if (!found_inf) return fo_fail(FASTOPT_ERR_NULL_POINTER, "found_inf is NULL");
     REQUIRE(isfinite(inv_scale), "inv_scale must be finite, got %g", inv_scale);
     int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", grads, 1}};
+    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_scale_consts k = {inv_scale};
-    fo_call call = {n_tensors, numel, {grads}, &k};
+    fo_call call = {n_tensors, numel, {grads}, &k, 0, 0, 0};
     double *out;
     size_t nb;
     CHECK(blocks(&call, total, fo_kernels()->unscale[d], 1, &out, &nb));
@@ -443,8 +534,8 @@ fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, c
     REQUIRE(in_range(l1, 0, INFINITY, 1), "l1 must be a finite number >= 0, got %g", l1);
     REQUIRE(in_range(l2, 0, INFINITY, 1), "l2 must be a finite number >= 0, got %g", l2);
     fo_elastic_consts k = {l1, l2};
-    const fo_role roles[] = {{"grads", grads, 1}, {"params", READ(params), 0}};
-    return run(dtype, n_tensors, numel, roles, 2, fo_kernels()->elastic_net, &k, NULL);
+    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}, {"params", READ(params), 0, FO_PARAMS}};
+    return run_grads(dtype, n_tensors, numel, roles, 2, fo_kernels()->elastic_net, &k);
 }
 
 /* ---- LAMB: clip by the global norm, moments and norms per tensor, then the weights ---- */
@@ -459,12 +550,14 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(o->eps, o->step));
     REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
-    int d = 0;
-    size_t total, esize = dtype_size(dtype, &d);
-    if (!esize) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"params", params, 1}, {"grads", READ(grads), 0}, {"exp_avgs", exp_avgs, 1},
-                             {"exp_avg_sqs", exp_avg_sqs, 1}};
-    CHECK(check_buffers(roles, 4, n_tensors, numel, esize, &total));
+    int d = 0, combo;
+    size_t total, esize[3];
+    CHECK(optimizer_sizes(dtype, &o->common, esize, &combo));
+    dtype_size(dtype, &d);
+    fo_role roles[FO_MAX_ROLES] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
+                                   {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
+    fo_call moments = optimizer_call(n_tensors, numel, roles, 4, &k, &o->common);
+    CHECK(check_buffers(roles, FO_MAX_ROLES, n_tensors, numel, esize, &total));
     if (o->common.found_inf && *o->common.found_inf != 0) return FASTOPT_OK;
 
     double t = (double)o->step;
@@ -474,7 +567,7 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     k.has_wd = o->common.weight_decay != 0;
     k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL};
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0};
     if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
         double norm;
         CHECK(norm_of(&call, total, d, 2.0, &norm));
@@ -484,8 +577,8 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     double *ratio = calloc(n_tensors ? n_tensors : 1, sizeof *ratio), *sums;
     size_t nb;
     if (!ratio) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu trust ratios", n_tensors);
-    call = (fo_call){n_tensors, numel, {params, READ(grads), exp_avgs, exp_avg_sqs}, &k};
-    fastopt_status s = blocks(&call, total, fo_kernels()->lamb_moments[d], 2, &sums, &nb);
+    call = moments;
+    fastopt_status s = blocks(&call, total, fo_kernels()->lamb_moments[combo], 2, &sums, &nb);
     if (s) return free(ratio), s;
     for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
         double p2 = 0, u2 = 0;
@@ -496,7 +589,7 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     }
     free(sums);
     k.neg_lr_ratio = ratio;
-    fo_parallel_for(&call, total, fo_kernels()->lamb_apply[d]);
+    fo_parallel_for(&call, total, fo_kernels()->lamb_apply[combo]);
     free(ratio);
     return FASTOPT_OK;
 }
@@ -507,8 +600,8 @@ fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, const void *in, siz
 {
     if (n_inout < 1 || n_inout > 5) return fo_fail(FASTOPT_ERR_ARGUMENT, "n_inout must be in [1, 5], got %zu", n_inout);
     if (!inout) return fo_fail(FASTOPT_ERR_NULL_POINTER, "inout is NULL");
-    fo_role roles[6] = {{"in", (void *const *)&in, 0}};
-    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1};
+    fo_role roles[6] = {{"in", (void *const *)&in, 0, FO_PARAMS}};
+    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1, FO_PARAMS};
     fo_stream_consts k = {1, n_inout};
-    return run(dtype, 1, &n, roles, 1 + n_inout, fo_kernels()->stream, &k, NULL);
+    return run_grads(dtype, 1, &n, roles, 1 + n_inout, fo_kernels()->stream, &k);
 }

@@ -2,22 +2,45 @@
 #ifndef FASTOPT_INTERNAL_H
 #define FASTOPT_INTERNAL_H
 
+#include <stdint.h>
+
 #include "fastopt.h"
 
 #define FO_CAT_(a, b) a##b
 #define FO_CAT(a, b) FO_CAT_(a, b)
 #define FO_INLINE static inline __attribute__((always_inline))
 
-enum { FO_F32, FO_F64, FO_NDTYPES };
+/* Element types of params and grads: what gradient kernels are instantiated for. */
+enum { FO_F32, FO_F64, FO_F16, FO_B16, FO_NTYPES };
+/* Storage combinations of an optimizer: params type, state type (_SB16: bfloat16 state),
+ * _M: a float32 master copy, _SR: bfloat16 params rounded stochastically.  The first four are the
+ * params' own type throughout. */
+enum {
+    FO_C32 = FO_F32, FO_C64 = FO_F64, FO_C16 = FO_F16, FO_CB16 = FO_B16,
+    FO_C32_SB16, FO_C16_SF32, FO_C16_SB16, FO_CB16_SF32,
+    FO_C16_SF32_M, FO_C16_SB16_M, FO_CB16_SF32_M, FO_CB16_SB16_M, FO_CB16_SF32_SR, FO_CB16_SB16_SR,
+    FO_NCOMBOS
+};
 
-/* The buffers of one multi-tensor call: buf[role][tensor].  Roles are per kernel (params, grads, ...). */
+/* The buffers of one multi-tensor call: buf[role][tensor].  Roles are per kernel (params, grads,
+ * ...); an optimizer's float32 master copies of the params are role FO_MASTER_ROLE. */
 #define FO_MAX_ROLES 6
+#define FO_MASTER_ROLE 5
 typedef struct fo_call {
     size_t n_tensors;
     const size_t *numel;
     void *const *buf[FO_MAX_ROLES];
-    const void *consts; /* the kernel's fo_*_consts: scalars computed once per call */
+    const void *consts;                    /* the kernel's fo_*_consts: scalars computed once per call */
+    uint32_t sr_step, sr_key0, sr_key1;    /* stochastic rounding: Philox counter word and key */
 } fo_call;
+
+/* What a span of an optimizer needs besides its buffers: its master copy (NULL without) and the
+ * stochastic-rounding counter of its first element. */
+typedef struct fo_aux {
+    float *master;
+    size_t begin;
+    uint32_t tensor, step, key0, key1;
+} fo_aux;
 
 /* Updates elements [begin, end) of tensor t of a call. */
 typedef void (*fo_span_fn)(const fo_call *call, size_t t, size_t begin, size_t end);
@@ -119,13 +142,15 @@ static inline double fo_max_lanes(const double *a)
     return m;
 }
 
-/* One SIMD level's kernels, indexed by FO_F32 / FO_F64. */
+/* One SIMD level's kernels: optimizers indexed by storage combination (FO_C*), gradient kernels
+ * by element type (FO_F32 .. FO_B16). */
 typedef struct fo_kernel_table {
     const char *isa;
-    fo_span_fn sgd[FO_NDTYPES], adam[FO_NDTYPES], rmsprop[FO_NDTYPES], adagrad[FO_NDTYPES];
-    fo_span_fn nadam[FO_NDTYPES], radam[FO_NDTYPES], lion[FO_NDTYPES], lamb_apply[FO_NDTYPES];
-    fo_span_fn elastic_net[FO_NDTYPES], scale[FO_NDTYPES], stream[FO_NDTYPES];
-    fo_block_fn lamb_moments[FO_NDTYPES], unscale[FO_NDTYPES], norm[FO_NDTYPES];
+    fo_span_fn sgd[FO_NCOMBOS], adam[FO_NCOMBOS], rmsprop[FO_NCOMBOS], adagrad[FO_NCOMBOS];
+    fo_span_fn nadam[FO_NCOMBOS], radam[FO_NCOMBOS], lion[FO_NCOMBOS], lamb_apply[FO_NCOMBOS];
+    fo_block_fn lamb_moments[FO_NCOMBOS];
+    fo_span_fn elastic_net[FO_NTYPES], scale[FO_NTYPES], stream[FO_NTYPES];
+    fo_block_fn unscale[FO_NTYPES], norm[FO_NTYPES];
 } fo_kernel_table;
 
 /* The kernels of the SIMD level in use (dispatch/cpu.c). */

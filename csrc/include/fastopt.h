@@ -50,10 +50,13 @@ typedef enum fastopt_status {
     FASTOPT_ERR_OUT_OF_MEMORY = 9   /* an internal allocation failed */
 } fastopt_status;
 
-/* Element types of params, grads and optimizer state. */
+/* Element types of params, grads and optimizer state.  16-bit types are passed as their bits
+ * (IEEE binary16; bfloat16: the top half of a float32) and computed in float32 registers. */
 typedef enum fastopt_dtype {
     FASTOPT_FLOAT32 = 1,
-    FASTOPT_FLOAT64 = 2
+    FASTOPT_FLOAT64 = 2,
+    FASTOPT_FLOAT16 = 3,
+    FASTOPT_BFLOAT16 = 4
 } fastopt_dtype;
 
 /*
@@ -70,6 +73,13 @@ typedef struct fastopt_common {
     double grad_scale;       /* > 0; 0 (as zero-initialized) means 1: no scaling */
     const float *found_inf;  /* NULL, or a flag set by fastopt_unscale / torch's GradScaler */
     int maximize;            /* ascend instead of descend */
+    /* Mixed precision (all zero: everything in the call's dtype). */
+    fastopt_dtype state_dtype;    /* 0: the params' dtype; or FASTOPT_FLOAT32 / FASTOPT_BFLOAT16 (float32/16-bit params) */
+    void *const *master_params;   /* NULL, or float32 copies of float16/bfloat16 params, one per tensor: the update
+                                   * reads and writes them, and writes the params rounded from them */
+    int stochastic_rounding;      /* bfloat16 params without masters: round stochastically, from Philox-4x32-10 */
+    uint32_t rounding_step;       /* counter word of the rounding bits: pass the step */
+    uint64_t rounding_seed;       /* key of the rounding bits: the same seed and step give the same bits */
 } fastopt_common;
 
 /* torch.optim.SGD (weight decay coupled).  momentum_buffers may be NULL when momentum == 0. */

@@ -1,12 +1,13 @@
 /* Adagrad: torch.optim.Adagrad rules (https://pytorch.org/docs/stable/generated/torch.optim.Adagrad.html). */
-FO_INLINE void FO_FN(adagrad_loop)(size_t n, T *restrict p, const T *restrict g, T *restrict sum,
-                                   const fo_adagrad_consts *k, const int prox)
+FO_INLINE void FO_FN(adagrad_loop)(size_t n, FO_P *restrict p, const FO_P *restrict g, FO_S *restrict sum,
+                                   const fo_adagrad_consts *k, const fo_aux *aux, const int prox)
 {
+    FO_AUX_LOCALS(aux);
     const T neg_clr = (T)-k->clr, eps = (T)k->eps, prox_t = (T)k->c.prox_threshold;
     for (size_t i = 0; i < n; i++) {
-        T gi = FO_FN(grad_in)(g[i], p[i], &k->c);
-        T si = sum[i] + gi * gi;
-        sum[i] = si;
-        p[i] = FO_FN(l1_prox)(p[i] + neg_clr * gi / (FO_SQRT(si) + eps), prox_t, prox);
+        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, &k->c);
+        T si = LD_S(sum, i) + gi * gi;
+        ST_S(sum, i, si);
+        ST_P(p, i, FO_FN(l1_prox)(pi + neg_clr * gi / (FO_SQRT(si) + eps), prox_t, prox));
     }
 }

@@ -1,5 +1,31 @@
 /* Per-element pieces every update shares, written once for each element type T.
- * (Included by dispatch/spans.h with T, FO_FN and the math macros defined.) */
+ * (Included by dispatch/spans.h with T, FO_FN and the math macros defined.)
+ *
+ * Storage: params and grads are held as FO_P, optimizer state as FO_S (float, double, or 16-bit
+ * bits, see storage.h); the math runs in T.  Loops read and write them only through these: */
+#define LD_G(g, i) ((T)FO_LOAD_P((g)[i]))
+#define ST_G(g, i, x) ((g)[i] = FO_STORE_P(x))
+#define LD_S(s, i) ((T)FO_LOAD_S((s)[i]))
+#define ST_S(s, i, x) ((s)[i] = FO_STORE_S(x))
+/* params come from the float32 master copy when there is one (FO_MASTER), and are written to
+ * both; 16-bit params without one may be rounded stochastically (FO_SR) */
+#define LD_P(p, i) (FO_MASTER ? (T)master[i] : (T)FO_LOAD_P((p)[i]))
+#define ST_P(p, i, x) FO_FN(store_param)((p), (i), (x), master, aux)
+/* Every loop starts with this: the master copy's pointer, from the span's aux. */
+#define FO_AUX_LOCALS(aux) float *const restrict master = (aux)->master; (void)master
+
+FO_INLINE void FO_FN(store_param)(FO_P *restrict p, size_t i, T x, float *restrict master, const fo_aux *aux)
+{
+    if (FO_MASTER) master[i] = (float)x;
+#if FO_SR
+    size_t at = aux->begin + i;
+    p[i] = fo_f32_to_bf16_stochastic((float)x, fo_philox((uint32_t)at, (uint32_t)((uint64_t)at >> 32), aux->tensor,
+                                                         aux->step, aux->key0, aux->key1));
+#else
+    (void)aux;
+    p[i] = FO_STORE_P(x);
+#endif
+}
 
 /* The gradient as an update sees it: unscaled and signed in one multiply (grad_mul = +-1/grad_scale,
  * exact for the power-of-two scales of loss scaling), plus the L2 term when weight decay is coupled.
@@ -37,16 +63,17 @@ FO_INLINE void FO_FN(adam_moments)(T g, T *m, T *v, T one_minus_beta1, T beta2, 
     *v = *v * beta2 + one_minus_beta2 * g * g;
 }
 
-/* The first half of Adam, NAdam and RAdam at one element: the gradient in (coupled weight decay
- * included), both moments updated in place, and the weight shrunk by decoupled weight decay (decay
- * is 1 otherwise), returned for the second half to step from.  *g_out gets the gradient. */
-FO_INLINE T FO_FN(adam_front)(T g, T p, T *m, T *v, const fo_common_consts *c, T one_minus_beta1, T beta2,
-                              T one_minus_beta2, T *g_out)
+/* The first half of Adam, NAdam and RAdam at element i: the gradient in (coupled weight decay
+ * included), both moments updated and stored, and the weight shrunk by decoupled weight decay
+ * (decay is 1 otherwise), returned for the second half to step from.  *g_out, *m_out, *v_out get
+ * the gradient and the new moments as computed (before any rounding to a 16-bit state). */
+FO_INLINE T FO_FN(adam_front)(T g, T p, FO_S *restrict m, FO_S *restrict v, size_t i, const fo_common_consts *c,
+                              T one_minus_beta1, T beta2, T one_minus_beta2, T *g_out, T *m_out, T *v_out)
 {
-    T gi = FO_FN(grad_in)(g, p, c), mi = *m, vi = *v;
+    T gi = FO_FN(grad_in)(g, p, c), mi = LD_S(m, i), vi = LD_S(v, i);
     FO_FN(adam_moments)(gi, &mi, &vi, one_minus_beta1, beta2, one_minus_beta2);
-    *m = mi;
-    *v = vi;
-    *g_out = gi;
+    ST_S(m, i, mi);
+    ST_S(v, i, vi);
+    *g_out = gi, *m_out = mi, *v_out = vi;
     return p * (T)c->decay;
 }

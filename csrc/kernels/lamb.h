@@ -8,20 +8,22 @@ FO_INLINE T FO_FN(lamb_direction)(T m, T v, T p, const fo_lamb_consts *k)
     return k->has_wd ? u + (T)k->c.weight_decay * p : u;
 }
 
-FO_INLINE void FO_FN(lamb_moments_loop)(size_t n, const T *restrict p, const T *restrict g, T *restrict m,
-                                        T *restrict v, const fo_lamb_consts *k, double *sums)
+FO_INLINE void FO_FN(lamb_moments_loop)(size_t n, const FO_P *restrict p, const FO_P *restrict g, FO_S *restrict m,
+                                        FO_S *restrict v, const fo_lamb_consts *k, const fo_aux *aux, double *sums)
 {
+    FO_AUX_LOCALS(aux);
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2;
     const T grad_mul = (T)k->clip_grad_mul;
     double p_acc[FO_LANES] = {0}, u_acc[FO_LANES] = {0};
     for (size_t i = 0; i < n; i += FO_LANES) {
         size_t len = n - i < FO_LANES ? n - i : FO_LANES;
         for (size_t j = 0; j < len; j++) {
-            T gi = g[i + j] * grad_mul, mi = m[i + j], vi = v[i + j];
+            T gi = LD_G(g, i + j) * grad_mul, mi = LD_S(m, i + j), vi = LD_S(v, i + j), pi = LD_P(p, i + j);
             FO_FN(adam_moments)(gi, &mi, &vi, c1, beta2, c2);
-            m[i + j] = mi;
-            v[i + j] = vi;
-            double pj = p[i + j], uj = FO_FN(lamb_direction)(mi, vi, p[i + j], k);
+            ST_S(m, i + j, mi);
+            ST_S(v, i + j, vi);
+            /* the direction from the moments as stored: pass 2 recomputes it from them */
+            double pj = pi, uj = FO_FN(lamb_direction)(LD_S(m, i + j), LD_S(v, i + j), pi, k);
             p_acc[j] += pj * pj;
             u_acc[j] += uj * uj;
         }
@@ -30,10 +32,13 @@ FO_INLINE void FO_FN(lamb_moments_loop)(size_t n, const T *restrict p, const T *
     sums[1] = fo_sum_lanes(u_acc);
 }
 
-FO_INLINE void FO_FN(lamb_apply_loop)(size_t n, T *restrict p, const T *restrict m, const T *restrict v,
-                                      const fo_lamb_consts *k, T neg_lr_ratio, const int prox)
+FO_INLINE void FO_FN(lamb_apply_loop)(size_t n, FO_P *restrict p, const FO_S *restrict m, const FO_S *restrict v,
+                                      const fo_lamb_consts *k, const fo_aux *aux, T neg_lr_ratio, const int prox)
 {
+    FO_AUX_LOCALS(aux);
     const T prox_t = (T)k->c.prox_threshold;
-    for (size_t i = 0; i < n; i++)
-        p[i] = FO_FN(l1_prox)(p[i] + neg_lr_ratio * FO_FN(lamb_direction)(m[i], v[i], p[i], k), prox_t, prox);
+    for (size_t i = 0; i < n; i++) {
+        T pi = LD_P(p, i);
+        ST_P(p, i, FO_FN(l1_prox)(pi + neg_lr_ratio * FO_FN(lamb_direction)(LD_S(m, i), LD_S(v, i), pi, k), prox_t, prox));
+    }
 }

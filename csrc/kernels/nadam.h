@@ -1,16 +1,16 @@
 /* NAdam: torch.optim.NAdam rules (https://pytorch.org/docs/stable/generated/torch.optim.NAdam.html):
  * Adam's moments, and a step that mixes the gradient (weight 1 - mu_t) with the momentum (mu_{t+1}). */
-FO_INLINE void FO_FN(nadam_loop)(size_t n, T *restrict p, const T *restrict g, T *restrict m,
-                                 T *restrict v, const fo_nadam_consts *k, const int prox)
+FO_INLINE void FO_FN(nadam_loop)(size_t n, FO_P *restrict p, const FO_P *restrict g, FO_S *restrict m,
+                                 FO_S *restrict v, const fo_nadam_consts *k, const fo_aux *aux, const int prox)
 {
+    FO_AUX_LOCALS(aux);
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2, eps = (T)k->eps;
     const T prox_t = (T)k->c.prox_threshold, inv_bc2 = (T)k->inv_bias_correction2;
     const T grad_coef = (T)k->grad_coef, momentum_coef = (T)k->momentum_coef;
     for (size_t i = 0; i < n; i++) {
-        T gi, pi = FO_FN(adam_front)(g[i], p[i], &m[i], &v[i], &k->c, c1, beta2, c2, &gi);
-        T mi = m[i], vi = v[i];
+        T gi, mi, vi, pi = FO_FN(adam_front)(LD_G(g, i), LD_P(p, i), m, v, i, &k->c, c1, beta2, c2, &gi, &mi, &vi);
         T denom = FO_SQRT(vi * inv_bc2) + eps;             /* torch divides by 1 - beta2^t */
         pi = pi + grad_coef * gi / denom;                  /* torch's two addcdivs, in order */
-        p[i] = FO_FN(l1_prox)(pi + momentum_coef * mi / denom, prox_t, prox);
+        ST_P(p, i, FO_FN(l1_prox)(pi + momentum_coef * mi / denom, prox_t, prox));
     }
 }

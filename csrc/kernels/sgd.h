@@ -1,20 +1,21 @@
 /* SGD with momentum, dampening, Nesterov and coupled weight decay: torch.optim.SGD rules
  * (https://pytorch.org/docs/stable/generated/torch.optim.SGD.html).  has_momentum (whether the
  * buffer exists) is a compile-time constant at every call site; the other flags are selects. */
-FO_INLINE void FO_FN(sgd_loop)(size_t n, T *restrict p, const T *restrict g, T *restrict buf,
-                               const fo_sgd_consts *k, const int has_momentum, const int prox)
+FO_INLINE void FO_FN(sgd_loop)(size_t n, FO_P *restrict p, const FO_P *restrict g, FO_S *restrict buf,
+                               const fo_sgd_consts *k, const fo_aux *aux, const int has_momentum, const int prox)
 {
+    FO_AUX_LOCALS(aux);
     const T lr = (T)k->c.lr, prox_t = (T)k->c.prox_threshold;
     const T momentum = (T)k->momentum, damp = (T)k->one_minus_dampening;
     const int nesterov = k->nesterov, first_step = k->first_step;
     for (size_t i = 0; i < n; i++) {
-        T gi = FO_FN(grad_in)(g[i], p[i], &k->c);
+        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, &k->c);
         if (has_momentum) {
             /* torch starts the buffer at the gradient itself, without dampening */
-            T bi = first_step ? gi : momentum * buf[i] + damp * gi;
-            buf[i] = bi;
+            T bi = first_step ? gi : momentum * LD_S(buf, i) + damp * gi;
+            ST_S(buf, i, bi);
             gi = nesterov ? gi + momentum * bi : bi;
         }
-        p[i] = FO_FN(l1_prox)(p[i] - lr * gi, prox_t, prox);
+        ST_P(p, i, FO_FN(l1_prox)(pi - lr * gi, prox_t, prox));
     }
 }

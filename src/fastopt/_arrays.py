@@ -14,8 +14,23 @@ import numpy as np
 from fastopt._native import ffi, lib
 from fastopt.cuda._arrays import is_gpu_array
 
-C_DTYPES = {np.dtype(np.float32): lib.FASTOPT_FLOAT32, np.dtype(np.float64): lib.FASTOPT_FLOAT64}
+try:  # NumPy's bfloat16 comes from ml_dtypes (JAX's); without it, bfloat16 arrays cannot exist here
+    import ml_dtypes
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    BFLOAT16 = None
+FLOAT32 = np.dtype(np.float32)
+C_DTYPES = {FLOAT32: lib.FASTOPT_FLOAT32, np.dtype(np.float64): lib.FASTOPT_FLOAT64,
+            np.dtype(np.float16): lib.FASTOPT_FLOAT16}
+if BFLOAT16 is not None:
+    C_DTYPES[BFLOAT16] = lib.FASTOPT_BFLOAT16
+SUPPORTED = "float32, float64, float16" + (", bfloat16" if BFLOAT16 is not None else "")
 _from_buffer = ffi.from_buffer
+
+
+def pointer(a: np.ndarray):
+    """The C pointer to a's data (16-bit floats through their bits: the buffer protocol has no bfloat16)."""
+    return _from_buffer(a.view(np.uint16) if a.dtype.itemsize == 2 else a)
 
 
 def as_list(fn: str, name: str, value) -> tuple:
@@ -29,14 +44,15 @@ def as_list(fn: str, name: str, value) -> tuple:
     return (value,)
 
 
-def _problem(a, dtype, shape, written: bool, first: str = "params"):
-    """(exception type, what is wrong) with `a` as an array of this dtype (and shape, unless None)."""
+def _problem(a, dtype, shape, written: bool, first: str = "params", whose: str | None = None):
+    """(exception type, what is wrong) with `a` as an array of this dtype (and shape, unless None);
+    whose: why that dtype (default: it is the dtype of `first`)."""
     if not isinstance(a, np.ndarray):
         if is_gpu_array(a):
             return TypeError, f"is on a GPU but {first} is in host memory; all arrays of a call must be on one device"
         return TypeError, f"must be a numpy.ndarray, got {type(a).__name__}"
     if a.dtype != dtype:
-        return TypeError, f"has dtype {a.dtype}, expected {dtype} (the dtype of {first})"
+        return TypeError, f"has dtype {a.dtype}, expected {dtype} ({whose or 'the dtype of ' + first})"
     if shape is not None and a.shape != shape:
         return ValueError, f"has shape {a.shape}, expected {shape} (the shape of its {first} entry)"
     flags = a.flags
@@ -64,15 +80,18 @@ class Prepared:
 
 
 def gather(fn: str, roles):
-    """Validates a call's arrays and returns (dtype code, numel list, one pointer list per role).
+    """Validates a call's arrays and returns (dtype code, numel list, one pointer list per role,
+    state dtype code).
 
-    roles: (name, array or list of arrays, written) triples; the first is params, which sets the
-    list length, the dtype and the shape that every other role's entries must match.  A role whose
-    value is UNUSED gets ffi.NULL.  Prepared roles (all of a call, or none) pass through.
+    roles: (name, array or list of arrays, written[, kind]) tuples; the first is params, which sets
+    the list length, the dtype and the shape that every other role's entries must match.  Roles of
+    kind "state" share a dtype of their own (the first one's: fastopt_common.state_dtype), roles of
+    kind "master" are float32.  A role whose value is UNUSED gets ffi.NULL.  Prepared roles (all of
+    a call, or none) pass through.
     """
     first = roles[0][1]
     if type(first) is Prepared:
-        return first.code, first.numel, [ffi.NULL if r[1] is UNUSED else r[1].pointers for r in roles]
+        return first.code, first.numel, [ffi.NULL if r[1] is UNUSED else r[1].pointers for r in roles], first.code
     fast = _gather_single(roles)
     return fast if fast is not None else _gather(fn, roles)
 
@@ -91,17 +110,18 @@ def _gather_single(roles):
     if code is None:
         return None
     pointers = []
-    for _, a, written in roles:
+    for role in roles:
+        a, written = role[1], role[2]
         if a is UNUSED:
             pointers.append(ffi.NULL)
             continue
-        if type(a) is not np.ndarray or a.dtype != dtype or (a is not first and a.shape != shape):
+        if type(a) is not np.ndarray or a.dtype != dtype or (a is not first and a.shape != shape) or len(role) > 3:
             return None
         flags = a.flags
         if not (flags.carray if written else flags.c_contiguous and flags.aligned):
             return None
-        pointers.append([_from_buffer(a)])
-    return code, [first.size], pointers
+        pointers.append([_from_buffer(a) if dtype.itemsize != 2 else pointer(a)])
+    return code, [first.size], pointers, code
 
 
 def _gather(fn: str, roles):
@@ -113,22 +133,33 @@ def _gather(fn: str, roles):
         where = f"{first}[0]" if params is roles[0][1] else first
         if not isinstance(params[0], np.ndarray):
             raise TypeError(f"fastopt.{fn}: {where} must be a numpy.ndarray, got {type(params[0]).__name__}")
-        raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: float32, float64")
-    pointers = []
-    for r, (name, value, written) in enumerate(roles):
+        raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: {SUPPORTED}")
+    pointers, state = [], None
+    for r, role in enumerate(roles):
+        name, value, written = role[:3]
+        kind = role[3] if len(role) > 3 else None
         if value is UNUSED:
             pointers.append(ffi.NULL)
             continue
         arrays = as_list(fn, name, value)
         if len(arrays) != n:
             raise ValueError(f"fastopt.{fn}: {name} has {len(arrays)} arrays, params has {n}")
+        expected, whose = dtype, None
+        if kind == "master":
+            expected, whose = FLOAT32, "master_params are float32"
+        elif kind == "state":
+            if state is None:
+                state = getattr(arrays[0], "dtype", dtype)
+                if state not in C_DTYPES:
+                    state = dtype
+            expected, whose = state, "the dtype of the first state array"
         for i, a in enumerate(arrays):
-            bad = _problem(a, dtype, None if r == 0 else params[i].shape, written, first)
+            bad = _problem(a, expected, None if r == 0 else params[i].shape, written, first, whose)
             if bad:
                 where = f"{name}[{i}]" if arrays is value else name
                 raise bad[0](f"fastopt.{fn}: {where} {bad[1]}")
-        pointers.append([_from_buffer(a) for a in arrays])
-    return C_DTYPES[dtype], [p.size for p in params], pointers
+        pointers.append([pointer(a) for a in arrays])
+    return C_DTYPES[dtype], [p.size for p in params], pointers, C_DTYPES[state if state is not None else dtype]
 
 
 def real(fn: str, name: str, value) -> float:

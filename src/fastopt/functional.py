@@ -1,9 +1,14 @@
 """fastopt's functional updates: in place, one C call per call, lists of arrays allowed.
 
 Each array argument is one array or a list of arrays (a multi-tensor update: params[i], grads[i]
-and the state arrays [i] belong together).  Every array of a call has the dtype of params (float32
-or float64), the shape of its params entry, is C-contiguous, and every written array is writable
-and shares memory with no other array of the call.  A call that raises has modified nothing.
+and the state arrays [i] belong together).  Every array of a call has the shape of its params
+entry, is C-contiguous, and every written array is writable and shares memory with no other array
+of the call.  A call that raises has modified nothing.
+
+dtypes: params and grads float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16``); the math
+runs in float32 registers for the 16-bit types, stored back rounded to nearest even.  The state
+arrays share one dtype, the params' own or (mixed precision) float32 or bfloat16: the state dtype
+is the dtype of the state arrays you pass.
 
 Every optimizer also takes these keywords, fused into its one pass:
 
@@ -13,6 +18,13 @@ Every optimizer also takes these keywords, fused into its one pass:
   a power-of-two scale is undone exactly).  The grads themselves are not written.
 - ``found_inf=f``: a flag (bool, number, or a one-element float32 array that C reads) from
   :func:`unscale` or a GradScaler; when it is non-zero the step is skipped and nothing is written.
+- ``master_params=w``: float32 master copies of float16/bfloat16 params, updated in the same pass;
+  the params are then written from them (rounded), never read.
+- ``stochastic_rounding=seed``: bfloat16 params without master copies are rounded stochastically
+  (up with probability the dropped fraction; unbiased), with bits from Philox-4x32-10 keyed by the
+  seed and counted by the step: the same seed and step give the same result.  Optimizers without a
+  step count take ``(seed, counter)``, a new counter each call.
+- ``stream=s``: GPU arrays only: the CUDA stream to launch on (see :mod:`fastopt.cuda`).
 """
 from __future__ import annotations
 
@@ -76,16 +88,46 @@ def _step(fn, step):
     return step if type(step) is int else integer(fn, "step", step)
 
 
-def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=None):
-    """Validates the arrays of roles, (name, array(s) or UNUSED, written), and calls C with the
-    options struct, or with the scalars when there is none; GPU arrays go to fastopt.cuda."""
+def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=None, master_params=None,
+         stochastic_rounding=None, step=None):
+    """Validates the arrays of roles, (name, array(s) or UNUSED, written[, "state"]), and calls C
+    with the options struct, or with the scalars when there is none; GPU arrays go to fastopt.cuda.
+    The state arrays' dtype, master_params and stochastic rounding go into options.common."""
     if _on_gpu(roles[0][1]):
+        if master_params is not None or stochastic_rounding is not None:
+            raise TypeError(f"fastopt.{fn}: master_params and stochastic_rounding are CPU-only so far")
         return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf)
-    dtype, numel, ptrs = gather(fn, roles)
+    if master_params is not None:
+        roles = roles + [("master_params", master_params, True, "master")]
+    dtype, numel, ptrs, state = gather(fn, roles)
+    if options is not None:
+        common = options.common
+        if state != dtype:
+            common.state_dtype = state
+        if master_params is not None:
+            common.master_params = masters = ffi.new("void *[]", ptrs.pop())  # noqa: F841 (alive for the call)
+        if stochastic_rounding is not None:
+            common.stochastic_rounding = 1
+            common.rounding_seed, common.rounding_step = _rounding(fn, stochastic_rounding, step)
     status = c_function(dtype, len(numel), numel, *ptrs, options) if options is not None else \
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
         check(status, fn)
+
+
+def _rounding(fn: str, stochastic_rounding, step) -> tuple[int, int]:
+    """(seed, counter) of stochastic rounding: a seed and the optimizer's step, or (seed, counter)."""
+    value = stochastic_rounding
+    if isinstance(value, tuple) and len(value) == 2:
+        seed, counter = integer(fn, "stochastic_rounding[0]", value[0]), integer(fn, "stochastic_rounding[1]", value[1])
+    elif step is not None:
+        seed, counter = integer(fn, "stochastic_rounding", value), step
+    else:
+        raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) for an optimizer without a step "
+                        f"count (a new counter every call), got {value!r}")
+    if not (0 <= seed < 2**64 and 0 <= counter < 2**32):
+        raise ValueError(f"fastopt.{fn}: stochastic_rounding needs 0 <= seed < 2**64 and 0 <= counter < 2**32")
+    return seed, counter
 
 
 def _on_gpu(value) -> bool:
@@ -99,7 +141,7 @@ def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf):
     from fastopt.cuda import _launch
     nulls = [ffi.NULL] * len(roles)
     check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, *nulls, *([options] if options is not None else scalars)), fn)
-    roles = [(name, None if value is UNUSED else value, written) for name, value, written in roles]
+    roles = [(name, None if value is UNUSED else value, written) for name, value, written, *_ in roles]
     if options is None:
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
     _launch.optimizer(fn, options, roles, stream=stream, found_inf=found_inf)
@@ -112,7 +154,8 @@ def _require(fn: str, name: str, value, why: str):
 
 
 def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None):
+        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """Stochastic gradient descent with momentum, in place (torch.optim.SGD rules).
 
     Per element, with ``b`` the momentum buffer::
@@ -152,12 +195,14 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     if momentum != 0:
         _require(fn, "momentum_buffers", momentum_buffers, "when momentum != 0")
     _run(fn, lib.fastopt_sgd, o, [("params", params, True), ("grads", grads, False),
-                                  ("momentum_buffers", momentum_buffers if momentum != 0 else UNUSED, True)],
-         stream=stream, found_inf=found_inf)
+                                  ("momentum_buffers", momentum_buffers if momentum != 0 else UNUSED, True, "state")],
+         stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=None)
 
 
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream):
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
+          stochastic_rounding):
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     if common is None:
@@ -165,15 +210,17 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
     o = ffi.new("fastopt_adam_options *", [common, betas[0], betas[1], eps, step, bool(amsgrad), decoupled])
     if amsgrad:
         _require(fn, "max_exp_avg_sqs", max_exp_avg_sqs, "when amsgrad=True")
-    _run(fn, lib.fastopt_adam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                   ("exp_avg_sqs", exp_avg_sqs, True),
-                                   ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True)],
-         stream=stream, found_inf=found_inf)
+    _run(fn, lib.fastopt_adam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
+                                   ("exp_avg_sqs", exp_avg_sqs, True, "state"),
+                                   ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True, "state")],
+         stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
          weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None, stream=None):
+         grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """Adam, in place (torch.optim.Adam rules, weight decay coupled as an L2 penalty).
 
     Per element, at step ``t`` (1 on the first call), with ``m``/``v`` the first/second moments::
@@ -205,12 +252,14 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       None.
     """
     _adam("adam", False, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream)
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
+          stochastic_rounding)
 
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
-          grad_scale=None, found_inf=None, stream=None):
+          grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """AdamW, in place (torch.optim.AdamW rules: decoupled weight decay).
 
     As :func:`adam`, except that weight decay shrinks the weight instead of joining the gradient::
@@ -226,12 +275,14 @@ def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
       None.
     """
     _adam("adamw", True, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
-          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream)
+          amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
+          stochastic_rounding)
 
 
 def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
             eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, l1_prox=0.0,
-            grad_scale=None, found_inf=None, stream=None):
+            grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """RMSprop, in place (torch.optim.RMSprop rules).
 
     Per element, with ``s`` the square average, ``ga`` the gradient average, ``b`` the buffer::
@@ -269,14 +320,16 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
     if momentum > 0:
         _require(fn, "momentum_buffers", momentum_buffers, "when momentum > 0")
     _run(fn, lib.fastopt_rmsprop, o, [("params", params, True), ("grads", grads, False),
-                                      ("square_avgs", square_avgs, True),
-                                      ("grad_avgs", grad_avgs if centered else UNUSED, True),
-                                      ("momentum_buffers", momentum_buffers if momentum > 0 else UNUSED, True)],
-         stream=stream, found_inf=found_inf)
+                                      ("square_avgs", square_avgs, True, "state"),
+                                      ("grad_avgs", grad_avgs if centered else UNUSED, True, "state"),
+                                      ("momentum_buffers", momentum_buffers if momentum > 0 else UNUSED, True, "state")],
+         stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=None)
 
 
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-            maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None):
+            maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """Adagrad, in place (torch.optim.Adagrad rules).
 
     Per element, at step ``t``, with ``s`` the sum of squared gradients::
@@ -305,12 +358,14 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
         return
     o = ffi.new("fastopt_adagrad_options *", [common, lr_decay, eps, step])
     _run(fn, lib.fastopt_adagrad, o, [("params", params, True), ("grads", grads, False),
-                                      ("state_sums", state_sums, True)], stream=stream, found_inf=found_inf)
+                                      ("state_sums", state_sums, True, "state")], stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
 
 
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False,
-          l1_prox=0.0, grad_scale=None, found_inf=None, stream=None) -> float:
+          l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
+          stochastic_rounding=None) -> float:
     """NAdam, in place (torch.optim.NAdam rules): Adam with Nesterov momentum.
 
     Per element, at step ``t``, with ``mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))`` and
@@ -341,14 +396,16 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
         return mu_product
     o = ffi.new("fastopt_nadam_options *", [common, betas[0], betas[1], eps, momentum_decay, mu_product, step,
                                             bool(decoupled_weight_decay)])
-    _run(fn, lib.fastopt_nadam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                    ("exp_avg_sqs", exp_avg_sqs, True)], stream=stream, found_inf=found_inf)
+    _run(fn, lib.fastopt_nadam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
+                                    ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
     return lib.fastopt_nadam_mu_product(mu_product, betas[0], momentum_decay, step)
 
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=0.0, decoupled_weight_decay=False, maximize=False, l1_prox=0.0, grad_scale=None,
-          found_inf=None, stream=None):
+          found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """RAdam, in place (torch.optim.RAdam rules): Adam with a rectified adaptive learning rate.
 
     Per element, at step ``t``, with ``rho_inf = 2 / (1 - beta2) - 1`` and
@@ -374,12 +431,14 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
     if common is None:
         return
     o = ffi.new("fastopt_radam_options *", [common, betas[0], betas[1], eps, step, bool(decoupled_weight_decay)])
-    _run(fn, lib.fastopt_radam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                    ("exp_avg_sqs", exp_avg_sqs, True)], stream=stream, found_inf=found_inf)
+    _run(fn, lib.fastopt_radam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
+                                    ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
 
 
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
-         l1_prox=0.0, grad_scale=None, found_inf=None, stream=None):
+         l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """Lion, in place (optax.lion rules): the sign of interpolated momentum, decoupled weight decay.
 
     Per element, with ``m`` the momentum::
@@ -407,13 +466,15 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
     if common is None:
         return
     o = ffi.new("fastopt_lion_options *", [common, betas[0], betas[1]])
-    _run(fn, lib.fastopt_lion, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True)],
-         stream=stream, found_inf=found_inf)
+    _run(fn, lib.fastopt_lion, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state")],
+         stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=None)
 
 
 def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
          weight_decay=0.01, max_grad_norm=1.0, use_nvlamb=False, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None, stream=None):
+         grad_scale=None, found_inf=None, stream=None, master_params=None,
+        stochastic_rounding=None):
     """LAMB, in place (apex FusedLAMB rules): Adam's direction scaled per tensor by a trust ratio.
 
     With ``G`` the global norm of all gradients, per tensor and element, at step ``t``::
@@ -443,8 +504,9 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
     if common is None:
         return
     o = ffi.new("fastopt_lamb_options *", [common, betas[0], betas[1], eps, max_grad_norm, step, bool(use_nvlamb)])
-    _run(fn, lib.fastopt_lamb, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True),
-                                   ("exp_avg_sqs", exp_avg_sqs, True)], stream=stream, found_inf=found_inf)
+    _run(fn, lib.fastopt_lamb, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
+                                   ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
 
 
 # ---- regularization gradients ----
@@ -516,7 +578,7 @@ def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
         check(lib.fastopt_global_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, norm_type, out), fn)
         from fastopt.cuda import _launch
         return _launch.global_norm(fn, grads, norm_type, stream)
-    dtype, numel, ptrs = gather(fn, [("grads", grads, False)])
+    dtype, numel, ptrs, _ = gather(fn, [("grads", grads, False)])
     check(lib.fastopt_global_norm(dtype, len(numel), numel, ptrs[0], norm_type, out), fn)
     return out[0]
 
@@ -547,7 +609,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, *, stream=None) -> float:
         check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
         from fastopt.cuda import _launch
         return _launch.clip_grad_norm(fn, grads, max_norm, norm_type, stream)
-    dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
+    dtype, numel, ptrs, _ = gather(fn, [("grads", grads, True)])
     check(lib.fastopt_clip_grad_norm(dtype, len(numel), numel, ptrs[0], max_norm, norm_type, out), fn)
     return out[0]
 
@@ -575,7 +637,7 @@ def unscale(grads, inv_scale, found_inf=None, *, stream=None) -> bool | None:
                                   ffi.from_buffer("float[]", flag)), fn)
         from fastopt.cuda import _launch
         return _launch.unscale(fn, grads, inv_scale, found_inf, stream)
-    dtype, numel, ptrs = gather(fn, [("grads", grads, True)])
+    dtype, numel, ptrs, _ = gather(fn, [("grads", grads, True)])
     if found_inf is not None and not (isinstance(found_inf, np.ndarray) and found_inf.dtype == np.float32
                                       and found_inf.size == 1 and found_inf.flags.writeable):
         raise TypeError(f"fastopt.{fn}: found_inf must be a writable one-element float32 array")

@@ -1,0 +1,33 @@
+/* The gradient and probe span functions of one params/grads storage type FO_P (math in T): role
+ * 0 is grads (written), role 1 params (read); the probe reads role 0 and updates roles 1 .. n.
+ * Included after dispatch/spans.h with the same FO_FN (it has kernels/common.h). */
+#include "kernels/gradients.h"
+#include "kernels/stream.h"
+
+#define AT(role) ((FO_P *)call->buf[role][t] + begin)
+#define SPAN(name) static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end)
+#define BLOCK(name) static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end, double *out)
+
+SPAN(elastic_net_span) { FO_FN(elastic_net_loop)(end - begin, AT(0), AT(1), call->consts); }
+SPAN(scale_span) { FO_FN(scale_loop)(end - begin, AT(0), (T)((const fo_scale_consts *)call->consts)->factor); }
+BLOCK(unscale_block) { out[0] = FO_FN(unscale_loop)(end - begin, AT(0), (T)((const fo_scale_consts *)call->consts)->factor); }
+BLOCK(norm_block) { FO_FN(norm_block_loop)(end - begin, AT(0), call->consts, out); }
+
+SPAN(stream_span)
+{
+    const fo_stream_consts *k = call->consts;
+    size_t n = end - begin;
+    FO_P *x[5] = {NULL};
+    for (size_t j = 0; j < k->n_inout; j++) x[j] = AT(1 + j);
+    switch (k->n_inout) {
+    case 1: FO_FN(stream_loop)(n, AT(0), x[0], x[1], x[2], x[3], x[4], 1); break;
+    case 2: FO_FN(stream_loop)(n, AT(0), x[0], x[1], x[2], x[3], x[4], 2); break;
+    case 3: FO_FN(stream_loop)(n, AT(0), x[0], x[1], x[2], x[3], x[4], 3); break;
+    case 4: FO_FN(stream_loop)(n, AT(0), x[0], x[1], x[2], x[3], x[4], 4); break;
+    default: FO_FN(stream_loop)(n, AT(0), x[0], x[1], x[2], x[3], x[4], 5); break;
+    }
+}
+
+#undef AT
+#undef SPAN
+#undef BLOCK

@@ -1,0 +1,68 @@
+/* Storage types: 16-bit floats held as their bits, converted to and from float in registers.
+ * Every conversion is exact or rounds to nearest even, written in integer and float operations the
+ * compiler vectorizes at every SIMD level (GCC 12 keeps _Float16 conversions scalar, even with
+ * F16C, so fp16 goes through the bit-level forms below, after Maratyszcza's FP16 library), and
+ * the same bits at every level.  Stochastic rounding takes its bits from Philox-4x32-10. */
+#ifndef FO_STORAGE_H
+#define FO_STORAGE_H
+
+#include <stdint.h>
+#include <string.h>
+
+static inline float fo_f32_of_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static inline uint32_t fo_bits_of_f32(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+
+/* bfloat16: the top half of a float32. */
+static inline float fo_bf16_to_f32(uint16_t h) { return fo_f32_of_bits((uint32_t)h << 16); }
+
+static inline uint16_t fo_f32_to_bf16(float f)
+{
+    uint32_t u = fo_bits_of_f32(f);
+    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)(f != f ? (u >> 16) | 0x40u : rounded); /* NaN stays a quiet NaN */
+}
+
+/* Rounds up with probability (the dropped low 16 bits) / 2^16: unbiased in expectation. */
+static inline uint16_t fo_f32_to_bf16_stochastic(float f, uint32_t random)
+{
+    uint32_t u = fo_bits_of_f32(f);
+    uint32_t rounded = (u + (random & 0xFFFFu)) >> 16;
+    int keep = f != f || (u & 0x7F800000u) == 0x7F800000u; /* inf and NaN are not dithered */
+    return (uint16_t)(keep ? (u >> 16) | (f != f ? 0x40u : 0u) : rounded);
+}
+
+/* IEEE binary16. */
+static inline float fo_f16_to_f32(uint16_t h)
+{
+    uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
+    float normalized = fo_f32_of_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+    float denormalized = fo_f32_of_bits((two_w >> 17) | (126u << 23)) - 0.5f;
+    return fo_f32_of_bits(sign | fo_bits_of_f32(two_w < (1u << 27) ? denormalized : normalized));
+}
+
+static inline uint16_t fo_f32_to_f16(float f)
+{
+    float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
+    uint32_t w = fo_bits_of_f32(f), shl1_w = w + w, sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xFF000000u;
+    bias = bias < 0x71000000u ? 0x71000000u : bias;
+    base = fo_f32_of_bits((bias >> 1) + 0x07800000u) + base;
+    uint32_t bits = fo_bits_of_f32(base);
+    uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+    return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+/* Philox-4x32-10 (Salmon et al. 2011), first word: a counter-based generator, so the bits of
+ * element i of tensor t at a given seed and step never depend on threads or SIMD width. */
+static inline uint32_t fo_philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1)
+{
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        c1 = (uint32_t)p1, c3 = (uint32_t)p0, c0 = n0, c2 = n2;
+        k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+    }
+    return c0;
+}
+
+#endif
