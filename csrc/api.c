@@ -235,7 +235,7 @@ static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, co
     int combo, has_state = 0;
     for (size_t r = 0; r < n_roles; r++) has_state |= roles[r].kind == FO_STATE && roles[r].name;
     fastopt_common stateless = *common; /* no state (SGD without momentum): any state type will do */
-    if (!has_state) stateless.state_dtype = FASTOPT_FLOAT32;
+    if (!has_state) stateless.state_dtype = common->master_params ? FASTOPT_FLOAT32 : 0;
     fastopt_status s = optimizer_sizes(dtype, has_state ? common : &stateless, esize, &combo);
     if (s) return s;
     fo_role all[FO_MAX_ROLES];

@@ -3,9 +3,10 @@ FO_INLINE void FO_FN(adagrad_loop)(size_t n, FO_P *restrict p, const FO_P *restr
                                    const fo_adagrad_consts *k, const fo_aux *aux, const int prox)
 {
     FO_AUX_LOCALS(aux);
+    FO_COMMON_LOCALS(k);
     const T neg_clr = (T)-k->clr, eps = (T)k->eps, prox_t = (T)k->c.prox_threshold;
     for (size_t i = 0; i < n; i++) {
-        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, &k->c);
+        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, cc);
         T si = LD_S(sum, i) + gi * gi;
         ST_S(sum, i, si);
         ST_P(p, i, FO_FN(l1_prox)(pi + neg_clr * gi / (FO_SQRT(si) + eps), prox_t, prox));

@@ -6,11 +6,12 @@ FO_INLINE void FO_FN(adam_loop)(size_t n, FO_P *restrict p, const FO_P *restrict
                                 const int amsgrad, const int prox)
 {
     FO_AUX_LOCALS(aux);
+    FO_COMMON_LOCALS(k);
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2, eps = (T)k->eps;
     const T prox_t = (T)k->c.prox_threshold;
     const T neg_step_size = (T)-k->step_size, inv_bc2_sqrt = (T)k->inv_bias_correction2_sqrt;
     for (size_t i = 0; i < n; i++) {
-        T gi, mi, vi, pi = FO_FN(adam_front)(LD_G(g, i), LD_P(p, i), m, v, i, &k->c, c1, beta2, c2, &gi, &mi, &vi);
+        T gi, mi, vi, pi = FO_FN(adam_front)(LD_G(g, i), LD_P(p, i), m, v, i, cc, c1, beta2, c2, &gi, &mi, &vi);
         if (amsgrad) {                                       /* torch.maximum: NaN wins */
             T mx = LD_S(vmax, i);
             vi = (mx > vi || mx != mx) ? mx : vi;

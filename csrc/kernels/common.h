@@ -13,6 +13,8 @@
 #define ST_P(p, i, x) FO_FN(store_param)((p), (i), (x), master, aux)
 /* Every loop starts with this: the master copy's pointer, from the span's aux. */
 #define FO_AUX_LOCALS(aux) float *const restrict master = (aux)->master; (void)master
+/* ... and the common scalars of the consts k (see FO_FN(common)). */
+#define FO_COMMON_LOCALS(k) const FO_FN(common) cc = FO_FN(common_of)(&(k)->c)
 
 FO_INLINE void FO_FN(store_param)(FO_P *restrict p, size_t i, T x, float *restrict master, const fo_aux *aux)
 {
@@ -27,13 +29,26 @@ FO_INLINE void FO_FN(store_param)(FO_P *restrict p, size_t i, T x, float *restri
 #endif
 }
 
+/* The scalars every update reads, as values of T: read into the loop's locals once, so that no
+ * store of the loop can be thought to change them (with 16-bit stores GCC could not tell, and
+ * kept the loop scalar). */
+typedef struct FO_FN(common) {
+    T grad_mul, weight_decay, decay;
+    int coupled_wd;
+} FO_FN(common);
+
+FO_INLINE FO_FN(common) FO_FN(common_of)(const fo_common_consts *c)
+{
+    return (FO_FN(common)){(T)c->grad_mul, (T)c->weight_decay, (T)c->decay, c->coupled_wd};
+}
+
 /* The gradient as an update sees it: unscaled and signed in one multiply (grad_mul = +-1/grad_scale,
  * exact for the power-of-two scales of loss scaling), plus the L2 term when weight decay is coupled.
  * A select, not a multiply by 0, so an infinite weight without weight decay stays out of g. */
-FO_INLINE T FO_FN(grad_in)(T g, T p, const fo_common_consts *c)
+FO_INLINE T FO_FN(grad_in)(T g, T p, FO_FN(common) c)
 {
-    T gi = g * (T)c->grad_mul;
-    return c->coupled_wd ? gi + (T)c->weight_decay * p : gi;
+    T gi = g * c.grad_mul;
+    return c.coupled_wd ? gi + c.weight_decay * p : gi;
 }
 
 /* Proximal L1 step, soft thresholding by t >= 0: exact zeros; NaN stays NaN. */
@@ -67,7 +82,7 @@ FO_INLINE void FO_FN(adam_moments)(T g, T *m, T *v, T one_minus_beta1, T beta2, 
  * included), both moments updated and stored, and the weight shrunk by decoupled weight decay
  * (decay is 1 otherwise), returned for the second half to step from.  *g_out, *m_out, *v_out get
  * the gradient and the new moments as computed (before any rounding to a 16-bit state). */
-FO_INLINE T FO_FN(adam_front)(T g, T p, FO_S *restrict m, FO_S *restrict v, size_t i, const fo_common_consts *c,
+FO_INLINE T FO_FN(adam_front)(T g, T p, FO_S *restrict m, FO_S *restrict v, size_t i, FO_FN(common) c,
                               T one_minus_beta1, T beta2, T one_minus_beta2, T *g_out, T *m_out, T *v_out)
 {
     T gi = FO_FN(grad_in)(g, p, c), mi = LD_S(m, i), vi = LD_S(v, i);
@@ -75,5 +90,5 @@ FO_INLINE T FO_FN(adam_front)(T g, T p, FO_S *restrict m, FO_S *restrict v, size
     ST_S(m, i, mi);
     ST_S(v, i, vi);
     *g_out = gi, *m_out = mi, *v_out = vi;
-    return p * (T)c->decay;
+    return p * c.decay;
 }

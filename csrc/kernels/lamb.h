@@ -2,10 +2,21 @@
  * direction u plus decoupled weight decay, scaled per tensor by the trust ratio ||p|| / ||u||.
  * The ratio needs both norms before any weight moves, so: pass 1 updates the moments and sums p^2
  * and u^2 per block; pass 2 recomputes u (same operations, same bits) and moves the weights. */
-FO_INLINE T FO_FN(lamb_direction)(T m, T v, T p, const fo_lamb_consts *k)
+typedef struct FO_FN(lamb_direction_consts) {
+    T inv_bc1, inv_bc2, eps, weight_decay;
+    int has_wd;
+} FO_FN(lamb_direction_consts);
+
+FO_INLINE FO_FN(lamb_direction_consts) FO_FN(lamb_direction_of)(const fo_lamb_consts *k)
 {
-    T u = (m * (T)k->inv_bias_correction1) / (FO_SQRT(v * (T)k->inv_bias_correction2) + (T)k->eps);
-    return k->has_wd ? u + (T)k->c.weight_decay * p : u;
+    return (FO_FN(lamb_direction_consts)){(T)k->inv_bias_correction1, (T)k->inv_bias_correction2, (T)k->eps,
+                                          (T)k->c.weight_decay, k->has_wd};
+}
+
+FO_INLINE T FO_FN(lamb_direction)(T m, T v, T p, FO_FN(lamb_direction_consts) d)
+{
+    T u = (m * d.inv_bc1) / (FO_SQRT(v * d.inv_bc2) + d.eps);
+    return d.has_wd ? u + d.weight_decay * p : u;
 }
 
 FO_INLINE void FO_FN(lamb_moments_loop)(size_t n, const FO_P *restrict p, const FO_P *restrict g, FO_S *restrict m,
@@ -14,6 +25,7 @@ FO_INLINE void FO_FN(lamb_moments_loop)(size_t n, const FO_P *restrict p, const 
     FO_AUX_LOCALS(aux);
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2;
     const T grad_mul = (T)k->clip_grad_mul;
+    const FO_FN(lamb_direction_consts) d = FO_FN(lamb_direction_of)(k);
     double p_acc[FO_LANES] = {0}, u_acc[FO_LANES] = {0};
     for (size_t i = 0; i < n; i += FO_LANES) {
         size_t len = n - i < FO_LANES ? n - i : FO_LANES;
@@ -23,7 +35,7 @@ FO_INLINE void FO_FN(lamb_moments_loop)(size_t n, const FO_P *restrict p, const 
             ST_S(m, i + j, mi);
             ST_S(v, i + j, vi);
             /* the direction from the moments as stored: pass 2 recomputes it from them */
-            double pj = pi, uj = FO_FN(lamb_direction)(LD_S(m, i + j), LD_S(v, i + j), pi, k);
+            double pj = pi, uj = FO_FN(lamb_direction)(LD_S(m, i + j), LD_S(v, i + j), pi, d);
             p_acc[j] += pj * pj;
             u_acc[j] += uj * uj;
         }
@@ -37,8 +49,9 @@ FO_INLINE void FO_FN(lamb_apply_loop)(size_t n, FO_P *restrict p, const FO_S *re
 {
     FO_AUX_LOCALS(aux);
     const T prox_t = (T)k->c.prox_threshold;
+    const FO_FN(lamb_direction_consts) d = FO_FN(lamb_direction_of)(k);
     for (size_t i = 0; i < n; i++) {
         T pi = LD_P(p, i);
-        ST_P(p, i, FO_FN(l1_prox)(pi + neg_lr_ratio * FO_FN(lamb_direction)(LD_S(m, i), LD_S(v, i), pi, k), prox_t, prox));
+        ST_P(p, i, FO_FN(l1_prox)(pi + neg_lr_ratio * FO_FN(lamb_direction)(LD_S(m, i), LD_S(v, i), pi, d), prox_t, prox));
     }
 }

@@ -4,11 +4,12 @@ FO_INLINE void FO_FN(lion_loop)(size_t n, FO_P *restrict p, const FO_P *restrict
                                 const fo_lion_consts *k, const fo_aux *aux, const int prox)
 {
     FO_AUX_LOCALS(aux);
+    FO_COMMON_LOCALS(k);
     const T beta1 = (T)k->beta1, c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2;
     const T neg_lr = (T)-k->c.lr, wd = (T)k->c.weight_decay, prox_t = (T)k->c.prox_threshold;
     const int has_wd = k->has_wd;
     for (size_t i = 0; i < n; i++) {
-        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, &k->c), mi = LD_S(m, i);
+        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, cc), mi = LD_S(m, i);
         T u = FO_FN(sign)(c1 * gi + beta1 * mi);
         u = has_wd ? u + wd * pi : u;
         ST_S(m, i, c2 * gi + beta2 * mi);

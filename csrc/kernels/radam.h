@@ -5,12 +5,13 @@ FO_INLINE void FO_FN(radam_loop)(size_t n, FO_P *restrict p, const FO_P *restric
                                  FO_S *restrict v, const fo_radam_consts *k, const fo_aux *aux, const int prox)
 {
     FO_AUX_LOCALS(aux);
+    FO_COMMON_LOCALS(k);
     const T c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2, eps = (T)k->eps;
     const T prox_t = (T)k->c.prox_threshold, lr = (T)k->c.lr;
     const T inv_bc1 = (T)k->inv_bias_correction1, bc2_sqrt = (T)k->bias_correction2_sqrt, rect = (T)k->rect;
     const int rectified = k->rectified;
     for (size_t i = 0; i < n; i++) {
-        T gi, mi, vi, pi = FO_FN(adam_front)(LD_G(g, i), LD_P(p, i), m, v, i, &k->c, c1, beta2, c2, &gi, &mi, &vi);
+        T gi, mi, vi, pi = FO_FN(adam_front)(LD_G(g, i), LD_P(p, i), m, v, i, cc, c1, beta2, c2, &gi, &mi, &vi);
         T step = mi * inv_bc1 * lr;                        /* torch: (m / (1 - beta1^t)) * lr */
         if (rectified) step = step * (bc2_sqrt / (FO_SQRT(vi) + eps)) * rect;
         ST_P(p, i, FO_FN(l1_prox)(pi - step, prox_t, prox));

@@ -5,10 +5,11 @@ FO_INLINE void FO_FN(rmsprop_loop)(size_t n, FO_P *restrict p, const FO_P *restr
                                    const fo_aux *aux, const int centered, const int has_momentum, const int prox)
 {
     FO_AUX_LOCALS(aux);
+    FO_COMMON_LOCALS(k);
     const T alpha = (T)k->alpha, c = (T)k->one_minus_alpha, eps = (T)k->eps, momentum = (T)k->momentum;
     const T lr = (T)k->c.lr, neg_lr = (T)-k->c.lr, prox_t = (T)k->c.prox_threshold;
     for (size_t i = 0; i < n; i++) {
-        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, &k->c);
+        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, cc);
         T si = LD_S(sq, i) * alpha + c * gi * gi;
         ST_S(sq, i, si);
         T avg;

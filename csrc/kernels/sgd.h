@@ -5,11 +5,12 @@ FO_INLINE void FO_FN(sgd_loop)(size_t n, FO_P *restrict p, const FO_P *restrict 
                                const fo_sgd_consts *k, const fo_aux *aux, const int has_momentum, const int prox)
 {
     FO_AUX_LOCALS(aux);
+    FO_COMMON_LOCALS(k);
     const T lr = (T)k->c.lr, prox_t = (T)k->c.prox_threshold;
     const T momentum = (T)k->momentum, damp = (T)k->one_minus_dampening;
     const int nesterov = k->nesterov, first_step = k->first_step;
     for (size_t i = 0; i < n; i++) {
-        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, &k->c);
+        T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, cc);
         if (has_momentum) {
             /* torch starts the buffer at the gradient itself, without dampening */
             T bi = first_step ? gi : momentum * LD_S(buf, i) + damp * gi;

@@ -11,6 +11,8 @@
 
 static inline float fo_f32_of_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
 static inline uint32_t fo_bits_of_f32(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+/* cond ? a : b as masks: GCC's vectorizer gives up on some selects of inlined conversions */
+static inline uint32_t fo_select(int cond, uint32_t a, uint32_t b) { uint32_t m = 0u - (uint32_t)(cond != 0); return (a & m) | (b & ~m); }
 
 /* bfloat16: the top half of a float32. */
 static inline float fo_bf16_to_f32(uint16_t h) { return fo_f32_of_bits((uint32_t)h << 16); }
@@ -19,7 +21,7 @@ static inline uint16_t fo_f32_to_bf16(float f)
 {
     uint32_t u = fo_bits_of_f32(f);
     uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)(f != f ? (u >> 16) | 0x40u : rounded); /* NaN stays a quiet NaN */
+    return (uint16_t)fo_select(f != f, (u >> 16) | 0x40u, rounded); /* NaN stays a quiet NaN */
 }
 
 /* Rounds up with probability (the dropped low 16 bits) / 2^16: unbiased in expectation. */
@@ -27,8 +29,8 @@ static inline uint16_t fo_f32_to_bf16_stochastic(float f, uint32_t random)
 {
     uint32_t u = fo_bits_of_f32(f);
     uint32_t rounded = (u + (random & 0xFFFFu)) >> 16;
-    int keep = f != f || (u & 0x7F800000u) == 0x7F800000u; /* inf and NaN are not dithered */
-    return (uint16_t)(keep ? (u >> 16) | (f != f ? 0x40u : 0u) : rounded);
+    int special = (u & 0x7F800000u) == 0x7F800000u; /* inf and NaN are not dithered */
+    return (uint16_t)fo_select(special, (u >> 16) | ((uint32_t)(f != f) << 6), rounded);
 }
 
 /* IEEE binary16. */
@@ -37,7 +39,7 @@ static inline float fo_f16_to_f32(uint16_t h)
     uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
     float normalized = fo_f32_of_bits((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
     float denormalized = fo_f32_of_bits((two_w >> 17) | (126u << 23)) - 0.5f;
-    return fo_f32_of_bits(sign | fo_bits_of_f32(two_w < (1u << 27) ? denormalized : normalized));
+    return fo_f32_of_bits(sign | fo_select(two_w < (1u << 27), fo_bits_of_f32(denormalized), fo_bits_of_f32(normalized)));
 }
 
 static inline uint16_t fo_f32_to_f16(float f)
@@ -45,11 +47,11 @@ static inline uint16_t fo_f32_to_f16(float f)
     float base = (fabsf(f) * 0x1.0p+112f) * 0x1.0p-110f;
     uint32_t w = fo_bits_of_f32(f), shl1_w = w + w, sign = w & 0x80000000u;
     uint32_t bias = shl1_w & 0xFF000000u;
-    bias = bias < 0x71000000u ? 0x71000000u : bias;
+    bias = fo_select(bias < 0x71000000u, 0x71000000u, bias);
     base = fo_f32_of_bits((bias >> 1) + 0x07800000u) + base;
     uint32_t bits = fo_bits_of_f32(base);
     uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
-    return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+    return (uint16_t)((sign >> 16) | fo_select(shl1_w > 0xFF000000u, 0x7E00u, nonsign));
 }
 
 /* Philox-4x32-10 (Salmon et al. 2011), first word: a counter-based generator, so the bits of
