@@ -1,10 +1,12 @@
 /* The public entry points: validate every argument (nothing is written on failure), compute the
  * per-call scalars once, then run the kernel of the SIMD level in use over all tensors. */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fastopt_internal.h"
 
@@ -47,18 +49,19 @@ static int in_range(double x, double lo, double hi, int hi_open)
     return isfinite(x) && x >= lo && (hi_open ? x < hi : x <= hi);
 }
 
+#define CHECK(expr) do { fastopt_status s_ = (expr); if (s_) return s_; } while (0)
 #define REQUIRE(cond, ...) \
     do { if (!(cond)) return fo_fail(FASTOPT_ERR_HYPERPARAMETER, __VA_ARGS__); } while (0)
 
 /* ---- buffers ---- */
 
-enum { FO_PARAMS, FO_STATE, FO_MASTER }; /* what a role holds: its element type follows */
+enum { FO_PARAMS, FO_STATE, FO_MASTER, FO_ABSMAX }; /* what a role holds: its element type follows */
 
 typedef struct fo_role {
     const char *name;  /* NULL: a role this call does not use (its place is kept) */
     void *const *list; /* list[t] is tensor t's buffer of this role */
     int written;
-    int kind;          /* FO_PARAMS (params, grads; the call's dtype), FO_STATE or FO_MASTER */
+    int kind;          /* FO_PARAMS (params, grads; the call's dtype), FO_STATE, FO_MASTER or FO_ABSMAX */
 } fo_role;
 
 typedef struct fo_extent {
@@ -75,8 +78,14 @@ static int by_lo(const void *a, const void *b)
 
 /* A written buffer may overlap no other buffer of the call; read-only ones may share memory.
  * Sorted by start, an extent overlaps an earlier one iff it starts before the largest end seen. */
+/* Bytes of tensor t's buffer of role r: numel elements, or one float per quantization block. */
+static size_t extent_of(const fo_role *role, size_t numel, const size_t *esize, size_t quant_block)
+{
+    return role->kind == FO_ABSMAX ? (numel + quant_block - 1) / quant_block * 4 : numel * esize[role->kind];
+}
+
 static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
-                                    const size_t *esize)
+                                    const size_t *esize, size_t quant_block)
 {
     fo_extent stack[64], *ext = stack;
     if (n_roles * n > 64 && !(ext = malloc(n_roles * n * sizeof *ext)))
@@ -86,7 +95,7 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
         for (size_t t = 0; t < n && roles[r].name; t++)
             if (numel[t]) {
                 uintptr_t lo = (uintptr_t)roles[r].list[t];
-                ext[count++] = (fo_extent){lo, lo + numel[t] * esize[roles[r].kind], &roles[r], t};
+                ext[count++] = (fo_extent){lo, lo + extent_of(&roles[r], numel[t], esize, quant_block), &roles[r], t};
             }
     qsort(ext, count, sizeof *ext, by_lo);
     const fo_extent *reach_all = NULL, *reach_written = NULL; /* largest end so far, of any / written */
@@ -106,8 +115,18 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
 
 /* Lists present, buffers non-NULL and aligned, sizes summable, written buffers disjoint (roles
  * without a name are not used by the call and not checked).  esize[kind]: element size of each kind. */
+static fastopt_status check_buffers_q8(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
+                                       const size_t *esize, size_t quant_block, size_t *total);
+
 static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
                                     const size_t *esize, size_t *total)
+{
+    return check_buffers_q8(roles, n_roles, n, numel, esize, 1, total);
+}
+
+/* check_buffers, with FO_ABSMAX roles of ceil(numel / quant_block) floats. */
+static fastopt_status check_buffers_q8(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
+                                       const size_t *esize, size_t quant_block, size_t *total)
 {
     if (n == 0) return *total = 0, FASTOPT_OK;
     if (!numel) return fo_fail(FASTOPT_ERR_NULL_POINTER, "numel is NULL");
@@ -129,7 +148,7 @@ static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t
         }
     }
     *total = sum;
-    return check_overlap(roles, n_roles, n, numel, esize);
+    return check_overlap(roles, n_roles, n, numel, esize, quant_block);
 }
 
 /* Element size of dtype and its gradient-kernel index; 0 with the error recorded if unsupported. */
@@ -140,6 +159,7 @@ static size_t dtype_size(fastopt_dtype dtype, int *index)
     case FASTOPT_FLOAT64: *index = FO_F64; return 8;
     case FASTOPT_FLOAT16: *index = FO_F16; return 2;
     case FASTOPT_BFLOAT16: *index = FO_B16; return 2;
+    case FASTOPT_QUANT8: break; /* state only */
     }
     fo_fail(FASTOPT_ERR_DTYPE, "dtype %d is not supported (float32, float64, float16 or bfloat16)", (int)dtype);
     return 0;
@@ -152,6 +172,7 @@ static const char *dtype_name(fastopt_dtype dtype)
     case FASTOPT_FLOAT64: return "float64";
     case FASTOPT_FLOAT16: return "float16";
     case FASTOPT_BFLOAT16: return "bfloat16";
+    case FASTOPT_QUANT8: return "quant8";
     }
     return "unknown";
 }
@@ -179,6 +200,7 @@ static fastopt_status combination(fastopt_dtype dtype, const fastopt_common *c, 
         *combo = state == FASTOPT_FLOAT32 ? (master ? FO_CB16_SF32_M : sr ? FO_CB16_SF32_SR : FO_CB16_SF32)
                : b16_state ? (master ? FO_CB16_SB16_M : sr ? FO_CB16_SB16_SR : FO_CB16) : -1;
         break;
+    case FASTOPT_QUANT8: break;
     }
     if (*combo < 0)
         return fo_fail(FASTOPT_ERR_DTYPE, "state_dtype %s with %s params%s is not supported (state: the params' dtype, "
@@ -187,13 +209,70 @@ static fastopt_status combination(fastopt_dtype dtype, const fastopt_common *c, 
 }
 
 /* Element sizes by role kind of an optimizer call, and its combination. */
-static fastopt_status optimizer_sizes(fastopt_dtype dtype, const fastopt_common *c, size_t esize[3], int *combo)
+static fastopt_status optimizer_sizes(fastopt_dtype dtype, const fastopt_common *c, size_t esize[4], int *combo)
 {
     int d;
     if (!(esize[FO_PARAMS] = dtype_size(dtype, &d))) return FASTOPT_ERR_DTYPE;
+    esize[FO_MASTER] = esize[FO_ABSMAX] = 4;
+    if (c->state_dtype == FASTOPT_QUANT8) { /* uint8 codes, computed as float32 state */
+        fastopt_common as_f32 = *c;
+        as_f32.state_dtype = FASTOPT_FLOAT32;
+        esize[FO_STATE] = 1;
+        return combination(dtype, &as_f32, combo);
+    }
     if (!(esize[FO_STATE] = dtype_size(c->state_dtype ? c->state_dtype : dtype, &d))) return FASTOPT_ERR_DTYPE;
-    esize[FO_MASTER] = 4;
     return combination(dtype, c, combo);
+}
+
+/* ---- 8-bit state ---- */
+
+static float q8_code[2][256], q8_mid[2][255]; /* [0]: unsigned, [1]: signed */
+static int32_t q8_bucket[2][FO_Q8_BUCKETS];
+static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Dettmers et al. 2022's dynamic code (bitsandbytes' create_dynamic_map, 7 exponent bits): for
+ * i = 0 .. 6, the midpoints of linspace(0.1, 1, k_i) (k_i = 2^i + 1 signed, 2^(i+1) + 1 unsigned)
+ * times 10^(i - 6), negated too when signed; and 0 and 1. */
+static void q8_make_codes(void)
+{
+    for (int is_signed = 0; is_signed < 2; is_signed++) {
+        double v[256];
+        int n = 0;
+        for (int i = 0; i < 7; i++) {
+            int k = (is_signed ? 1 << i : 1 << (i + 1)) + 1;
+            for (int j = 0; j + 1 < k; j++) {
+                double lo = 0.1 + 0.9 * j / (k - 1), hi = j + 2 == k ? 1.0 : 0.1 + 0.9 * (j + 1) / (k - 1);
+                double m = (lo + hi) / 2 * pow(10.0, i - 6);
+                v[n++] = m;
+                if (is_signed) v[n++] = -m;
+            }
+        }
+        v[n++] = 0.0, v[n++] = 1.0;
+        qsort(v, 256, sizeof *v, by_value);
+        for (int i = 0; i < 256; i++) q8_code[is_signed][i] = (float)v[i];
+        for (int i = 0; i < 255; i++) q8_mid[is_signed][i] = (q8_code[is_signed][i] + q8_code[is_signed][i + 1]) * 0.5f;
+        /* each bucket: the midpoints below its lowest value (x's bits are monotonic in |x| per sign) */
+        for (uint32_t b = 0; b < FO_Q8_BUCKETS; b++) {
+            uint32_t sign = b / (26 * 256), rest = b % (26 * 256), e = rest / 256, m = rest % 256;
+            double lo = e == 0 ? 0 : ldexp(1.0 + m / 256.0, (int)e - 1 - 24), hi = e == 0 ? ldexp(1.0, -24) : lo + ldexp(1.0, (int)e - 1 - 24 - 8);
+            double low = sign ? -hi : lo; /* the bucket's smallest value */
+            int32_t below = 0;
+            while (below < 255 && q8_mid[is_signed][below] < low) below++;
+            q8_bucket[is_signed][b] = below;
+        }
+    }
+}
+
+void fastopt_quant8_code(int is_signed, float code[256])
+{
+    pthread_once(&q8_once, q8_make_codes);
+    if (code) memcpy(code, q8_code[!!is_signed], sizeof q8_code[0]);
 }
 
 /* ---- what every update shares ---- */
@@ -221,19 +300,62 @@ static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles,
     for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_PARAMS};
     all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_MASTER};
     fo_call call = {n, numel, {NULL}, consts, (uint32_t)c->rounding_step, (uint32_t)c->rounding_seed,
-                    (uint32_t)(c->rounding_seed >> 32)};
+                    (uint32_t)(c->rounding_seed >> 32), NULL};
     for (size_t r = 0; r < FO_MAX_ROLES; r++) call.buf[r] = all_roles[r].name ? all_roles[r].list : NULL;
     return call;
+}
+
+/* An optimizer with 8-bit state: the state roles hold codes, fastopt_common.absmax their scales;
+ * run over FO_BLOCK blocks (whole quantization blocks each). */
+static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
+                             const fo_block_fn *kernel, const void *consts, const fastopt_common *c)
+{
+    if (!kernel)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "8-bit state is supported by sgd with momentum, adam/adamw without "
+                                             "amsgrad, and lion");
+    if (c->quant_block != 256 && c->quant_block != 2048)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "quant_block must be 256 or 2048, got %zu", c->quant_block);
+    size_t esize[4], total;
+    int combo;
+    CHECK(optimizer_sizes(dtype, c, esize, &combo));
+    fo_role all[FO_MAX_ROLES + 2];
+    for (size_t r = 0; r < n_roles; r++) all[r] = roles[r];
+    fo_call call = optimizer_call(n, numel, all, n_roles, consts, c);
+    static const char *names[2] = {"absmax[0]", "absmax[1]"};
+    fo_q8 q = {c->quant_block, {NULL, NULL}, {NULL, NULL}, {NULL, NULL}, {NULL, NULL}};
+    pthread_once(&q8_once, q8_make_codes);
+    int states = 0;
+    for (size_t r = 0; r < n_roles && states < 2; r++) {
+        if (roles[r].kind != FO_STATE || !roles[r].name) continue;
+        int is_signed = strcmp(roles[r].name, "exp_avg_sqs") != 0; /* second moments are >= 0 */
+        if (!c->absmax[states])
+            return fo_fail(FASTOPT_ERR_NULL_POINTER, "absmax[%d] (the scales of %s) is NULL", states, roles[r].name);
+        q.code[states] = q8_code[is_signed], q.mid[states] = q8_mid[is_signed], q.absmax[states] = c->absmax[states];
+        q.bucket[states] = q8_bucket[is_signed];
+        all[FO_MAX_ROLES + states] = (fo_role){names[states], c->absmax[states], 1, FO_ABSMAX};
+        states++;
+    }
+    for (int j = states; j < 2; j++) all[FO_MAX_ROLES + j] = (fo_role){NULL, NULL, 0, FO_ABSMAX};
+    CHECK(check_buffers_q8(all, FO_MAX_ROLES + 2, n, numel, esize, c->quant_block, &total));
+    if (!kernel[combo]) return fo_fail(FASTOPT_ERR_DTYPE, "8-bit state needs float32, float16 or bfloat16 params");
+    if (c->found_inf && *c->found_inf != 0) return FASTOPT_OK;
+    call.q8 = &q;
+    double unused = 0;
+    fo_parallel_blocks(&call, total, kernel[combo], &unused, 0);
+    return FASTOPT_OK;
 }
 
 /* An optimizer: validates the buffers (the master copies included), then, unless found_inf says
  * skip, runs kernel[combination] over every element. */
 static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
-                          const fo_span_fn *kernel, const void *consts, const fastopt_common *common)
+                          const fo_span_fn *kernel, const fo_block_fn *q8_kernel, const void *consts,
+                          const fastopt_common *common)
 {
-    size_t esize[3], total;
+    size_t esize[4], total;
     int combo, has_state = 0;
     for (size_t r = 0; r < n_roles; r++) has_state |= roles[r].kind == FO_STATE && roles[r].name;
+    if (has_state && common->state_dtype == FASTOPT_QUANT8)
+        return run_q8(dtype, n, numel, roles, n_roles, q8_kernel, consts, common);
     fastopt_common stateless = *common; /* no state (SGD without momentum): any state type will do */
     if (!has_state) stateless.state_dtype = common->master_params ? FASTOPT_FLOAT32 : 0;
     fastopt_status s = optimizer_sizes(dtype, has_state ? common : &stateless, esize, &combo);
@@ -252,17 +374,16 @@ static fastopt_status run_grads(fastopt_dtype dtype, size_t n, const size_t *num
                                 const fo_span_fn *kernel, const void *consts)
 {
     int d = 0;
-    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     fastopt_status s = check_buffers(roles, n_roles, n, numel, esize, &total);
     if (s) return s;
-    fo_call call = {n, numel, {NULL}, consts, 0, 0, 0};
+    fo_call call = {n, numel, {NULL}, consts, 0, 0, 0, NULL};
     for (size_t r = 0; r < n_roles; r++) call.buf[r] = roles[r].name ? roles[r].list : NULL;
     fo_parallel_for(&call, total, kernel[d]);
     return FASTOPT_OK;
 }
 
-#define CHECK(expr) do { fastopt_status s_ = (expr); if (s_) return s_; } while (0)
 #define NEED_OPTIONS(o) do { if (!(o)) return fo_fail(FASTOPT_ERR_NULL_POINTER, "options is NULL"); } while (0)
 #define READ(list) ((void *const *)(list))
 
@@ -295,7 +416,7 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
             "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS},
                              {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, &k, &o->common);
 }
 
 fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -316,7 +437,8 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
     k.amsgrad = !!o->amsgrad;
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, k.amsgrad ? NULL : fo_kernels()->adam_q8, &k,
+               &o->common);
 }
 
 fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -333,7 +455,7 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"square_avgs", square_avgs, 1, FO_STATE},
                              {k.centered ? "grad_avgs" : NULL, grad_avgs, 1, FO_STATE},
                              {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, &k, &o->common);
 }
 
 fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -346,7 +468,7 @@ fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size
     CHECK(check_eps_step(o->eps, o->step));
     k.clr = o->common.lr / (1.0 + (double)(o->step - 1) * o->lr_decay);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"state_sums", state_sums, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, NULL, &k, &o->common);
 }
 
 static double nadam_mu(double beta1, double momentum_decay, int64_t step)
@@ -379,7 +501,7 @@ fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t
     k.momentum_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, NULL, &k, &o->common);
 }
 
 fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -401,7 +523,7 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
     k.rect = k.rectified ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) : 1.0;
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, NULL, &k, &o->common);
 }
 
 fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -414,7 +536,7 @@ fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t 
     k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
     CHECK(check_betas(o->beta1, o->beta2, 1));
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8, &k, &o->common);
 }
 
 /* ---- reductions ---- */
@@ -470,11 +592,11 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
     if (!norm) return fo_fail(FASTOPT_ERR_NULL_POINTER, "norm is NULL");
     CHECK(check_norm_type(norm_type));
     int d = 0;
-    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", READ(grads), 0, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0};
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL};
     return norm_of(&call, total, d, norm_type, norm);
 }
 
@@ -492,11 +614,11 @@ fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, con
     REQUIRE(in_range(max_norm, 0, INFINITY, 1), "max_norm must be a finite number >= 0, got %g", max_norm);
     CHECK(check_norm_type(norm_type));
     int d = 0;
-    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {grads}, NULL, 0, 0, 0};
+    fo_call call = {n_tensors, numel, {grads}, NULL, 0, 0, 0, NULL};
     CHECK(norm_of(&call, total, d, norm_type, total_norm));
     double coef = max_norm / (*total_norm + 1e-6); /* torch's clip_coef, clamped to 1 */
     if (!(coef >= 1.0)) { /* (a NaN norm scales everything to NaN, as torch does) */
@@ -513,12 +635,12 @@ fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size
     if (!found_inf) return fo_fail(FASTOPT_ERR_NULL_POINTER, "found_inf is NULL");
     REQUIRE(isfinite(inv_scale), "inv_scale must be finite, got %g", inv_scale);
     int d = 0;
-    size_t total, esize[3] = {dtype_size(dtype, &d)};
+    size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_scale_consts k = {inv_scale};
-    fo_call call = {n_tensors, numel, {grads}, &k, 0, 0, 0};
+    fo_call call = {n_tensors, numel, {grads}, &k, 0, 0, 0, NULL};
     double *out;
     size_t nb;
     CHECK(blocks(&call, total, fo_kernels()->unscale[d], 1, &out, &nb));
@@ -551,7 +673,10 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(check_eps_step(o->eps, o->step));
     REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
     int d = 0, combo;
-    size_t total, esize[3];
+    size_t total, esize[4];
+    if (o->common.state_dtype == FASTOPT_QUANT8)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "8-bit state is supported by sgd with momentum, adam/adamw without "
+                                             "amsgrad, and lion");
     CHECK(optimizer_sizes(dtype, &o->common, esize, &combo));
     dtype_size(dtype, &d);
     fo_role roles[FO_MAX_ROLES] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
@@ -567,7 +692,7 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     k.has_wd = o->common.weight_decay != 0;
     k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0};
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL};
     if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
         double norm;
         CHECK(norm_of(&call, total, d, 2.0, &norm));

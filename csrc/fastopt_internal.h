@@ -22,6 +22,25 @@ enum {
     FO_NCOMBOS
 };
 
+/* 8-bit state of a call: per state array j, its code, the midpoints between neighbouring code values
+ * (the quantizer: a value's code is how many midpoints lie below it), and its block scales. */
+typedef struct fo_q8 {
+    size_t block;
+    const float *code[2], *mid[2];
+    const int32_t *bucket[2]; /* per FO_Q8_BUCKETS bucket of float bits: the midpoints below it */
+    void *const *absmax[2];
+} fo_q8;
+/* Buckets of x in [-1, 1] by sign, exponent (2^-24 .. 2^0, and one for smaller) and the top 8
+ * mantissa bits: narrower than the code's spacing, so at most one midpoint falls in each. */
+#define FO_Q8_BUCKETS (2 * 26 * 256)
+static inline uint32_t fo_q8_bucket_of(uint32_t bits)
+{
+    uint32_t a = bits & 0x7FFFFFFFu, e = a >> 23;
+    uint32_t b = e >= 103 ? (e - 102) * 256 + ((a >> 15) & 0xFFu) : 0;
+    b = b < 26 * 256 ? b : 26 * 256 - 1;
+    return (bits >> 31) * (26 * 256) + b;
+}
+
 /* The buffers of one multi-tensor call: buf[role][tensor].  Roles are per kernel (params, grads,
  * ...); an optimizer's float32 master copies of the params are role FO_MASTER_ROLE. */
 #define FO_MAX_ROLES 6
@@ -32,6 +51,7 @@ typedef struct fo_call {
     void *const *buf[FO_MAX_ROLES];
     const void *consts;                    /* the kernel's fo_*_consts: scalars computed once per call */
     uint32_t sr_step, sr_key0, sr_key1;    /* stochastic rounding: Philox counter word and key */
+    const fo_q8 *q8;                       /* 8-bit state, or NULL */
 } fo_call;
 
 /* What a span of an optimizer needs besides its buffers: its master copy (NULL without) and the
@@ -149,6 +169,7 @@ typedef struct fo_kernel_table {
     fo_span_fn sgd[FO_NCOMBOS], adam[FO_NCOMBOS], rmsprop[FO_NCOMBOS], adagrad[FO_NCOMBOS];
     fo_span_fn nadam[FO_NCOMBOS], radam[FO_NCOMBOS], lion[FO_NCOMBOS], lamb_apply[FO_NCOMBOS];
     fo_block_fn lamb_moments[FO_NCOMBOS];
+    fo_block_fn sgd_q8[FO_NCOMBOS], adam_q8[FO_NCOMBOS], lion_q8[FO_NCOMBOS]; /* float32-state combinations */
     fo_span_fn elastic_net[FO_NTYPES], scale[FO_NTYPES], stream[FO_NTYPES];
     fo_block_fn unscale[FO_NTYPES], norm[FO_NTYPES];
 } fo_kernel_table;

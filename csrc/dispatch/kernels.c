@@ -29,6 +29,7 @@
 #define FO_LOAD_P FO_SAME
 #define FO_STORE_P FO_SAME
 #define FO_S float
+#define FO_S_F32 1
 #define FO_LOAD_S FO_SAME
 #define FO_STORE_S FO_SAME
 #define FO_MASTER 0
@@ -37,12 +38,14 @@
 #include "dispatch/grad_spans.h"
 #undef FO_FN
 #undef FO_S
+#undef FO_S_F32
 #undef FO_LOAD_S
 #undef FO_STORE_S
 
 /* float32 params, bfloat16 state */
 #define FO_FN(name) FO_NAME(name, _f32_sb16)
 #define FO_S uint16_t
+#define FO_S_F32 0
 #define FO_LOAD_S fo_bf16_to_f32
 #define FO_STORE_S fo_f32_to_bf16
 #include "dispatch/spans.h"
@@ -51,6 +54,7 @@
 #undef FO_LOAD_P
 #undef FO_STORE_P
 #undef FO_S
+#undef FO_S_F32
 #undef FO_LOAD_S
 #undef FO_STORE_S
 
@@ -62,15 +66,18 @@
 #define FO_STORE_P fo_f32_to_f16
 #define FO_FN(name) FO_NAME(name, _f16)
 #define FO_S uint16_t
+#define FO_S_F32 0
 #define FO_LOAD_S fo_f16_to_f32
 #define FO_STORE_S fo_f32_to_f16
 #include "dispatch/spans.h"
 #include "dispatch/grad_spans.h"
 #undef FO_FN
 #undef FO_S
+#undef FO_S_F32
 #undef FO_LOAD_S
 #undef FO_STORE_S
 #define FO_S float
+#define FO_S_F32 1
 #define FO_LOAD_S FO_SAME
 #define FO_STORE_S FO_SAME
 #define FO_FN(name) FO_NAME(name, _f16_sf32)
@@ -82,9 +89,11 @@
 #include "dispatch/spans.h"
 #undef FO_FN
 #undef FO_S
+#undef FO_S_F32
 #undef FO_LOAD_S
 #undef FO_STORE_S
 #define FO_S uint16_t
+#define FO_S_F32 0
 #define FO_LOAD_S fo_bf16_to_f32
 #define FO_STORE_S fo_f32_to_bf16
 #define FO_FN(name) FO_NAME(name, _f16_sb16_m)
@@ -117,9 +126,11 @@
 #include "dispatch/spans.h"
 #undef FO_FN
 #undef FO_S
+#undef FO_S_F32
 #undef FO_LOAD_S
 #undef FO_STORE_S
 #define FO_S float
+#define FO_S_F32 1
 #define FO_LOAD_S FO_SAME
 #define FO_STORE_S FO_SAME
 #define FO_FN(name) FO_NAME(name, _b16_sf32_sr)
@@ -141,6 +152,7 @@
 #undef FO_LOAD_P
 #undef FO_STORE_P
 #undef FO_S
+#undef FO_S_F32
 #undef FO_LOAD_S
 #undef FO_STORE_S
 #undef T
@@ -158,6 +170,7 @@
 #define FO_LOAD_P FO_SAME
 #define FO_STORE_P FO_SAME
 #define FO_S double
+#define FO_S_F32 0
 #define FO_LOAD_S FO_SAME
 #define FO_STORE_S FO_SAME
 #define FO_MASTER 0
@@ -170,6 +183,9 @@
     FO_NAME(name, _f32_sb16), FO_NAME(name, _f16_sf32), FO_NAME(name, _f16_sb16), FO_NAME(name, _b16_sf32), \
     FO_NAME(name, _f16_sf32_m), FO_NAME(name, _f16_sb16_m), FO_NAME(name, _b16_sf32_m), FO_NAME(name, _b16_sb16_m), \
     FO_NAME(name, _b16_sf32_sr), FO_NAME(name, _b16_sb16_sr)}
+/* the float32-state combinations, in FO_C* order (NULL elsewhere) */
+#define F32_STATE(name) {FO_NAME(name, _f32), NULL, NULL, NULL, NULL, FO_NAME(name, _f16_sf32), NULL, FO_NAME(name, _b16_sf32), \
+    FO_NAME(name, _f16_sf32_m), NULL, FO_NAME(name, _b16_sf32_m), NULL, FO_NAME(name, _b16_sf32_sr), NULL}
 /* in FO_F32 .. FO_B16 order */
 #define TYPES(name) {FO_NAME(name, _f32), FO_NAME(name, _f64), FO_NAME(name, _f16), FO_NAME(name, _b16)}
 
@@ -184,6 +200,9 @@ const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
     .lion = COMBOS(lion_span),
     .lamb_apply = COMBOS(lamb_apply_span),
     .lamb_moments = COMBOS(lamb_moments_block),
+    .sgd_q8 = F32_STATE(sgd_q8_block),
+    .adam_q8 = F32_STATE(adam_q8_block),
+    .lion_q8 = F32_STATE(lion_q8_block),
     .elastic_net = TYPES(elastic_net_span),
     .scale = TYPES(scale_span),
     .stream = TYPES(stream_span),

@@ -94,6 +94,95 @@ SPAN(lamb_apply_span)
     WITH_PROX(k, FO_FN(lamb_apply_loop)(end - begin, AT_P(0), AT_S(2), AT_S(3), k, aux, (T)k->neg_lr_ratio[t], prox));
 }
 
+
+#if FO_S_F32
+/* 8-bit state (float32-state combinations only): per quantization block, the state dequantized
+ * into float32 tiles on the stack, the optimizer's own loop run on them, and the tiles quantized
+ * back with the block's new scale.  Blocks of FO_BLOCK elements hold whole quantization blocks. */
+#define FO_Q8_MAX_BLOCK 2048
+
+static __attribute__((noinline)) void FO_FN(q8_load)(const fo_call *call, int j, size_t t, size_t at, size_t n, float *restrict tile)
+{
+    const fo_q8 *q = call->q8;
+    const uint8_t *restrict codes = (const uint8_t *)call->buf[2 + j][t] + at;
+    const float *restrict code = q->code[j];
+    const float scale = ((const float *)q->absmax[j][t])[at / q->block];
+    for (size_t i = 0; i < n; i++) tile[i] = scale * code[codes[i]];
+}
+
+/* codes[i]: the number of code midpoints below tile[i] * inv (its own function: with the pointers
+ * as restrict parameters GCC vectorizes it, gathers included). */
+static __attribute__((noinline)) void FO_FN(q8_encode)(size_t n, const float *restrict tile, float inv,
+                                                        const int32_t *restrict bucket, const float *restrict mid,
+                                                        uint8_t *restrict codes)
+{
+    for (size_t i = 0; i < n; i++) {
+        float x = tile[i] * inv;
+        int32_t below = bucket[fo_q8_bucket_of(fo_bits_of_f32(x))]; /* midpoints below x's bucket */
+        float next = mid[below < 255 ? below : 254];
+        codes[i] = (uint8_t)(below + ((below < 255) & (next < x)));
+    }
+}
+
+/* New scale: the largest |value| (NaN wins); code: the number of code midpoints below value/scale
+ * (the nearest code value, ties to the lower): those below its bucket, plus the one midpoint that
+ * may lie in the bucket if it is below. */
+static __attribute__((noinline)) void FO_FN(q8_store)(const fo_call *call, int j, size_t t, size_t at, size_t n, const float *restrict tile)
+{
+    const fo_q8 *q = call->q8;
+    uint8_t *restrict codes = (uint8_t *)call->buf[2 + j][t] + at;
+    const float *restrict mid = q->mid[j];
+    uint32_t top = 0; /* the largest |value| by its bits: monotonic, and NaN's are above inf's */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = fo_bits_of_f32(tile[i]) & 0x7FFFFFFFu;
+        top = a > top ? a : top;
+    }
+    const float big = fo_f32_of_bits(top);
+    ((float *)q->absmax[j][t])[at / q->block] = big;
+    FO_FN(q8_encode)(n, tile, big > 0 ? 1.0f / big : 0.0f, q->bucket[j], mid, codes);
+}
+
+#define AT_P_Q8(role) ((FO_P *)call->buf[role][t] + at)
+#define AUX_Q8 const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + at : NULL, \
+                                    at, (uint32_t)t, call->sr_step, call->sr_key0, call->sr_key1}, *aux = &aux_
+/* for each quantization block of the span: load n_states tiles, run `loop`, store them back */
+#define Q8_BLOCKS(n_states, loop)                                                                    \
+    do {                                                                                             \
+        float s0[FO_Q8_MAX_BLOCK], s1[FO_Q8_MAX_BLOCK];                                              \
+        float *tiles[2] = {s0, s1};                                                                  \
+        (void)out;                                                                                   \
+        for (size_t at = begin; at < end; at += call->q8->block) {                                  \
+            size_t n = end - at < call->q8->block ? end - at : call->q8->block;                     \
+            for (int j = 0; j < (n_states); j++) FO_FN(q8_load)(call, j, t, at, n, tiles[j]);       \
+            AUX_Q8;                                                                                  \
+            loop;                                                                                    \
+            for (int j = 0; j < (n_states); j++) FO_FN(q8_store)(call, j, t, at, n, tiles[j]);      \
+        }                                                                                            \
+    } while (0)
+
+BLOCK(sgd_q8_block)
+{
+    const fo_sgd_consts *k = call->consts;
+    Q8_BLOCKS(1, WITH_PROX(k, FO_FN(sgd_loop)(n, AT_P_Q8(0), AT_P_Q8(1), s0, k, aux, 1, prox)));
+}
+
+BLOCK(adam_q8_block)
+{
+    const fo_adam_consts *k = call->consts;
+    Q8_BLOCKS(2, WITH_PROX(k, FO_FN(adam_loop)(n, AT_P_Q8(0), AT_P_Q8(1), s0, s1, NULL, k, aux, 0, prox)));
+}
+
+BLOCK(lion_q8_block)
+{
+    const fo_lion_consts *k = call->consts;
+    Q8_BLOCKS(1, WITH_PROX(k, FO_FN(lion_loop)(n, AT_P_Q8(0), AT_P_Q8(1), s0, k, aux, prox)));
+}
+
+#undef AT_P_Q8
+#undef AUX_Q8
+#undef Q8_BLOCKS
+#endif
+
 #undef AT_P
 #undef AT_S
 #undef AUX

@@ -56,7 +56,8 @@ typedef enum fastopt_dtype {
     FASTOPT_FLOAT32 = 1,
     FASTOPT_FLOAT64 = 2,
     FASTOPT_FLOAT16 = 3,
-    FASTOPT_BFLOAT16 = 4
+    FASTOPT_BFLOAT16 = 4,
+    FASTOPT_QUANT8 = 5    /* optimizer state only: 8-bit blockwise dynamic quantization (fastopt_common.absmax) */
 } fastopt_dtype;
 
 /*
@@ -80,6 +81,13 @@ typedef struct fastopt_common {
     int stochastic_rounding;      /* bfloat16 params without masters: round stochastically, from Philox-4x32-10 */
     uint32_t rounding_step;       /* counter word of the rounding bits: pass the step */
     uint64_t rounding_seed;       /* key of the rounding bits: the same seed and step give the same bits */
+    /* 8-bit state (state_dtype FASTOPT_QUANT8; SGD with momentum, Adam/AdamW without amsgrad, Lion):
+     * each state array holds uint8 codes, and state value i of tensor t is
+     * absmax[j][t][i / quant_block] * code[codes[i]], with the dynamic code of fastopt_quant8_code
+     * (signed for momenta, unsigned for exp_avg_sqs; Dettmers et al. 2022).  absmax[j] lists the
+     * float32 block scales of the call's j-th state array, ceil(numel / quant_block) per tensor. */
+    size_t quant_block;           /* 256 or 2048 */
+    void *const *absmax[2];
 } fastopt_common;
 
 /* torch.optim.SGD (weight decay coupled).  momentum_buffers may be NULL when momentum == 0. */
@@ -212,6 +220,8 @@ FASTOPT_API fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, 
                                          void *const *params, const void *const *grads,
                                          void *const *exp_avgs, void *const *exp_avg_sqs,
                                          const fastopt_nadam_options *options);
+/* The 256 values of the 8-bit dynamic code, ascending, in [-1, 1] (signed) or [0, 1] (unsigned). */
+FASTOPT_API void fastopt_quant8_code(int is_signed, float code[256]);
 /* mu_product * mu_step: the NAdam momentum product to pass at step + 1. */
 FASTOPT_API double fastopt_nadam_mu_product(double mu_product, double beta1, double momentum_decay, int64_t step);
 FASTOPT_API fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,

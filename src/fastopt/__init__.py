@@ -11,6 +11,7 @@ import os as _os
 import warnings as _warnings
 
 from fastopt import optim, reference, schedules
+from fastopt.quant8 import QuantizedState
 from fastopt._native import c_string as _c_string
 from fastopt._native import check as _check
 from fastopt._native import ffi as _ffi
@@ -23,7 +24,7 @@ __version__ = _c_string(_lib.fastopt_version())
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale",
            "info", "set_num_threads", "get_num_threads", "set_isa", "optim", "schedules", "reference",
-           "get_include", "get_library_dir", "get_cmake_dir", "__version__"]
+           "get_include", "get_library_dir", "get_cmake_dir", "QuantizedState", "__version__"]
 
 
 def info() -> dict:

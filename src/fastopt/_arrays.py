@@ -147,6 +147,8 @@ def _gather(fn: str, roles):
         expected, whose = dtype, None
         if kind == "master":
             expected, whose = FLOAT32, "master_params are float32"
+        elif kind == "q8":
+            expected, whose, state = np.dtype(np.uint8), "8-bit state codes", "q8"
         elif kind == "state":
             if state is None:
                 state = getattr(arrays[0], "dtype", dtype)
@@ -159,7 +161,8 @@ def _gather(fn: str, roles):
                 where = f"{name}[{i}]" if arrays is value else name
                 raise bad[0](f"fastopt.{fn}: {where} {bad[1]}")
         pointers.append([pointer(a) for a in arrays])
-    return C_DTYPES[dtype], [p.size for p in params], pointers, C_DTYPES[state if state is not None else dtype]
+    state_code = lib.FASTOPT_QUANT8 if state == "q8" else C_DTYPES[state if state is not None else dtype]
+    return C_DTYPES[dtype], [p.size for p in params], pointers, state_code
 
 
 def real(fn: str, name: str, value) -> float:

@@ -24,6 +24,9 @@ Every optimizer also takes these keywords, fused into its one pass:
   (up with probability the dropped fraction; unbiased), with bits from Philox-4x32-10 keyed by the
   seed and counted by the step: the same seed and step give the same result.  Optimizers without a
   step count take ``(seed, counter)``, a new counter each call.
+- 8-bit state: SGD's momentum buffers, Adam/AdamW's (without amsgrad) and Lion's state may be
+  :class:`fastopt.QuantizedState` objects (blockwise dynamic quantization), quantized and
+  dequantized in the update's own pass; see :mod:`fastopt.quant8`.
 - ``stream=s``: GPU arrays only: the CUDA stream to launch on (see :mod:`fastopt.cuda`).
 """
 from __future__ import annotations
@@ -32,8 +35,9 @@ import math
 
 import numpy as np
 
-from fastopt._arrays import UNUSED, Prepared, gather, integer, pair, real
+from fastopt._arrays import UNUSED, Prepared, gather, integer, pair, pointer, real
 from fastopt.cuda._arrays import is_gpu_array
+from fastopt.quant8 import QuantizedState
 from fastopt._native import check, ffi, lib
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
@@ -97,6 +101,7 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
         if master_params is not None or stochastic_rounding is not None:
             raise TypeError(f"fastopt.{fn}: master_params and stochastic_rounding are CPU-only so far")
         return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf)
+    roles, absmax, block = _quantized(fn, roles)
     if master_params is not None:
         roles = roles + [("master_params", master_params, True, "master")]
     dtype, numel, ptrs, state = gather(fn, roles)
@@ -104,6 +109,9 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
         common = options.common
         if state != dtype:
             common.state_dtype = state
+        if absmax:
+            scales = [ffi.new("void *[]", [pointer(a) for a in arrays]) for arrays in absmax]
+            common.quant_block, common.absmax = block, scales + [ffi.NULL] * (2 - len(scales))
         if master_params is not None:
             common.master_params = masters = ffi.new("void *[]", ptrs.pop())  # noqa: F841 (alive for the call)
         if stochastic_rounding is not None:
@@ -113,6 +121,35 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
         check(status, fn)
+
+
+def _quantized(fn: str, roles):
+    """roles with QuantizedState state replaced by their codes (kind "q8"), the absmax arrays of
+    each such role, and the block size; unchanged roles when there is none."""
+    found = [r for r in roles if len(r) > 3 and r[3] == "state" and r[1] is not UNUSED and
+             isinstance(r[1][0] if isinstance(r[1], (list, tuple)) and r[1] else r[1], QuantizedState)]
+    if not found:
+        return roles, [], 0
+    out, absmax, blocks = [], [], set()
+    for name, value, written, *kind in roles:
+        if not (kind == ["state"] and value is not UNUSED):
+            out.append((name, value, written, *kind))
+            continue
+        states = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(q, QuantizedState) for q in states):
+            raise TypeError(f"fastopt.{fn}: {name} mixes 8-bit and other state; with 8-bit state every state "
+                            f"array is a fastopt.QuantizedState")
+        signed = name != "exp_avg_sqs"
+        if any(q.signed != signed for q in states):
+            raise TypeError(f"fastopt.{fn}: {name} needs QuantizedState(..., signed={signed}) "
+                            f"({'second moments are >= 0' if not signed else 'it takes both signs'})")
+        blocks.update(q.block_size for q in states)
+        codes = [q.codes for q in states]
+        out.append((name, codes if isinstance(value, (list, tuple)) else codes[0], written, "q8"))
+        absmax.append([q.absmax for q in states])
+    if len(blocks) != 1:
+        raise ValueError(f"fastopt.{fn}: the QuantizedStates of one call need one block_size, got {sorted(blocks)}")
+    return out, absmax, blocks.pop()
 
 
 def _rounding(fn: str, stochastic_rounding, step) -> tuple[int, int]:

@@ -84,7 +84,7 @@ static void test_sgd(fastopt_dtype d)
 {
     bufs b;
     make(&b, 3, d, 1, 99);
-    fastopt_sgd_options o = {{0.1, 0.01, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, 0.9, 0, 1, 0};
+    fastopt_sgd_options o = {{0.1, 0.01, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0, 1, 0};
     EXPECT(fastopt_sgd(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), &o) == FASTOPT_OK, "sgd");
     ELEMENTS(b) {
         double g = R(1) + 0.01 * R(0);
@@ -99,7 +99,7 @@ static void test_adam(fastopt_dtype d, int decoupled)
 {
     bufs b;
     make(&b, 5, d, 2, 3);
-    fastopt_adam_options o = {{1e-2, 0.1, 0, 0, NULL, 1, 0, NULL, 0, 0, 0}, 0.9, 0.999, 1e-8, 3, 1, decoupled};
+    fastopt_adam_options o = {{1e-2, 0.1, 0, 0, NULL, 1, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.999, 1e-8, 3, 1, decoupled};
     EXPECT(fastopt_adam(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3),
                         LIST(b, 4), &o) == FASTOPT_OK, "adam");
     double bc1 = 1 - pow(0.9, 3), bc2 = 1 - pow(0.999, 3);
@@ -127,7 +127,7 @@ static void test_rmsprop(fastopt_dtype d)
             if (d == FASTOPT_FLOAT32) ((float *)b.got[2][t])[i] = (float)s;
             else ((double *)b.got[2][t])[i] = s;
         }
-    fastopt_rmsprop_options o = {{1e-2, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, 0.9, 1e-8, 0.5, 1};
+    fastopt_rmsprop_options o = {{1e-2, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 1e-8, 0.5, 1};
     EXPECT(fastopt_rmsprop(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3),
                            LIST(b, 4), &o) == FASTOPT_OK, "rmsprop");
     ELEMENTS(b) {
@@ -145,7 +145,7 @@ static void test_adagrad(fastopt_dtype d)
 {
     bufs b;
     make(&b, 3, d, 4, 2);
-    fastopt_adagrad_options o = {{0.1, 0.01, 0.001, 0, NULL, 0, 0, NULL, 0, 0, 0}, 0.05, 1e-10, 4};
+    fastopt_adagrad_options o = {{0.1, 0.01, 0.001, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.05, 1e-10, 4};
     EXPECT(fastopt_adagrad(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), &o) == FASTOPT_OK, "adagrad");
     ELEMENTS(b) {
         double g = R(1) + 0.01 * R(0), p;
@@ -166,10 +166,10 @@ static void test_nadam_radam(fastopt_dtype d)
         double lr = 2e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, mu_prev = 0.4;
         fastopt_status s;
         if (which == 0) {
-            fastopt_nadam_options o = {{lr, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, b1, b2, eps, 4e-3, mu_prev, step, 0};
+            fastopt_nadam_options o = {{lr, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, b1, b2, eps, 4e-3, mu_prev, step, 0};
             s = fastopt_nadam(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3), &o);
         } else {
-            fastopt_radam_options o = {{lr, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, b1, b2, eps, step, 0};
+            fastopt_radam_options o = {{lr, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, b1, b2, eps, step, 0};
             s = fastopt_radam(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3), &o);
         }
         EXPECT(s == FASTOPT_OK, "nadam/radam");
@@ -197,7 +197,7 @@ static void test_lion(fastopt_dtype d)
 {
     bufs b;
     make(&b, 3, d, 7, 99);
-    fastopt_lion_options o = {{1e-3, 0.1, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, 0.9, 0.99};
+    fastopt_lion_options o = {{1e-3, 0.1, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.99};
     EXPECT(fastopt_lion(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), &o) == FASTOPT_OK, "lion");
     ELEMENTS(b) {
         double c = 0.1 * R(1) + 0.9 * R(2);
@@ -212,7 +212,7 @@ static void test_lamb(fastopt_dtype d)
 {
     bufs b;
     make(&b, 4, d, 8, 3);
-    fastopt_lamb_options o = {{1e-2, 0.01, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, 0.9, 0.999, 1e-6, 1.0, 2, 0};
+    fastopt_lamb_options o = {{1e-2, 0.01, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.999, 1e-6, 1.0, 2, 0};
     EXPECT(fastopt_lamb(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3), &o) == FASTOPT_OK, "lamb");
     double gnorm = 0, bc1 = 1 - 0.9 * 0.9, bc2 = 1 - 0.999 * 0.999;
     ELEMENTS(b) gnorm += R(1) * R(1);
@@ -275,7 +275,7 @@ static void test_status_codes(void)
     size_t n = 8, huge[2] = {SIZE_MAX / 2, SIZE_MAX / 2};
     void *P[] = {p}, *M[] = {m}, *V[] = {v}, *NUL[] = {NULL}, *MIS[] = {(char *)p + 1};
     const void *G[] = {g};
-    fastopt_adam_options ok = {{1e-3, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}, 0.9, 0.999, 1e-8, 1, 0, 0}, bad = ok;
+    fastopt_adam_options ok = {{1e-3, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.999, 1e-8, 1, 0, 0}, bad = ok;
     bad.beta1 = 1.0;
     struct { const char *what; fastopt_status got, want; } cases[] = {
         {"null options", fastopt_adam(FASTOPT_FLOAT32, 1, &n, P, G, M, V, NULL, NULL), FASTOPT_ERR_NULL_POINTER},
