@@ -119,7 +119,8 @@ static __attribute__((noinline)) void FO_FN(q8_encode)(size_t n, const float *re
     for (size_t i = 0; i < n; i++) {
         float x = tile[i] * inv;
         int32_t below = bucket[fo_q8_bucket_of(fo_bits_of_f32(x))]; /* midpoints below x's bucket */
-        float next = mid[below < 255 ? below : 254];
+        int32_t at_mid = below < 255 ? below : 254;          /* (a statement of its own, or GCC */
+        float next = mid[at_mid];                            /* will not vectorize the gather) */
         codes[i] = (uint8_t)(below + ((below < 255) & (next < x)));
     }
 }
