@@ -91,7 +91,8 @@ def gather(fn: str, roles):
     """
     first = roles[0][1]
     if type(first) is Prepared:
-        return first.code, first.numel, [ffi.NULL if r[1] is UNUSED else r[1].pointers for r in roles], first.code
+        state = next((r[1].code for r in roles if len(r) > 3 and r[1] is not UNUSED), first.code)
+        return first.code, first.numel, [ffi.NULL if r[1] is UNUSED else r[1].pointers for r in roles], state
     fast = _gather_single(roles)
     return fast if fast is not None else _gather(fn, roles)
 

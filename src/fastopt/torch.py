@@ -31,7 +31,8 @@ from fastopt._native import ffi, lib
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
 
-_C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOAT64}
+_C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOAT64,
+             torch.float16: lib.FASTOPT_FLOAT16, torch.bfloat16: lib.FASTOPT_BFLOAT16}
 _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -60,18 +61,18 @@ class _Bucket:
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
             views = [("params", params, True), ("grads", [p.grad for p in params], False)] + \
-                [(k, v, True) for k, v in self.state.items()]
-            gather(opt._function(group).__name__, [(n, [t.detach().numpy() for t in ts], w) for n, ts, w in views])
+                [(k, v, True, "state") for k, v in self.state.items()]
+            gather(opt._function(group).__name__, [(n, [_numpy(t) for t in ts], *rest) for n, ts, *rest in views])
             code = _C_DTYPES[self.dtype]
             numel = ffi.new("size_t[]", [p.numel() for p in params])
             self.grad_addresses = ffi.new("uintptr_t[]", len(params))
             self.checked_grads = [None] * len(params)
 
-            def prepared(tensors, addresses=None):
+            def prepared(tensors, addresses=None, dtype_code=code):
                 addresses = addresses or ffi.new("uintptr_t[]", [t.data_ptr() for t in tensors])
-                return Prepared(code, numel, ffi.cast("void *const *", addresses), (addresses, tensors))
+                return Prepared(dtype_code, numel, ffi.cast("void *const *", addresses), (addresses, tensors))
             self.roles = {"params": prepared(params), "grads": prepared(None, self.grad_addresses)}
-            self.roles.update({k: prepared(v) for k, v in self.state.items()})
+            self.roles.update({k: prepared(v, dtype_code=_C_DTYPES[v[0].dtype]) for k, v in self.state.items()})
 
     def arrays(self, grads):
         """(params, grads, {state key: arrays}) as the fastopt call takes them this step."""
@@ -87,6 +88,16 @@ class _Bucket:
                 checked[i] = g
             addresses[i] = g.data_ptr()
         return self.roles["params"], self.roles["grads"], {k: self.roles[k] for k in self.state}
+
+
+def _numpy(t):
+    """A zero-copy NumPy view of a CPU tensor (16-bit floats through their bits)."""
+    import numpy as np
+    from fastopt._arrays import BFLOAT16
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        return t.view(torch.int16).numpy().view(BFLOAT16 if t.dtype == torch.bfloat16 else np.float16)
+    return t.numpy()
 
 
 def _sparse_or_strided(g) -> str:
