@@ -79,11 +79,12 @@ def make_arrays(name: str, flags: dict, n: int, dtype, rng: np.random.Generator)
     return arrays
 
 
-def call(module, name: str, arrays: dict, flags: dict, step: int = 3, mu_product: float | None = None):
-    """Calls module.<name> (module: fastopt or fastopt.reference) on arrays, in place; returns what
-    it returns (NAdam: the next mu_product; by default this test's stand-in for the previous one)."""
+def call(module, name: str, arrays: dict, flags: dict, step: int = 3, mu_product: float | None = None, **extra):
+    """Calls module.<name> (module: fastopt or fastopt.reference) on arrays, in place, with the
+    keyword arguments extra too; returns what it returns (NAdam: the next mu_product; by default
+    this test's stand-in for the previous one)."""
     a = arrays
-    kwargs = dict(flags)
+    kwargs = dict(flags, **extra)
     if name == "sgd":
         kwargs["first_step"] = step == 1
     if name in STEPPED:

@@ -170,6 +170,155 @@ def test_16_bit_state(dtype):
         np.testing.assert_allclose(got, w, rtol=1e-2 if dtype == "bfloat16" else 2e-3, atol=1e-2)
 
 
+# ---- mixed precision: the GPU kernels against the C kernels (tested against the reference) ----
+
+# (params, state, master weights, stochastic rounding)
+MIXED = [("float32", "bfloat16", False, False), ("float16", "float16", False, False),
+         ("float16", "bfloat16", False, False), ("float16", "float32", True, False),
+         ("float16", "bfloat16", True, False), ("bfloat16", "bfloat16", False, False),
+         ("bfloat16", "float32", True, False), ("bfloat16", "bfloat16", True, False),
+         ("bfloat16", "float32", False, True), ("bfloat16", "bfloat16", False, True)]
+NP_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": BF16}
+
+
+def gpu_of(x):
+    """A GPU copy of a host array; bfloat16 as its bits, marked with fastopt.cuda.bfloat16."""
+    return fastopt.cuda.bfloat16(to_gpu(x.view(np.uint16))) if x.dtype == BF16 else to_gpu(x)
+
+
+def host_of(a):
+    return a.array.copy_to_host().view(BF16) if isinstance(a, fastopt.cuda.bfloat16) else a.copy_to_host()
+
+
+def bits(x):
+    return x.view(np.uint16) if x.dtype.itemsize == 2 else x
+
+
+@pytest.mark.parametrize("combo", MIXED, ids=[f"{p}-state_{s}{'-master' if m else ''}{'-sr' if r else ''}"
+                                              for p, s, m, r in MIXED])
+@pytest.mark.parametrize("name", list(CASES))
+def test_mixed_precision_matches_the_cpu_kernels(name, combo):
+    """16-bit params and state, float32 master weights, stochastic rounding: two steps on the GPU
+    give the C kernels' bits (LAMB: its norms sum in another order, so within a rounding)."""
+    p_dtype, s_dtype, master, sr = combo
+    flags = CASES[name][-1]  # the busiest flags, with l1_prox and grad_scale
+    rng = np.random.default_rng(11)
+    host = lists(name, flags, np.float32, rng)
+    host = {k: [a.astype(NP_DTYPES[p_dtype if k in ("params", "grads") else s_dtype]) for a in v]
+            for k, v in host.items()}
+    if master:
+        host["master_params"] = [a.astype(np.float32) for a in host["params"]]
+    dev = {k: [gpu_of(a) for a in v] for k, v in host.items()}
+    for step in (1, 2):
+        extra = {"stochastic_rounding": (1234, step)} if sr else {}
+        for arrays in (host, dev):
+            call(fastopt, name, arrays, flags, step=step, master_params=arrays.get("master_params"), **extra)
+    for role in host:
+        for got, want in zip(dev[role], host[role]):
+            got = host_of(got)
+            if name == "lamb" or not SIM:
+                np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(bits(got), bits(want), err_msg=role)
+
+
+Q8_CASES = [("sgd", dict(lr=0.05, momentum=0.9, nesterov=True)), ("sgd", dict(lr=0.05, momentum=0.9, dampening=0.1)),
+            ("adam", dict(lr=1e-2, weight_decay=0.1)), ("adamw", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+            ("adamw", dict(lr=1e-2, l1_prox=0.01, grad_scale=8.0)), ("lion", dict(lr=1e-3, weight_decay=0.1))]
+Q8_STATES = {"sgd": ["momentum_buffers"], "lion": ["exp_avgs"], "adam": ["exp_avgs", "exp_avg_sqs"],
+             "adamw": ["exp_avgs", "exp_avg_sqs"]}
+
+
+@pytest.mark.parametrize("block", [256, 2048])
+@pytest.mark.parametrize("p_dtype", ["float32", "bfloat16-master", "float16"])
+@pytest.mark.parametrize("name,flags", Q8_CASES, ids=[f"{n}-{flag_id(f)}" for n, f in Q8_CASES])
+def test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, block):
+    """8-bit state on the GPU (fastopt.QuantizedState(..., like=a GPU array)): three steps give the
+    C kernels' codes, scales, params and master weights, bit for bit."""
+    rng = np.random.default_rng(4)
+    sizes = [600, 3, block + 17] if SIM else [5000, 3, 2048 * 3 + 17]
+    dtype = {"float32": np.float32, "bfloat16-master": BF16, "float16": np.float16}[p_dtype]
+    params = [rng.standard_normal(n).astype(np.float32).astype(dtype) for n in sizes]
+    masters = [p.astype(np.float32) for p in params] if p_dtype == "bfloat16-master" else None
+    states = Q8_STATES[name]
+    q = {s: [fastopt.QuantizedState(n, block, signed=s != "exp_avg_sqs") for n in sizes] for s in states}
+    dev_params = [gpu_of(p) for p in params]
+    dev_masters = [to_gpu(m) for m in masters] if masters else None
+    dev_q = {s: [fastopt.QuantizedState(n, block, signed=s != "exp_avg_sqs", like=p) for n, p in zip(sizes, dev_params)]
+             for s in states}
+    for step in (1, 2, 3):
+        grads = [rng.standard_normal(n).astype(np.float32).astype(dtype) for n in sizes]
+        kwargs = dict(flags, **({"first_step": step == 1} if name == "sgd" else {}),
+                      **({"step": step} if name in ("adam", "adamw") else {}))
+        getattr(fastopt, name)(params, grads, *[q[s] for s in states], master_params=masters, **kwargs)
+        getattr(fastopt, name)(dev_params, [gpu_of(g) for g in grads], *[dev_q[s] for s in states],
+                               master_params=dev_masters, **kwargs)
+    exact = np.testing.assert_array_equal if SIM else lambda a, b: np.testing.assert_allclose(
+        a.astype(np.float32), b.astype(np.float32), rtol=1e-2, atol=1e-6)
+    for s in states:
+        for a, b in zip(dev_q[s], q[s]):
+            np.testing.assert_array_equal(_arrays.to_host(a.absmax), b.absmax) if SIM else None
+            exact(a.dequantize(), b.dequantize())
+    for got, want in zip(dev_params, params):
+        exact(bits(host_of(got)), bits(want)) if SIM else exact(host_of(got), want)
+    for got, want in zip(dev_masters or [], masters or []):
+        exact(got.copy_to_host(), want)
+
+
+def test_found_inf_skips_8_bit_and_master_steps():
+    """A set device flag: nothing written, 8-bit codes and scales, params and master copies included."""
+    rng = np.random.default_rng(6)
+    p = gpu_of(rng.standard_normal(300).astype(BF16))
+    master = to_gpu(rng.standard_normal(300).astype(np.float32))
+    m, v = (fastopt.QuantizedState(300, signed=s, like=p) for s in (True, False))
+    g = gpu_of(rng.standard_normal(300).astype(BF16))
+    fastopt.adamw(p, g, m, v, step=1, master_params=master)
+    before = [bits(host_of(p)), master.copy_to_host(), m.dequantize(), v.dequantize()]
+    fastopt.adamw(p, g, m, v, step=2, master_params=master, found_inf=to_gpu(np.ones(1, np.float32)))
+    for a, b in zip([bits(host_of(p)), master.copy_to_host(), m.dequantize(), v.dequantize()], before):
+        np.testing.assert_array_equal(a, b)
+
+
+def _mixed_arrays(p_dtype=np.float32):
+    rng = np.random.default_rng(2)
+    host = [rng.standard_normal(50).astype(np.float32).astype(p_dtype) for _ in range(2)]
+    state = [np.zeros(50, np.float32) for _ in range(2)]
+    return [gpu_of(host[0]), gpu_of(host[1]), to_gpu(state[0]), to_gpu(state[1])]
+
+
+MIXED_BAD = {
+    "float16 masters": (dict(p_dtype=BF16), lambda a: dict(master_params=to_gpu(np.zeros(50, np.float16))),
+                        TypeError, "master_params are float32"),
+    "masters of float32": (dict(), lambda a: dict(master_params=to_gpu(np.zeros(50, np.float32))), ValueError,
+                           "master_params are for float16/bfloat16"),
+    "host masters": (dict(p_dtype=BF16), lambda a: dict(master_params=np.zeros(50, np.float32)), TypeError,
+                     "host memory"),
+    "stochastic float16": (dict(p_dtype=np.float16), lambda a: dict(stochastic_rounding=1), ValueError,
+                           "stochastic_rounding is for bfloat16"),
+    "stochastic with masters": (dict(p_dtype=BF16), lambda a: dict(stochastic_rounding=1,
+                                master_params=to_gpu(np.zeros(50, np.float32))), ValueError, "without master_params"),
+    "8-bit with amsgrad": (dict(), lambda a: dict(amsgrad=True, q8=True,
+                                                  max_exp_avg_sqs=fastopt.QuantizedState(50, signed=False, like=a[0])), ValueError, "8-bit state is supported"),
+    "8-bit codes of another shape": (dict(), lambda a: dict(q8=True, q8_size=49), ValueError, "shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(MIXED_BAD))
+def test_bad_mixed_precision_calls_raise_and_write_nothing(case):
+    setup, make, error, message = MIXED_BAD[case]
+    arrays = _mixed_arrays(**setup)
+    kwargs = make(arrays)
+    if kwargs.pop("q8", False):
+        n = kwargs.pop("q8_size", 50)
+        arrays[2:] = [fastopt.QuantizedState(n, signed=s, like=arrays[0]) for s in (True, False)]
+    before = [host_of(x) if not isinstance(x, fastopt.QuantizedState) else x.dequantize() for x in arrays]
+    with pytest.raises(error, match=message):
+        fastopt.adamw(*arrays, step=1, **kwargs)
+    for x, b in zip(arrays, before):
+        after = host_of(x) if not isinstance(x, fastopt.QuantizedState) else x.dequantize()
+        np.testing.assert_array_equal(bits(after), bits(b))
+
+
 def test_found_inf_on_the_device_skips_the_step():
     rng = np.random.default_rng(1)
     host = lists("adamw", CASES["adamw"][0], np.float32, rng)
@@ -316,6 +465,12 @@ def test_every_launch_matches_a_declared_signature():
                 cuda_call(name, gpu_lists(lists(name, flags[-1], dtype, rng)), flags[-1])
         test_16_bit_params_with_float32_state("adamw", "bfloat16")
         test_16_bit_state("float16")
+        for combo in MIXED:
+            test_mixed_precision_matches_the_cpu_kernels("lamb", combo)
+            test_mixed_precision_matches_the_cpu_kernels("adamw", combo)
+        for name, flags in dict(Q8_CASES).items():
+            for p_dtype in ("float32", "bfloat16-master", "float16"):
+                test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, 256)
         test_unscale_sets_the_flag(np.inf)
         test_norms(3.0, np.float32)
         test_elastic_net_grad(0.1, 0.2)
@@ -347,7 +502,8 @@ def test_every_kernel_compiles_to_ptx():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = [int(line.split()[-1]) for line in done.stdout.split("\n") if line]
-    assert counts == [72, 72]
+    declared = sum(len(sigs) for sigs in fastopt.cuda.signatures().values())
+    assert counts == [declared, declared] and declared == 99
 
 
 # ---- on a real GPU: torch CUDA tensors, torch.optim, a non-default stream ----

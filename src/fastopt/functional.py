@@ -97,11 +97,12 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
     """Validates the arrays of roles, (name, array(s) or UNUSED, written[, "state"]), and calls C
     with the options struct, or with the scalars when there is none; GPU arrays go to fastopt.cuda.
     The state arrays' dtype, master_params and stochastic rounding go into options.common."""
-    if _on_gpu(roles[0][1]):
-        if master_params is not None or stochastic_rounding is not None:
-            raise TypeError(f"fastopt.{fn}: master_params and stochastic_rounding are CPU-only so far")
-        return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf)
+    gpu = _on_gpu(roles[0][1])
     roles, absmax, block = _quantized(fn, roles)
+    if gpu:
+        rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
+        return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
+                        block)
     if master_params is not None:
         roles = roles + [("master_params", master_params, True, "master")]
     dtype, numel, ptrs, state = gather(fn, roles)
@@ -139,6 +140,9 @@ def _quantized(fn: str, roles):
         if not all(isinstance(q, QuantizedState) for q in states):
             raise TypeError(f"fastopt.{fn}: {name} mixes 8-bit and other state; with 8-bit state every state "
                             f"array is a fastopt.QuantizedState")
+        if name == "max_exp_avg_sqs":
+            raise ValueError(f"fastopt.{fn}: 8-bit state is supported by sgd with momentum, adam/adamw without "
+                             f"amsgrad, and lion")
         signed = name != "exp_avg_sqs"
         if any(q.signed != signed for q in states):
             raise TypeError(f"fastopt.{fn}: {name} needs QuantizedState(..., signed={signed}) "
@@ -172,16 +176,17 @@ def _on_gpu(value) -> bool:
     return type(first) is not np.ndarray and type(first) is not Prepared and is_gpu_array(first)
 
 
-def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf):
+def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax, block):
     """The GPU path of _run: C validates the hyper-parameters (a call over no tensors), the CUDA
     backend the arrays, then launches."""
     from fastopt.cuda import _launch
     nulls = [ffi.NULL] * len(roles)
     check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, *nulls, *([options] if options is not None else scalars)), fn)
-    roles = [(name, None if value is UNUSED else value, written) for name, value, written, *_ in roles]
+    roles = [(name, None if value is UNUSED else value, written, *kind) for name, value, written, *kind in roles]
     if options is None:
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
-    _launch.optimizer(fn, options, roles, stream=stream, found_inf=found_inf)
+    _launch.optimizer(fn, options, roles, stream=stream, found_inf=found_inf, master_params=master_params,
+                      rounding=rounding, absmax=absmax, block=block)
 
 
 def _require(fn: str, name: str, value, why: str):

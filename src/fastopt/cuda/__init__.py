@@ -14,10 +14,13 @@ anything with ``__cuda_array_interface__`` or a CUDA ``__dlpack__``) and it runs
 - float32, float64, float16 and bfloat16 params (bfloat16 from torch, DLPack, or a uint16 array
   wrapped in :class:`bfloat16`); math in float32 registers for the 16-bit types (float64 for
   float64), stored back with round-to-nearest-even.  Optimizer state has the params' dtype, or
-  float32 for 16-bit params.
+  float32, or bfloat16 (float64 params: float64 only), as on the CPU; 16-bit params may have
+  float32 master copies (``master_params=``) or bfloat16 params stochastic rounding
+  (``stochastic_rounding=``), and SGD momentum, Adam/AdamW and Lion take 8-bit state
+  (``fastopt.QuantizedState(shape, like=param)``): the same bits as the C kernels.
 - Norms and found_inf are deterministic (a fixed reduction tree); a skipped step writes nothing.
 
-On a GPU, every kernel is compiled for all its signatures (72 in all) when fastopt.cuda's kernels
+On a GPU, every kernel is compiled for all its signatures (99 in all) when fastopt.cuda's kernels
 are first imported, and cached on disk (``cache=True``): the first import on a machine takes a
 while, later ones load the cache.  Without a GPU, the kernels run under Numba's simulator
 (``NUMBA_ENABLE_CUDASIM=1``) and :func:`compile_ptx` builds their PTX.
@@ -32,16 +35,19 @@ __all__ = ["bfloat16", "is_gpu_array", "available", "signatures", "compile_ptx",
 
 # each kernel's arguments after its tensor table, by name (see fastopt.cuda._kernels)
 _ARGS = {
-    "sgd_kernel": "k11 flag pm sm", "adam_kernel": "k13 flag pm sm", "rmsprop_kernel": "k12 flag pm sm",
-    "adagrad_kernel": "k8 flag pm sm", "nadam_kernel": "k13 flag pm sm", "radam_kernel": "k14 flag pm sm",
-    "lion_kernel": "k11 flag pm sm", "lamb_moments_kernel": "k12 vec flag mat pm sm",
-    "lamb_ratio_kernel": "k12 flag mat vec", "lamb_apply_kernel": "k12 flag vec pm sm",
+    "sgd_kernel": "k11 aux flag pm sm", "adam_kernel": "k13 aux flag pm sm", "rmsprop_kernel": "k12 aux flag pm sm",
+    "adagrad_kernel": "k8 aux flag pm sm", "nadam_kernel": "k13 aux flag pm sm", "radam_kernel": "k14 aux flag pm sm",
+    "lion_kernel": "k11 aux flag pm sm", "lamb_moments_kernel": "k12 aux vec flag mat pm sm",
+    "lamb_ratio_kernel": "k12 flag mat vec", "lamb_apply_kernel": "k12 aux flag vec pm sm",
+    "sgd_q8_kernel": "k11 aux flag int book pm", "adam_q8_kernel": "k13 aux flag int book pm",
+    "lion_q8_kernel": "k11 aux flag int book pm",
     "elastic_net_kernel": "k2 pm", "scale_kernel": "k1 pm", "unscale_kernel": "k1 flag pm",
     "norm_blocks_kernel": "k3 mat pm",
 }
 # (params dtype, state dtype) pairs, with bfloat16 as its uint16 bits
-_STORED = [("float32", "float32"), ("float64", "float64"), ("float16", "float16"), ("float16", "float32"),
-           ("bfloat16", "bfloat16"), ("bfloat16", "float32")]
+_STORED = [("float32", "float32"), ("float32", "bfloat16"), ("float64", "float64"), ("float16", "float16"),
+           ("float16", "float32"), ("float16", "bfloat16"), ("bfloat16", "bfloat16"), ("bfloat16", "float32")]
+_Q8_PARAMS = ("float32", "float16", "bfloat16")
 
 
 def available() -> bool:
@@ -59,11 +65,12 @@ def signatures() -> dict:
     from numba import types
     bits = {"float32": types.float32, "float64": types.float64, "float16": types.float16,
             "bfloat16": types.uint16}
-    arg = {"flag": types.int64, "vec": types.float64[::1], "mat": types.float64[:, ::1]}
+    arg = {"flag": types.int64, "int": types.int64, "vec": types.float64[::1], "mat": types.float64[:, ::1],
+           "aux": types.UniTuple(types.int64, 5), "book": types.float32[:, ::1]}
     out = {"norm_total_kernel": [(types.float64[:, ::1], types.float64[::1])]}
     for name, spec in _ARGS.items():
         sigs = set()
-        for p, s in _STORED:
+        for p, s in _STORED if "q8" not in name else [(p, "float32") for p in _Q8_PARAMS]:
             marker = {"pm": bits[p], "sm": bits[s]}
             sigs.add((types.int64[:, ::1],) + tuple(
                 types.UniTuple(types.float64, int(a[1:])) if a[0] == "k" else marker.get(a) or arg[a]

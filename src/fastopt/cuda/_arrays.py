@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "uint8": 1}
 _TYPESTR = {"<f4": "float32", "<f8": "float64", "<f2": "float16"}
 KDL_CUDA, KDL_CUDA_MANAGED = 2, 13
 
@@ -60,6 +60,45 @@ def is_gpu_array(a) -> bool:
         except Exception:
             return False
     return False
+
+
+def like(host: np.ndarray, where):
+    """A copy of the host array on the GPU and in the framework of the GPU array `where` (a torch
+    tensor, a CuPy array, else a Numba device array)."""
+    where = where.array if type(where) is bfloat16 else where
+    if type(where).__module__ == "torch":
+        import torch
+        return torch.from_numpy(host).to(where.device)
+    if type(where).__module__.startswith("cupy"):
+        import cupy
+        with cupy.cuda.Device(where.device.id):
+            return cupy.asarray(host)
+    from numba import cuda
+    return cuda.to_device(host)
+
+
+def to_host(a) -> np.ndarray:
+    """A NumPy copy of a GPU array (or a itself if it is NumPy)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__ == "torch":
+        return a.detach().cpu().numpy()
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    return a.get()
+
+
+def copy_from_host(dst, host: np.ndarray) -> None:
+    """dst[...] = host, for a NumPy array or any GPU array like() makes."""
+    if isinstance(dst, np.ndarray):
+        dst[...] = host
+    elif type(dst).__module__ == "torch":
+        import torch
+        dst.copy_(torch.from_numpy(np.ascontiguousarray(host)))
+    elif hasattr(dst, "copy_to_device"):
+        dst.copy_to_device(np.ascontiguousarray(host))
+    else:
+        dst.set(np.ascontiguousarray(host))
 
 
 def _c_strides(shape, itemsize):

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float64
+import numpy as np
+from numba import cuda, float32, float64
 from numba.cuda.extending import register_jitable
 
-from fastopt.cuda._prims import SIMULATOR, copysign, flag_set, load, pointer, raise_flag, real, sqrt, store
+from fastopt.cuda._prims import (MARKERS, SIMULATOR, copysign, flag_set, itemsize, load, pointer, raise_flag, real,
+                                 sqrt, store, store_stochastic)
 
 THREADS = 4 if SIMULATOR else 256    # threads per block (the simulator runs each as a Python thread)
 CHUNK = 64 if SIMULATOR else 4096    # elements per block
@@ -37,6 +39,8 @@ def kernel(fn):
 
 
 device = cuda.jit(device=True) if SIMULATOR else register_jitable
+F32 = MARKERS["float32"]   # master copies and dequantized 8-bit state
+CODE = np.uint8(0)         # 8-bit state codes
 
 # ---- element math shared by the optimizers (csrc/kernels/common.h) ----
 
@@ -64,8 +68,9 @@ def sign(x):
 
 
 @device
-def chunk_of(table):
-    """(tensor, first element, end) of this block's chunk: the last row whose first chunk <= block."""
+def chunk_of(table, chunk):
+    """(tensor, first element, element count) of this block's chunk of `chunk` elements: the last
+    row whose first chunk <= block."""
     b = cuda.blockIdx.x
     lo, hi = 0, table.shape[0] - 1
     while lo < hi:
@@ -74,8 +79,8 @@ def chunk_of(table):
             lo = mid
         else:
             hi = mid - 1
-    start = (b - table[lo, 1]) * CHUNK
-    return lo, start, min(start + CHUNK, table[lo, 0])
+    start = (b - table[lo, 1]) * chunk
+    return lo, start, min(start + chunk, table[lo, 0]) - start
 
 
 @device
@@ -83,169 +88,325 @@ def role(table, t, r, marker):
     return pointer(table[t, 2 + r], table[t, 0], marker)
 
 
-# k layout of every optimizer: the common part, then its own constants
-LR, COUPLED_WD, GRAD_MUL, PROX_T, DECAY, PROX = range(6)
+@device
+def span(table, t, r, start, n, marker):
+    """Role r of tensor t from element start on (n elements), or a null pointer for an unused role."""
+    address = table[t, 2 + r]
+    return pointer(address + start * itemsize(marker) if address != 0 else address, n, marker)
 
-# ---- optimizers ----
 
+# ---- params: from and to the float32 master copy, or rounded stochastically (csrc/kernels/common.h) ----
+# aux = (has master copies, stochastic rounding, step, key0, key1): Philox-4x32-10 keyed by the seed,
+# counting the element's place in its tensor, the tensor and the step, as the C kernels do.
 
-@kernel
-def sgd_kernel(table, k, found_inf, pm, sm):
-    # k[6:]: momentum, 1 - dampening, has_momentum, nesterov, first_step
-    if flag_set(found_inf):
-        return
-    t, start, end = chunk_of(table)
-    p, g = role(table, t, 0, pm), role(table, t, 1, pm)
-    buf = role(table, t, 2, sm)
-    lr, wd, mul, prox_t = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    momentum, damp = real(k[6], pm), real(k[7], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
-        gi = grad_in(load(g, i, pm), pi, mul, wd)
-        if k[8] != 0:
-            bi = gi if k[10] != 0 else momentum * load(buf, i, sm) + damp * gi
-            store(buf, i, bi, sm)
-            gi = gi + momentum * bi if k[9] != 0 else bi
-        store(p, i, l1_prox(pi - lr * gi, prox_t, k[PROX]), pm)
+MASK32 = np.uint64(0xFFFFFFFF)
+PHILOX_M0, PHILOX_M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+PHILOX_W0, PHILOX_W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
 
 
 @device
-def adam_moments(gi, m, v, i, sm, c1, beta2, c2):
-    """m = lerp(m, g, 1 - beta1); v = beta2 * v + (1 - beta2) * g * g, stored; returns both as stored."""
-    mi = load(m, i, sm)
-    mi = mi + c1 * (gi - mi)
-    vi = load(v, i, sm) * beta2 + c2 * gi * gi
-    store(m, i, mi, sm)
-    store(v, i, vi, sm)
-    return load(m, i, sm), load(v, i, sm)
+def philox(c0, c1, c2, c3, k0, k1):
+    """The first word of Philox-4x32-10 (Salmon et al. 2011), in 64-bit integers."""
+    c0, c1, c2, c3 = np.uint64(c0), np.uint64(c1), np.uint64(c2), np.uint64(c3)
+    k0, k1 = np.uint64(k0), np.uint64(k1)
+    for _ in range(10):
+        p0, p1 = PHILOX_M0 * c0, PHILOX_M1 * c2
+        n0, n2 = ((p1 >> np.uint64(32)) ^ c1 ^ k0) & MASK32, ((p0 >> np.uint64(32)) ^ c3 ^ k1) & MASK32
+        c1, c3, c0, c2 = p1 & MASK32, p0 & MASK32, n0, n2
+        k0, k1 = (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
+    return c0
+
+
+@device
+def param_in(p, master, i, pm, aux):
+    return load(master, i, F32) if aux[0] != 0 else load(p, i, pm)
+
+
+@device
+def param_out(p, master, i, x, pm, aux, t, first):
+    """Stores an updated weight: to the master copy and the params, or the params rounded
+    stochastically, or the params rounded to nearest even."""
+    if aux[0] != 0:
+        store(master, i, x, F32)
+    if aux[1] != 0:
+        at = np.uint64(first + i)
+        store_stochastic(p, i, x, pm, philox(at & MASK32, at >> np.uint64(32), t, aux[2], aux[3], aux[4]))
+    else:
+        store(p, i, x, pm)
+
+
+# k layout of every optimizer: the common part, then its own constants
+LR, COUPLED_WD, GRAD_MUL, PROX_T, DECAY, PROX = range(6)
+
+# ---- optimizers: each one's loop over a span (pointers from its first element), then its kernel ----
+# Moments and buffers enter the update as computed, before any rounding to a 16-bit state, as in C.
+
+
+@device
+def sgd_span(p, g, buf, master, n, k, aux, t, first, pm, sm):
+    # k[6:]: momentum, 1 - dampening, has_momentum, nesterov, first_step
+    lr, wd, mul, prox_t = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
+    momentum, damp = real(k[6], pm), real(k[7], pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
+        gi = grad_in(load(g, i, pm), pi, mul, wd)
+        if k[8] != 0:  # torch starts the buffer at the gradient itself, without dampening
+            bi = gi if k[10] != 0 else momentum * load(buf, i, sm) + damp * gi
+            store(buf, i, bi, sm)
+            gi = gi + momentum * bi if k[9] != 0 else bi
+        param_out(p, master, i, l1_prox(pi - lr * gi, prox_t, k[PROX]), pm, aux, t, first)
 
 
 @kernel
-def adam_kernel(table, k, found_inf, pm, sm):
-    # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, -lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), amsgrad
+def sgd_kernel(table, k, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
-    t, start, end = chunk_of(table)
-    p, g, m, v, vmax = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm), \
-        role(table, t, 3, sm), role(table, t, 4, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    sgd_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm),
+             span(table, t, 3, start, n, F32), n, k, aux, t, start, pm, sm)
+
+
+@device
+def adam_moments(gi, mi, vi, c1, beta2, c2):
+    """m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g, in torch's order."""
+    return mi + c1 * (gi - mi), vi * beta2 + c2 * gi * gi
+
+
+@device
+def adam_span(p, g, m, v, vmax, master, n, k, aux, t, first, pm, sm):
+    # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, -lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), amsgrad
     wd, mul, prox_t, decay = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm), real(k[DECAY], pm)
     c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
     neg_step_size, inv_bc2_sqrt = real(k[10], pm), real(k[11], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
-        mi, vi = adam_moments(gi, m, v, i, sm, c1, beta2, c2)
+        mi, vi = adam_moments(gi, load(m, i, sm), load(v, i, sm), c1, beta2, c2)
+        store(m, i, mi, sm)
+        store(v, i, vi, sm)
         if k[12] != 0:  # torch.maximum: NaN wins
             mx = load(vmax, i, sm)
             vi = mx if (mx > vi or mx != mx) else vi
             store(vmax, i, vi, sm)
         denom = sqrt(vi) * inv_bc2_sqrt + eps
-        store(p, i, l1_prox(pi * decay + neg_step_size * mi / denom, prox_t, k[PROX]), pm)
+        param_out(p, master, i, l1_prox(pi * decay + neg_step_size * mi / denom, prox_t, k[PROX]), pm, aux, t, first)
 
 
 @kernel
-def rmsprop_kernel(table, k, found_inf, pm, sm):
+def adam_kernel(table, k, aux, found_inf, pm, sm):
+    if flag_set(found_inf):
+        return
+    t, start, n = chunk_of(table, CHUNK)
+    adam_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm),
+              span(table, t, 3, start, n, sm), span(table, t, 4, start, n, sm), span(table, t, 5, start, n, F32),
+              n, k, aux, t, start, pm, sm)
+
+
+@kernel
+def rmsprop_kernel(table, k, aux, found_inf, pm, sm):
     # k[6:]: alpha, 1 - alpha, eps, momentum, centered, has_momentum
     if flag_set(found_inf):
         return
-    t, start, end = chunk_of(table)
-    p, g, sq, gavg, buf = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm), \
-        role(table, t, 3, sm), role(table, t, 4, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 5, start, n, F32)
+    sq, gavg, buf = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm), span(table, t, 4, start, n, sm)
     lr, wd, mul, prox_t = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
     alpha, c, eps, momentum = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
-        store(sq, i, load(sq, i, sm) * alpha + c * gi * gi, sm)
-        si = load(sq, i, sm)
+        si = load(sq, i, sm) * alpha + c * gi * gi
+        store(sq, i, si, sm)
         if k[10] != 0:  # centered: the variance, not the raw second moment
             ga = load(gavg, i, sm)
-            store(gavg, i, ga + c * (gi - ga), sm)
-            ga = load(gavg, i, sm)
+            ga = ga + c * (gi - ga)
+            store(gavg, i, ga, sm)
             avg = sqrt(si - ga * ga) + eps
         else:
             avg = sqrt(si) + eps
         if k[11] != 0:
-            store(buf, i, load(buf, i, sm) * momentum + gi / avg, sm)
-            pi = pi - lr * load(buf, i, sm)
+            bi = load(buf, i, sm) * momentum + gi / avg
+            store(buf, i, bi, sm)
+            pi = pi - lr * bi
         else:
             pi = pi + (-lr) * gi / avg
-        store(p, i, l1_prox(pi, prox_t, k[PROX]), pm)
+        param_out(p, master, i, l1_prox(pi, prox_t, k[PROX]), pm, aux, t, start)
 
 
 @kernel
-def adagrad_kernel(table, k, found_inf, pm, sm):
+def adagrad_kernel(table, k, aux, found_inf, pm, sm):
     # k[6:]: -lr / (1 + (t - 1) * lr_decay), eps
     if flag_set(found_inf):
         return
-    t, start, end = chunk_of(table)
-    p, g, total = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    p, g, total = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm)
+    master = span(table, t, 3, start, n, F32)
     wd, mul, prox_t = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
     neg_clr, eps = real(k[6], pm), real(k[7], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
-        store(total, i, load(total, i, sm) + gi * gi, sm)
-        store(p, i, l1_prox(pi + neg_clr * gi / (sqrt(load(total, i, sm)) + eps), prox_t, k[PROX]), pm)
+        si = load(total, i, sm) + gi * gi
+        store(total, i, si, sm)
+        param_out(p, master, i, l1_prox(pi + neg_clr * gi / (sqrt(si) + eps), prox_t, k[PROX]), pm, aux, t, start)
 
 
 @kernel
-def nadam_kernel(table, k, found_inf, pm, sm):
+def nadam_kernel(table, k, aux, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta2^t), gradient coefficient, momentum coefficient
     if flag_set(found_inf):
         return
-    t, start, end = chunk_of(table)
-    p, g, m, v = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm), role(table, t, 3, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
+    m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
     wd, mul, prox_t, decay = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm), real(k[DECAY], pm)
     c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
     inv_bc2, grad_coef, momentum_coef = real(k[10], pm), real(k[11], pm), real(k[12], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
-        mi, vi = adam_moments(gi, m, v, i, sm, c1, beta2, c2)
+        mi, vi = adam_moments(gi, load(m, i, sm), load(v, i, sm), c1, beta2, c2)
+        store(m, i, mi, sm)
+        store(v, i, vi, sm)
         denom = sqrt(vi * inv_bc2) + eps
         pi = pi * decay + grad_coef * gi / denom
-        store(p, i, l1_prox(pi + momentum_coef * mi / denom, prox_t, k[PROX]), pm)
+        param_out(p, master, i, l1_prox(pi + momentum_coef * mi / denom, prox_t, k[PROX]), pm, aux, t, start)
 
 
 @kernel
-def radam_kernel(table, k, found_inf, pm, sm):
+def radam_kernel(table, k, aux, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), sqrt(1 - beta2^t), rect, rectified
     if flag_set(found_inf):
         return
-    t, start, end = chunk_of(table)
-    p, g, m, v = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm), role(table, t, 3, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
+    m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
     lr, wd, mul = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm)
     prox_t, decay = real(k[PROX_T], pm), real(k[DECAY], pm)
     c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
     inv_bc1, bc2_sqrt, rect = real(k[10], pm), real(k[11], pm), real(k[12], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
-        mi, vi = adam_moments(gi, m, v, i, sm, c1, beta2, c2)
+        mi, vi = adam_moments(gi, load(m, i, sm), load(v, i, sm), c1, beta2, c2)
+        store(m, i, mi, sm)
+        store(v, i, vi, sm)
         step = mi * inv_bc1 * lr
         if k[13] != 0:
             step = step * (bc2_sqrt / (sqrt(vi) + eps)) * rect
-        store(p, i, l1_prox(pi * decay - step, prox_t, k[PROX]), pm)
+        param_out(p, master, i, l1_prox(pi * decay - step, prox_t, k[PROX]), pm, aux, t, start)
 
 
-@kernel
-def lion_kernel(table, k, found_inf, pm, sm):
+@device
+def lion_span(p, g, m, master, n, k, aux, t, first, pm, sm):
     # k[6:]: beta1, 1 - beta1, beta2, 1 - beta2, weight_decay (decoupled, after the sign)
-    if flag_set(found_inf):
-        return
-    t, start, end = chunk_of(table)
-    p, g, m = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm)
     neg_lr, mul, prox_t = real(-k[LR], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
     beta1, c1, beta2, c2, wd = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm), real(k[10], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         gi = load(g, i, pm) * mul  # Lion's weight decay joins after the sign
         mi = load(m, i, sm)
         u = sign(c1 * gi + beta1 * mi)
         u = u + wd * pi if k[10] != 0 else u
         store(m, i, c2 * gi + beta2 * mi, sm)
-        store(p, i, l1_prox(pi + neg_lr * u, prox_t, k[PROX]), pm)
+        param_out(p, master, i, l1_prox(pi + neg_lr * u, prox_t, k[PROX]), pm, aux, t, first)
+
+
+@kernel
+def lion_kernel(table, k, aux, found_inf, pm, sm):
+    if flag_set(found_inf):
+        return
+    t, start, n = chunk_of(table, CHUNK)
+    lion_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm),
+              span(table, t, 3, start, n, F32), n, k, aux, t, start, pm, sm)
+
+
+# ---- 8-bit state: one block per quantization block (256 or 2048 elements) ----
+# The table's roles are the optimizer's, then its master copies, then the absmax scales of each 8-bit
+# state.  codebook[j] holds state j's 256 code values and then its 255 midpoints.  The block
+# dequantizes its state into shared float32 tiles, runs the optimizer's own span on them, and
+# quantizes them back: a new absmax (the largest |value|, NaN wins), each value / absmax to the
+# nearest code value (ties to the lower), as fastopt.QuantizedState.quantize_ specifies.
+
+Q8_TILE = 2048  # the largest quantization block
+
+
+@device
+def q8_load(table, t, r, scale_r, start, n, block, codebook, j, tile):
+    """tile = absmax * code[codes]: state j (role r, its scales role scale_r) of this block, dequantized."""
+    codes = span(table, t, r, start, n, CODE)
+    scale = span(table, t, scale_r, start // block, 1, F32)[0]
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        tile[i] = scale * codebook[j, codes[i]]
+
+
+@device
+def q8_store(table, t, r, scale_r, start, n, block, codebook, j, tile, shared):
+    """The block's new absmax, and each code: the number of code midpoints below tile / absmax."""
+    big = float64(0)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        a = abs(float64(tile[i]))
+        big = a if (a > big or a != a) else big
+    top = float32(block_max(shared, big))
+    if cuda.threadIdx.x == 0:
+        span(table, t, scale_r, start // block, 1, F32)[0] = top
+    inv = float32(1) / top if top > 0 else float32(0)
+    codes = span(table, t, r, start, n, CODE)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        x = tile[i] * inv
+        lo, hi = 0, 255
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if codebook[j, 256 + mid] < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        codes[i] = np.uint8(lo)
+
+
+@kernel
+def sgd_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
+    if flag_set(found_inf):
+        return
+    buf = cuda.shared.array(Q8_TILE, float32)  # one shared array a line: the simulator tells them apart by line
+    shared = cuda.shared.array(THREADS, float64)
+    t, start, n = chunk_of(table, block)
+    q8_load(table, t, 2, 4, start, n, block, codebook, 0, buf)
+    sgd_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), buf, span(table, t, 3, start, n, F32),
+             n, k, aux, t, start, pm, F32)
+    cuda.syncthreads()
+    q8_store(table, t, 2, 4, start, n, block, codebook, 0, buf, shared)
+
+
+@kernel
+def adam_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
+    if flag_set(found_inf):
+        return
+    m = cuda.shared.array(Q8_TILE, float32)
+    v = cuda.shared.array(Q8_TILE, float32)
+    shared = cuda.shared.array(THREADS, float64)
+    t, start, n = chunk_of(table, block)
+    q8_load(table, t, 2, 6, start, n, block, codebook, 0, m)
+    q8_load(table, t, 3, 7, start, n, block, codebook, 1, v)
+    adam_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), m, v, v,
+              span(table, t, 5, start, n, F32), n, k, aux, t, start, pm, F32)
+    cuda.syncthreads()
+    q8_store(table, t, 2, 6, start, n, block, codebook, 0, m, shared)
+    q8_store(table, t, 3, 7, start, n, block, codebook, 1, v, shared)
+
+
+@kernel
+def lion_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
+    if flag_set(found_inf):
+        return
+    m = cuda.shared.array(Q8_TILE, float32)
+    shared = cuda.shared.array(THREADS, float64)
+    t, start, n = chunk_of(table, block)
+    q8_load(table, t, 2, 4, start, n, block, codebook, 0, m)
+    lion_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), m, span(table, t, 3, start, n, F32),
+              n, k, aux, t, start, pm, F32)
+    cuda.syncthreads()
+    q8_store(table, t, 2, 4, start, n, block, codebook, 0, m, shared)
 
 
 # ---- LAMB: moments and per-block sums of p^2 and u^2, per-tensor trust ratios, then the weights ----
@@ -295,20 +456,23 @@ def block_max(shared, x):
 # has_wd, prox threshold, prox, -lr, trust (weight decay or nvlamb)
 
 @kernel
-def lamb_moments_kernel(table, k, grad_mul, found_inf, sums, pm, sm):
+def lamb_moments_kernel(table, k, aux, grad_mul, found_inf, sums, pm, sm):
     if flag_set(found_inf):
         return
     shared = cuda.shared.array(THREADS, float64)
-    t, start, end = chunk_of(table)
-    p, g, m, v = role(table, t, 0, pm), role(table, t, 1, pm), role(table, t, 2, sm), role(table, t, 3, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
+    m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
     c1, beta2, c2, eps = real(k[0], pm), real(k[1], pm), real(k[2], pm), real(k[3], pm)
     inv_bc1, inv_bc2, wd, mul = real(k[4], pm), real(k[5], pm), real(k[6], pm), real(grad_mul[0], pm)
     p2 = float64(0)
     u2 = float64(0)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
-        mi, vi = adam_moments(load(g, i, pm) * mul, m, v, i, sm, c1, beta2, c2)
-        u = float64(lamb_direction(mi, vi, pi, inv_bc1, inv_bc2, eps, wd, k[7]))
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
+        mi, vi = adam_moments(load(g, i, pm) * mul, load(m, i, sm), load(v, i, sm), c1, beta2, c2)
+        store(m, i, mi, sm)
+        store(v, i, vi, sm)  # the direction from the moments as stored, as in C
+        u = float64(lamb_direction(load(m, i, sm), load(v, i, sm), pi, inv_bc1, inv_bc2, eps, wd, k[7]))
         p2 += float64(pi) * float64(pi)
         u2 += u * u
     p2 = block_sum(shared, p2)
@@ -337,17 +501,18 @@ def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
 
 
 @kernel
-def lamb_apply_kernel(table, k, found_inf, ratios, pm, sm):
+def lamb_apply_kernel(table, k, aux, found_inf, ratios, pm, sm):
     if flag_set(found_inf):
         return
-    t, start, end = chunk_of(table)
-    p, m, v = role(table, t, 0, pm), role(table, t, 2, sm), role(table, t, 3, sm)
+    t, start, n = chunk_of(table, CHUNK)
+    p, master = span(table, t, 0, start, n, pm), span(table, t, 4, start, n, F32)
+    m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
     eps, inv_bc1, inv_bc2, wd = real(k[3], pm), real(k[4], pm), real(k[5], pm), real(k[6], pm)
     prox_t, neg_lr_ratio = real(k[8], pm), real(ratios[t], pm)
-    for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
-        pi = load(p, i, pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
         u = lamb_direction(load(m, i, sm), load(v, i, sm), pi, inv_bc1, inv_bc2, eps, wd, k[7])
-        store(p, i, l1_prox(pi + neg_lr_ratio * u, prox_t, k[9]), pm)
+        param_out(p, master, i, l1_prox(pi + neg_lr_ratio * u, prox_t, k[9]), pm, aux, t, start)
 
 
 # ---- gradients: regularization, scaling, unscaling, norms ----
@@ -355,7 +520,8 @@ def lamb_apply_kernel(table, k, found_inf, ratios, pm, sm):
 @kernel
 def elastic_net_kernel(table, k, pm):
     # grads (role 0) += l2 * params (role 1) + l1 * sign(params), each term only when asked for
-    t, start, end = chunk_of(table)
+    t, start, end = chunk_of(table, CHUNK)
+    end += start
     g, p = role(table, t, 0, pm), role(table, t, 1, pm)
     l1, l2 = real(k[0], pm), real(k[1], pm)
     for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
@@ -366,7 +532,8 @@ def elastic_net_kernel(table, k, pm):
 
 @kernel
 def scale_kernel(table, k, pm):
-    t, start, end = chunk_of(table)
+    t, start, end = chunk_of(table, CHUNK)
+    end += start
     g = role(table, t, 0, pm)
     factor = real(k[0], pm)
     for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
@@ -376,7 +543,8 @@ def scale_kernel(table, k, pm):
 @kernel
 def unscale_kernel(table, k, found_inf, pm):
     # g *= inv_scale; the flag is set to 1 by any inf or NaN input (x - x is NaN exactly for those)
-    t, start, end = chunk_of(table)
+    t, start, end = chunk_of(table, CHUNK)
+    end += start
     g = role(table, t, 0, pm)
     inv_scale = real(k[0], pm)
     for i in range(start + cuda.threadIdx.x, end, cuda.blockDim.x):
@@ -395,7 +563,8 @@ NORM_2, NORM_1, NORM_INF, NORM_P = range(4)
 def norm_blocks_kernel(table, k, out, pm):
     """out[b] = (this block's sum for the norm, its largest |x|); k = (kind, p, scale)."""
     shared = cuda.shared.array(THREADS, float64)
-    t, start, end = chunk_of(table)
+    t, start, end = chunk_of(table, CHUNK)
+    end += start
     x = role(table, t, 0, pm)
     kind, p, scale = k[0], k[1], k[2]
     acc = float64(0)

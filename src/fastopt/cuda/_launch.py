@@ -15,31 +15,37 @@ from fastopt.cuda import _kernels as K
 from fastopt.cuda._arrays import DTYPES, ITEMSIZE, is_gpu_array, stream_handle, view
 from fastopt.cuda._prims import MARKERS, SIMULATOR
 
-# state may be kept in float32 for 16-bit params, or in the params' own dtype
-STATE_DTYPES = {"float32": ("float32",), "float64": ("float64",), "float16": ("float16", "float32"),
-                "bfloat16": ("bfloat16", "float32")}
+# the state's dtypes for each params dtype (as in C: the params' own, float32, or bfloat16)
+STATE_DTYPES = {"float32": ("float32", "bfloat16"), "float64": ("float64",),
+                "float16": ("float16", "float32", "bfloat16"), "bfloat16": ("bfloat16", "float32")}
+# the dtype of each role kind but params and state
+KIND_DTYPES = {"master": "float32", "q8": "uint8", "absmax": "float32"}
 
 
 class Call:
     """A validated call: its tensors' views per role, dtypes, device and stream."""
 
-    def __init__(self, fn: str, names, views, written, stream: int, state_from: int):
-        self.fn, self.names, self.views, self.written = fn, names, views, written
+    def __init__(self, fn: str, names, views, written, kinds, stream: int, block: int = 0):
+        self.fn, self.names, self.views, self.written, self.kinds = fn, names, views, written, kinds
         self.n = len(views[0])
-        self._check(state_from)
+        self.block = block
+        self._check()
         self.stream = stream
 
     @classmethod
-    def of(cls, fn: str, roles, stream, state_from: int = 2) -> "Call":
-        """roles: (name, array or list of arrays or None for unused, written).  Role 0 (params, or
-        grads) sets the list length, the shapes and the dtype; roles from state_from on are optimizer
-        state, which shares one dtype of its own (see STATE_DTYPES)."""
+    def of(cls, fn: str, roles, stream, state_from: int = 2, block: int = 0) -> "Call":
+        """roles: (name, array or list of arrays or None for unused, written[, kind]).  Role 0
+        (params, or grads) sets the list length, the shapes and the dtype; roles from state_from on
+        are optimizer state, which shares one dtype of its own (see STATE_DTYPES), unless a kind
+        says otherwise: "master" (float32 copies of the params), "q8" (8-bit state codes, uint8),
+        "absmax" (their float32 scales, one per block of `block` elements)."""
         first_name, first = roles[0][0], roles[0][1]
         n = len(first) if isinstance(first, (list, tuple)) else 1
         if not n:
             raise ValueError(f"fastopt.{fn}: {first_name} is an empty list")
-        all_views = []
-        for name, value, written in roles:
+        all_views, kinds = [], []
+        for r, (name, value, written, *kind) in enumerate(roles):
+            kinds.append(kind[0] if kind else "param" if r < state_from else "state")
             if value is None:
                 all_views.append(None)
                 continue
@@ -55,40 +61,46 @@ class Call:
                                     f"{first_name} is on a GPU; all arrays of a call must be on one device")
                 views.append(v)
             all_views.append(views)
-        call = cls(fn, [r[0] for r in roles], all_views, [r[2] for r in roles], 0, state_from)
+        call = cls(fn, [r[0] for r in roles], all_views, [r[2] for r in roles], kinds, 0, block)
         call.stream = stream_handle(stream, all_views[0])
         return call
 
     def role(self, r: int, written: bool) -> "Call":
         """A call over role r alone (the same stream)."""
-        return Call(self.fn, [self.names[r]], [self.views[r]], [written], self.stream, 1)
+        return Call(self.fn, [self.names[r]], [self.views[r]], [written], ["param"], self.stream)
 
-    def _check(self, state_from: int):
+    def has(self, kind: str) -> bool:
+        return any(k == kind and v is not None for k, v in zip(self.kinds, self.views))
+
+    def _check(self):
         fn, first = self.fn, self.views[0]
         self.dtype, self.device = first[0].dtype, first[0].device
         if self.dtype not in DTYPES:
             raise TypeError(f"fastopt.{fn}: {self._where(0, 0)} has dtype {self.dtype}; supported on GPUs: "
                             f"{', '.join(DTYPES)}")
-        state = [(views[0].dtype, r) for r, views in enumerate(self.views) if views and r >= state_from]
-        self.state_dtype = state[0][0] if state else self.dtype
-        if self.state_dtype not in STATE_DTYPES[self.dtype]:
+        state = [(views[0].dtype, r) for r, views in enumerate(self.views) if views and self.kinds[r] == "state"]
+        self.state_dtype = state[0][0] if state else "float32" if self.has("q8") else self.dtype
+        if self.state_dtype not in STATE_DTYPES[self.dtype] and not self.has("q8"):
             raise TypeError(f"fastopt.{fn}: {self._where(state[0][1], 0)} has dtype {self.state_dtype}; the state of "
                             f"{self.dtype} params may be {' or '.join(STATE_DTYPES[self.dtype])}")
         extents = []
         for r, views in enumerate(self.views):
             if views is None:
                 continue
-            expected = self.dtype if r < state_from else self.state_dtype
+            kind = self.kinds[r]
+            expected = {"param": self.dtype, "state": self.state_dtype}.get(kind) or KIND_DTYPES[kind]
             for i, v in enumerate(views):
                 where = self._where(r, i)
                 if v.device != self.device:
                     raise ValueError(f"fastopt.{fn}: {where} is on cuda:{v.device}, {self._where(0, 0)} on "
                                      f"cuda:{self.device}; all arrays of a call must be on one device")
                 if v.dtype != expected:
-                    why = "every state array has one dtype" if r >= state_from else f"the dtype of {self.names[0]}"
+                    why = {"param": f"the dtype of {self.names[0]}", "state": "every state array has one dtype",
+                           "master": "master_params are float32"}.get(kind, f"{kind} arrays are {expected}")
                     raise TypeError(f"fastopt.{fn}: {where} has dtype {v.dtype}, expected {expected} ({why})")
-                if r and v.shape != first[i].shape:
-                    raise ValueError(f"fastopt.{fn}: {where} has shape {v.shape}, expected {first[i].shape} "
+                shape = (-(-first[i].size // self.block),) if kind == "absmax" else first[i].shape
+                if r and v.shape != shape:
+                    raise ValueError(f"fastopt.{fn}: {where} has shape {v.shape}, expected {shape} "
                                      f"(the shape of its {self.names[0]} entry)")
                 if not v.contiguous:
                     raise ValueError(f"fastopt.{fn}: {where} is not C-contiguous")
@@ -105,12 +117,12 @@ class Call:
 
     # ---- launching ----
 
-    def table(self):
+    def table(self, chunk: int = K.CHUNK):
         """The tensor table on the device (see _kernels) and the number of chunks (blocks)."""
         width = 2 + len(self.views)
         host = np.zeros((self.n, width), np.int64)
         sizes = np.array([v.size for v in self.views[0]], np.int64)
-        chunks = (sizes + K.CHUNK - 1) // K.CHUNK
+        chunks = (sizes + chunk - 1) // chunk
         host[:, 0] = sizes
         host[1:, 1] = np.cumsum(chunks)[:-1]
         for r, views in enumerate(self.views):
@@ -120,6 +132,22 @@ class Call:
 
     def markers(self):
         return MARKERS[self.dtype], MARKERS[self.state_dtype]
+
+    def codebook(self):
+        """The 8-bit codes of this call's states, each row 256 code values then 255 midpoints, on
+        its device (made once per device and signedness)."""
+        signs = tuple(self.names[r] != "exp_avg_sqs" for r, k in enumerate(self.kinds)
+                      if k == "q8" and self.views[r] is not None)
+        key = (self.device, signs)
+        if key not in _CODEBOOKS:
+            from fastopt.quant8 import code
+            host = np.zeros((2, 512), np.float32)
+            for j, signed in enumerate(signs):
+                c = code(signed)
+                host[j, :256], host[j, 256:511] = c, (c[:-1] + c[1:]) * np.float32(0.5)
+            with _on(self.device):
+                _CODEBOOKS[key] = cuda.to_device(host)
+        return _CODEBOOKS[key]
 
     def numba_stream(self):
         if SIMULATOR or self.stream == 0:
@@ -147,6 +175,7 @@ class Call:
 
 
 _WORKSPACES: dict = {}
+_CODEBOOKS: dict = {}
 LAUNCHES: list | None = None  # tests set a list here to see every launch's kernel and arguments
 
 
@@ -253,20 +282,46 @@ OPTIMIZERS = {"sgd": (K.sgd_kernel, _sgd), "adam": (K.adam_kernel, _adam), "adam
               "nadam": (K.nadam_kernel, _nadam), "radam": (K.radam_kernel, _radam), "lion": (K.lion_kernel, _lion)}
 
 
-def optimizer(fn: str, options, roles, stream=None, found_inf=None) -> None:
-    """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors."""
-    call = Call.of(fn, roles, stream)
+Q8_KERNELS = {"sgd": K.sgd_q8_kernel, "adam": K.adam_q8_kernel, "adamw": K.adam_q8_kernel, "lion": K.lion_q8_kernel}
+
+
+def optimizer(fn: str, options, roles, stream=None, found_inf=None, master_params=None, rounding=None,
+              absmax=(), block=0) -> None:
+    """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors.
+
+    roles: (name, arrays or None, written, kind) with kind "state" or "q8" (8-bit codes, their
+    scales in absmax, one list per 8-bit state, and block elements per scale); master_params:
+    float32 copies of 16-bit params; rounding: (seed, counter) of stochastic rounding."""
+    roles = list(roles) + [("master_params", master_params, True, "master")] + \
+        [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
+    call = Call.of(fn, roles, stream, block=block)
+    if master_params is not None and call.dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"fastopt.{fn}: master_params are for float16/bfloat16 params, not {call.dtype}")
+    if rounding is not None and (call.dtype != "bfloat16" or master_params is not None):
+        raise ValueError(f"fastopt.{fn}: stochastic_rounding is for bfloat16 params without master_params")
+    q8 = call.has("q8")
+    if q8 and (fn not in Q8_KERNELS or getattr(options, "amsgrad", False)):
+        raise ValueError(f"fastopt.{fn}: 8-bit state is supported by sgd with momentum, adam/adamw without "
+                         f"amsgrad, and lion")
+    if q8 and call.dtype == "float64":
+        raise TypeError(f"fastopt.{fn}: 8-bit state needs float32, float16 or bfloat16 params")
     flag = flag_address(call, found_inf)
     if flag is None:
         return
+    seed, counter = rounding or (0, 0)
+    aux = (int(master_params is not None), int(rounding is not None), counter, seed & 0xFFFFFFFF, seed >> 32)
     if fn == "lamb":
-        return _lamb(call, options, flag)
+        return _lamb(call, options, aux, flag)
     kernel, consts = OPTIMIZERS[fn]
+    if q8:
+        table, blocks = call.table(block)
+        call.launch(Q8_KERNELS[fn], blocks, table, consts(options), aux, flag, block, call.codebook(), call.markers()[0])
+        return
     table, blocks = call.table()
-    call.launch(kernel, blocks, table, consts(options), flag, *call.markers())
+    call.launch(kernel, blocks, table, consts(options), aux, flag, *call.markers())
 
 
-def _lamb(call: Call, o, flag: int) -> None:
+def _lamb(call: Call, o, aux, flag: int) -> None:
     c = o.common
     grad_mul = (-1.0 if c.maximize else 1.0) / (c.grad_scale or 1.0)
     if o.max_grad_norm > 0:  # apex: g / max(1, ||g|| / max_grad_norm), the norm over all tensors
@@ -281,9 +336,9 @@ def _lamb(call: Call, o, flag: int) -> None:
     sums = call.workspace("sums", (max(blocks, 1), 2))
     mul = _to_device(call, "grad_mul", np.array([grad_mul]))
     ratios = call.workspace("ratios", (call.n,))
-    call.launch(K.lamb_moments_kernel, blocks, table, k, mul, flag, sums, *call.markers())
+    call.launch(K.lamb_moments_kernel, blocks, table, k, aux, mul, flag, sums, *call.markers())
     call.launch(K.lamb_ratio_kernel, (call.n + K.THREADS - 1) // K.THREADS, table, k, flag, sums, ratios)
-    call.launch(K.lamb_apply_kernel, blocks, table, k, flag, ratios, *call.markers())
+    call.launch(K.lamb_apply_kernel, blocks, table, k, aux, flag, ratios, *call.markers())
 
 
 # ---- gradients ----

@@ -25,7 +25,7 @@ BF16_MARKER = np.uint16(0)  # the stored type bfloat16, as its 16 bits
 MARKERS = {"float32": np.float32(0), "float64": np.float64(0), "float16": np.float16(0), "bfloat16": BF16_MARKER}
 
 _CTYPES = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.float16: ctypes.c_uint16,
-           np.uint16: ctypes.c_uint16, np.int64: ctypes.c_int64}
+           np.uint16: ctypes.c_uint16, np.int64: ctypes.c_int64, np.uint8: ctypes.c_uint8}
 
 
 def _bf16_bits(x):
@@ -34,6 +34,15 @@ def _bf16_bits(x):
     if x != x:
         return np.uint16((u >> 16) | 0x40)
     return np.uint16((u + 0x7FFF + ((u >> 16) & 1)) >> 16)
+
+
+def _bf16_bits_stochastic(x, random):
+    """float32 -> bfloat16 bits, rounded up with probability (the dropped 16 bits) / 2^16; inf and
+    NaN are kept (csrc/kernels/storage.h)."""
+    u = int(np.float32(x).view(np.uint32))
+    if (u & 0x7F800000) == 0x7F800000:
+        return np.uint16((u >> 16) | (0x40 if x != x else 0))
+    return np.uint16((u + (int(random) & 0xFFFF)) >> 16)
 
 
 if SIMULATOR:
@@ -55,6 +64,13 @@ if SIMULATOR:
     def store(ptr, i, x, marker):
         """Writes x to element i, narrowed to the stored type (round to nearest even)."""
         ptr[i] = _bf16_bits(np.float32(x)) if type(marker) is np.uint16 else x
+
+    def store_stochastic(ptr, i, x, marker, random):
+        """store(), but bfloat16 rounds stochastically with the 32 random bits."""
+        ptr[i] = _bf16_bits_stochastic(x, random) if type(marker) is np.uint16 else x
+
+    def itemsize(marker):
+        return np.dtype(type(marker)).itemsize
 
     def real(x, marker):
         """A float64 constant in the type the math runs in for this stored type."""
@@ -108,6 +124,12 @@ else:
     def store(ptr, i, x, marker):
         """Writes x to element i, narrowed to the stored type (round to nearest even)."""
 
+    def store_stochastic(ptr, i, x, marker, random):
+        """store(), but bfloat16 rounds stochastically with the 32 random bits."""
+
+    def itemsize(marker):
+        """The size of the marker's type in bytes."""
+
     def real(x, marker):
         """A float64 constant in the type the math runs in for this stored type."""
 
@@ -151,6 +173,24 @@ else:
         def store_same(ptr, i, x, marker):
             ptr[i] = x
         return store_same
+
+    @overload(store_stochastic, target="cuda")
+    def _store_stochastic(ptr, i, x, marker, random):
+        if marker == types.uint16:
+            def store_bf16(ptr, i, x, marker, random):
+                u = _f32_bits(types.float32(x))
+                if (u & types.uint32(0x7F800000)) == types.uint32(0x7F800000):
+                    nan = types.uint32(0x40) if x != x else types.uint32(0)
+                    ptr[i] = types.uint16((u >> types.uint32(16)) | nan)
+                else:
+                    ptr[i] = types.uint16((u + (types.uint32(random) & types.uint32(0xFFFF))) >> types.uint32(16))
+            return store_bf16
+        return lambda ptr, i, x, marker, random: store(ptr, i, x, marker)
+
+    @overload(itemsize, target="cuda")
+    def _itemsize(marker):
+        size = marker.bitwidth // 8
+        return lambda marker: size
 
     @overload(real, target="cuda")
     def _real(x, marker):
