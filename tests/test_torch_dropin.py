@@ -275,3 +275,37 @@ def test_bfloat16_cpu_params(state_dtype):
     for p, q in zip(ours.parameters(), theirs.parameters()):
         assert p.dtype == torch.bfloat16
         torch.testing.assert_close(p.float(), q.float(), rtol=0.05, atol=0.02)
+
+
+def test_bfloat16_master_weights_are_torch_adamw_on_float32_copies():
+    """master_weights=True on bfloat16 params: what mixed-precision training does by hand (torch's
+    AdamW on float32 copies of the weights, bfloat16 gradients widened, the bfloat16 model written
+    from the copies), in one fused step; a checkpoint keeps the copies and state float32."""
+    x, y = data()
+    xb = x.to(torch.bfloat16)
+    ours, theirs = model().to(torch.bfloat16), model().to(torch.bfloat16)
+    opt = ft.AdamW(ours.parameters(), lr=1e-2, master_weights=True, state_dtype=torch.float32)
+    masters = [p.detach().float().requires_grad_() for p in theirs.parameters()]
+    by_hand = torch.optim.AdamW(masters, lr=1e-2, foreach=False)
+    for _ in range(30):
+        train(ours, opt, 1, xb, y)
+        theirs.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(xb), y).backward()
+        for w, p in zip(masters, theirs.parameters()):
+            w.grad = p.grad.float()
+        by_hand.step()
+        with torch.no_grad():
+            for w, p in zip(masters, theirs.parameters()):
+                p.copy_(w)
+    for p, q, w in zip(ours.parameters(), theirs.parameters(), masters):
+        master = opt.state[p]["master_param"]
+        assert master.dtype == torch.float32 and opt.state[p]["exp_avg"].dtype == torch.float32
+        assert torch.equal(p, master.to(torch.bfloat16))
+        torch.testing.assert_close(master, w.detach(), rtol=1e-3, atol=1e-4)
+    again = ft.AdamW(ours.parameters(), lr=1e-2, master_weights=True, state_dtype=torch.float32)
+    again.load_state_dict(opt.state_dict())
+    for p in ours.parameters():
+        for key in ("master_param", "exp_avg", "exp_avg_sq"):
+            assert again.state[p][key].dtype == torch.float32
+            assert torch.equal(again.state[p][key], opt.state[p][key])
+    train(ours, again, 1, xb, y)  # and it steps on

@@ -114,7 +114,8 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
             scales = [ffi.new("void *[]", [pointer(a) for a in arrays]) for arrays in absmax]
             common.quant_block, common.absmax = block, scales + [ffi.NULL] * (2 - len(scales))
         if master_params is not None:
-            common.master_params = masters = ffi.new("void *[]", ptrs.pop())  # noqa: F841 (alive for the call)
+            masters = ptrs.pop()  # a pointer list, or a Prepared role's pointer array (alive for the call)
+            common.master_params = masters = masters if isinstance(masters, ffi.CData) else ffi.new("void *[]", masters)
         if stochastic_rounding is not None:
             common.stochastic_rounding = 1
             common.rounding_seed, common.rounding_step = _rounding(fn, stochastic_rounding, step)
@@ -196,8 +197,8 @@ def _require(fn: str, name: str, value, why: str):
 
 
 def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+        weight_decay=0.0, maximize=False, first_step=False, l1_prox=0.0, grad_scale=None, found_inf=None,
+        stream=None, master_params=None, stochastic_rounding=None):
     """Stochastic gradient descent with momentum, in place (torch.optim.SGD rules).
 
     Per element, with ``b`` the momentum buffer::
@@ -261,8 +262,7 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
          weight_decay=0.0, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+         grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
     """Adam, in place (torch.optim.Adam rules, weight decay coupled as an L2 penalty).
 
     Per element, at step ``t`` (1 on the first call), with ``m``/``v`` the first/second moments::
@@ -300,8 +300,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
 
 def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=1e-2, amsgrad=False, max_exp_avg_sqs=None, maximize=False, l1_prox=0.0,
-          grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+          grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
     """AdamW, in place (torch.optim.AdamW rules: decoupled weight decay).
 
     As :func:`adam`, except that weight decay shrinks the weight instead of joining the gradient::
@@ -323,8 +322,7 @@ def adamw(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
 
 def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *, lr=1e-2, alpha=0.99,
             eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False, l1_prox=0.0,
-            grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+            grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
     """RMSprop, in place (torch.optim.RMSprop rules).
 
     Per element, with ``s`` the square average, ``ga`` the gradient average, ``b`` the buffer::
@@ -371,7 +369,7 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
 
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
             maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+            stochastic_rounding=None):
     """Adagrad, in place (torch.optim.Adagrad rules).
 
     Per element, at step ``t``, with ``s`` the sum of squared gradients::
@@ -446,8 +444,7 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=0.0, decoupled_weight_decay=False, maximize=False, l1_prox=0.0, grad_scale=None,
-          found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+          found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
     """RAdam, in place (torch.optim.RAdam rules): Adam with a rectified adaptive learning rate.
 
     Per element, at step ``t``, with ``rho_inf = 2 / (1 - beta2) - 1`` and
@@ -479,8 +476,7 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
 
 
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
-         l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+         l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
     """Lion, in place (optax.lion rules): the sign of interpolated momentum, decoupled weight decay.
 
     Per element, with ``m`` the momentum::
@@ -515,8 +511,7 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
 
 def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
          weight_decay=0.01, max_grad_norm=1.0, use_nvlamb=False, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None, stream=None, master_params=None,
-        stochastic_rounding=None):
+         grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
     """LAMB, in place (apex FusedLAMB rules): Adam's direction scaled per tensor by a trust ratio.
 
     With ``G`` the global norm of all gradients, per tensor and element, at step ``t``::

@@ -15,7 +15,11 @@ scale and found-inf flag, and the update divides the gradients by the scale in i
 skips the step (writing nothing, not counting it) when the flag is set.
 
 Beyond torch's arguments every optimizer takes ``l1_prox`` (the fused L1 proximal step, see
-:mod:`fastopt.functional`) and, for 16-bit CUDA params, ``state_dtype=torch.float32``.  Sparse
+:mod:`fastopt.functional`) and, for float16/bfloat16 params (CPU or CUDA), ``state_dtype``
+(``torch.float32`` or ``torch.bfloat16``; default: the params' dtype, as torch) and
+``master_weights=True``: a float32 copy of each param (state key ``"master_param"``) is what the
+update steps, in the same pass, and the 16-bit param is written from it.  Both keep their dtypes
+through ``load_state_dict`` (torch casts other state to the param's dtype).  Sparse
 gradients, complex parameters and ``differentiable=True`` raise; ``foreach``, ``fused`` and
 ``capturable`` are accepted for compatibility and change nothing (every step here is fused).
 """
@@ -52,6 +56,7 @@ class _Bucket:
                 opt.state[p]["step"] = self.step_tensor
         self.keys = opt._state_keys(group)
         self.state = {k: [opt.state[p][k] for p in params] for k in self.keys}
+        self.masters = [opt.state[p]["master_param"] for p in params] if _has_master(group, params[0]) else None
         self.mu_product = float(first["mu_product"]) if "mu_product" in first else 1.0
         if "mu_product" in first:
             self.mu_tensor = first["mu_product"]
@@ -61,7 +66,8 @@ class _Bucket:
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
             views = [("params", params, True), ("grads", [p.grad for p in params], False)] + \
-                [(k, v, True, "state") for k, v in self.state.items()]
+                [(k, v, True, "state") for k, v in self.state.items()] + \
+                ([("master_params", self.masters, True, "master")] if self.masters else [])
             gather(opt._function(group).__name__, [(n, [_numpy(t) for t in ts], *rest) for n, ts, *rest in views])
             code = _C_DTYPES[self.dtype]
             numel = ffi.new("size_t[]", [p.numel() for p in params])
@@ -73,6 +79,14 @@ class _Bucket:
                 return Prepared(dtype_code, numel, ffi.cast("void *const *", addresses), (addresses, tensors))
             self.roles = {"params": prepared(params), "grads": prepared(None, self.grad_addresses)}
             self.roles.update({k: prepared(v, dtype_code=_C_DTYPES[v[0].dtype]) for k, v in self.state.items()})
+            if self.masters:
+                self.roles["master_params"] = prepared(self.masters, dtype_code=lib.FASTOPT_FLOAT32)
+
+    def master_params(self):
+        """The float32 master copies as the fastopt call takes them, or None."""
+        if not self.masters:
+            return None
+        return self.roles["master_params"] if self.cpu else self.masters
 
     def arrays(self, grads):
         """(params, grads, {state key: arrays}) as the fastopt call takes them this step."""
@@ -98,6 +112,11 @@ def _numpy(t):
     if t.dtype in (torch.bfloat16, torch.float16):
         return t.view(torch.int16).numpy().view(BFLOAT16 if t.dtype == torch.bfloat16 else np.float16)
     return t.numpy()
+
+
+def _has_master(group, p) -> bool:
+    """Whether p keeps a float32 master copy: master_weights asked for, and 16-bit params."""
+    return bool(group.get("master_weights")) and p.dtype in (torch.float16, torch.bfloat16)
 
 
 def _sparse_or_strided(g) -> str:
@@ -135,8 +154,8 @@ class _Optimizer(torch.optim.Optimizer):
             if p.is_complex():
                 raise ValueError(f"{type(self).__name__}: complex parameters are not supported")
             if p.dtype not in _GPU_DTYPES or (p.device.type == "cpu" and p.dtype not in _C_DTYPES):
-                raise TypeError(f"{type(self).__name__}: parameters of dtype {p.dtype} on {p.device.type} are not "
-                                f"supported (CPU: float32, float64; CUDA: also float16, bfloat16)")
+                raise TypeError(f"{type(self).__name__}: parameters of dtype {p.dtype} are not supported "
+                                f"(float32, float64, float16, bfloat16)")
         self._check_hyper(group)
         if self._init_eagerly:
             for p in group["params"]:
@@ -156,6 +175,15 @@ class _Optimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
+        # torch casts loaded state to its param's dtype: master copies are float32 and state has
+        # the group's state_dtype, so those come again from the saved tensors
+        for group, saved_group in zip(self.param_groups, state_dict["param_groups"]):
+            for p, i in zip(group["params"], saved_group["params"]):
+                for key, value in state_dict["state"].get(i, {}).items():
+                    dtype = torch.float32 if key == "master_param" else None if key in ("step", "mu_product") \
+                        else group.get("state_dtype")
+                    if dtype is not None and torch.is_tensor(value):
+                        self.state[p][key] = value.to(dtype=dtype, device=p.device, copy=True)
         self._buckets.clear()
 
     def state_dict(self) -> dict:
@@ -185,6 +213,8 @@ class _Optimizer(torch.optim.Optimizer):
         for k in self._state_keys(group):
             if k not in state:
                 state[k] = self._init_state(k, p, group)
+        if _has_master(group, p) and "master_param" not in state:
+            state["master_param"] = p.detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
     # ---- the step ----
 
@@ -258,6 +288,8 @@ class _Optimizer(torch.optim.Optimizer):
             kwargs["mu_product"] = bucket.mu_product
         if scale is not None:
             kwargs["grad_scale"] = scale
+        if bucket.masters:
+            kwargs["master_params"] = bucket.master_params()
         positional = [state.get(k) for k in self._positional]
         out = self._function(group)(params, grads, *positional, lr=float(group["lr"]), **kwargs)
         bucket.fresh = False
@@ -272,8 +304,8 @@ class _Optimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
 
-def _extras(defaults: dict, l1_prox, state_dtype) -> dict:
-    defaults.update(l1_prox=l1_prox, state_dtype=state_dtype)
+def _extras(defaults: dict, l1_prox, state_dtype, master_weights) -> dict:
+    defaults.update(l1_prox=l1_prox, state_dtype=state_dtype, master_weights=bool(master_weights))
     return defaults
 
 
@@ -285,11 +317,12 @@ class SGD(_Optimizer):
     _stepped = _takes_step = False
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False, foreach=None, differentiable=False, fused=None, l1_prox=0.0, state_dtype=None):
+                 maximize=False, foreach=None, differentiable=False, fused=None, l1_prox=0.0, state_dtype=None,
+                 master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, momentum=momentum, dampening=dampening,
                                               weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                                               foreach=foreach, differentiable=differentiable, fused=fused),
-                                         l1_prox, state_dtype))
+                                         l1_prox, state_dtype, master_weights))
 
     def _state_keys(self, group):
         return ["momentum_buffer"] if group["momentum"] != 0 else []
@@ -309,12 +342,13 @@ class Adam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
-                 decoupled_weight_decay=False, l1_prox=0.0, state_dtype=None):
+                 decoupled_weight_decay=False, l1_prox=0.0, state_dtype=None,
+                 master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                               amsgrad=amsgrad, maximize=maximize, foreach=foreach,
                                               capturable=capturable, differentiable=differentiable, fused=fused,
                                               decoupled_weight_decay=decoupled_weight_decay),
-                                         l1_prox, state_dtype))
+                                         l1_prox, state_dtype, master_weights))
 
     def _state_keys(self, group):
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
@@ -332,10 +366,11 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None, l1_prox=0.0,
-                 state_dtype=None):
+                 state_dtype=None, master_weights=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, l1_prox=l1_prox, state_dtype=state_dtype)
+                         decoupled_weight_decay=True, l1_prox=l1_prox, state_dtype=state_dtype,
+                         master_weights=master_weights)
 
 
 class RMSprop(_Optimizer):
@@ -347,11 +382,11 @@ class RMSprop(_Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, *, l1_prox=0.0,
-                 state_dtype=None):
+                 state_dtype=None, master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                                               weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                                               maximize=maximize, differentiable=differentiable),
-                                         l1_prox, state_dtype))
+                                         l1_prox, state_dtype, master_weights))
 
     def _state_keys(self, group):
         return ["square_avg"] + (["momentum_buffer"] if group["momentum"] > 0 else []) + \
@@ -371,11 +406,12 @@ class Adagrad(_Optimizer):
     _init_eagerly = True
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
-                 foreach=None, *, maximize=False, differentiable=False, fused=None, l1_prox=0.0, state_dtype=None):
+                 foreach=None, *, maximize=False, differentiable=False, fused=None, l1_prox=0.0, state_dtype=None,
+                 master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                                               initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                                               maximize=maximize, differentiable=differentiable, fused=fused),
-                                         l1_prox, state_dtype))
+                                         l1_prox, state_dtype, master_weights))
 
     def _init_state(self, key, p, group):
         return torch.full_like(p, group["initial_accumulator_value"], dtype=group.get("state_dtype") or p.dtype,
@@ -394,12 +430,13 @@ class NAdam(_Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, l1_prox=0.0, state_dtype=None):
+                 differentiable=False, l1_prox=0.0, state_dtype=None,
+                 master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                               momentum_decay=momentum_decay,
                                               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
                                               foreach=foreach, capturable=capturable,
-                                              differentiable=differentiable), l1_prox, state_dtype))
+                                              differentiable=differentiable), l1_prox, state_dtype, master_weights))
 
     def _ensure_state(self, p, group):
         if "mu_product" not in self.state[p]:
@@ -420,11 +457,11 @@ class RAdam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
                  *, foreach=None, maximize=False, capturable=False, differentiable=False, l1_prox=0.0,
-                 state_dtype=None):
+                 state_dtype=None, master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                               maximize=maximize, foreach=foreach, capturable=capturable,
                                               decoupled_weight_decay=decoupled_weight_decay,
-                                              differentiable=differentiable), l1_prox, state_dtype))
+                                              differentiable=differentiable), l1_prox, state_dtype, master_weights))
 
     def _hyper(self, group, first):
         return dict(betas=tuple(map(float, group["betas"])), eps=group["eps"], weight_decay=group["weight_decay"],
@@ -440,9 +477,9 @@ class Lion(_Optimizer):
     _stepped = _takes_step = False
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, *, maximize=False, l1_prox=0.0,
-                 state_dtype=None):
+                 state_dtype=None, master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
-                                         l1_prox, state_dtype))
+                                         l1_prox, state_dtype, master_weights))
 
     def _hyper(self, group, first):
         return dict(betas=tuple(map(float, group["betas"])), weight_decay=group["weight_decay"],
@@ -457,10 +494,11 @@ class LAMB(_Optimizer):
     _positional = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, max_grad_norm=1.0, *,
-                 use_nvlamb=False, maximize=False, l1_prox=0.0, state_dtype=None):
+                 use_nvlamb=False, maximize=False, l1_prox=0.0, state_dtype=None,
+                 master_weights=False):
         super().__init__(params, _extras(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                               max_grad_norm=max_grad_norm, use_nvlamb=use_nvlamb, maximize=maximize),
-                                         l1_prox, state_dtype))
+                                         l1_prox, state_dtype, master_weights))
 
     def _hyper(self, group, first):
         return dict(betas=tuple(map(float, group["betas"])), eps=group["eps"], weight_decay=group["weight_decay"],

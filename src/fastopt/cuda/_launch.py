@@ -315,7 +315,8 @@ def optimizer(fn: str, options, roles, stream=None, found_inf=None, master_param
     kernel, consts = OPTIMIZERS[fn]
     if q8:
         table, blocks = call.table(block)
-        call.launch(Q8_KERNELS[fn], blocks, table, consts(options), aux, flag, block, call.codebook(), call.markers()[0])
+        call.launch(Q8_KERNELS[fn], blocks, table, consts(options), aux, flag, block, call.codebook(),
+                    call.markers()[0])
         return
     table, blocks = call.table()
     call.launch(kernel, blocks, table, consts(options), aux, flag, *call.markers())
