@@ -116,7 +116,8 @@ def _gather_single(roles):
         if a is UNUSED:
             pointers.append(ffi.NULL)
             continue
-        if type(a) is not np.ndarray or a.dtype != dtype or (a is not first and a.shape != shape) or len(role) > 3:
+        if type(a) is not np.ndarray or a.dtype != dtype or (a is not first and a.shape != shape) or \
+                (len(role) > 3 and role[3] != "state"):  # state in the params' dtype, or the full path
             return None
         flags = a.flags
         if not (flags.carray if written else flags.c_contiguous and flags.aligned):

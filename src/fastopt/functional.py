@@ -128,9 +128,13 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
 def _quantized(fn: str, roles):
     """roles with QuantizedState state replaced by their codes (kind "q8"), the absmax arrays of
     each such role, and the block size; unchanged roles when there is none."""
-    found = [r for r in roles if len(r) > 3 and r[3] == "state" and r[1] is not UNUSED and
-             isinstance(r[1][0] if isinstance(r[1], (list, tuple)) and r[1] else r[1], QuantizedState)]
-    if not found:
+    for role in roles:  # the common case first, cheaply: no QuantizedState anywhere
+        value = role[1]
+        if type(value) is np.ndarray or value is UNUSED or len(role) < 4 or role[3] != "state":
+            continue
+        if isinstance(value[0] if isinstance(value, (list, tuple)) and value else value, QuantizedState):
+            break
+    else:
         return roles, [], 0
     out, absmax, blocks = [], [], set()
     for name, value, written, *kind in roles:
