@@ -259,6 +259,9 @@ def test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, block):
         for a, b in zip(dev_q[s], q[s]):
             np.testing.assert_array_equal(_arrays.to_host(a.absmax), b.absmax) if SIM else None
             exact(a.dequantize(), b.dequantize())
+            twin = a.copy()  # on the GPU too, its own memory
+            assert twin.nbytes == b.nbytes and _arrays.is_gpu_array(twin.codes)
+            np.testing.assert_array_equal(twin.dequantize(), a.dequantize())
     for got, want in zip(dev_params, params):
         exact(bits(host_of(got)), bits(want)) if SIM else exact(host_of(got), want)
     for got, want in zip(dev_masters or [], masters or []):

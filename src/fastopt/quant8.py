@@ -64,7 +64,7 @@ class QuantizedState:
 
     @property
     def nbytes(self) -> int:
-        return self.size + 4 * int(np.prod(_host(self.absmax).shape))
+        return self.size + 4 * int(np.prod(self.absmax.shape))
 
     def dequantize(self) -> np.ndarray:
         """The float32 values (NumPy, also for state on a GPU)."""
