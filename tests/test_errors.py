@@ -1,4 +1,5 @@
 """Bad input: each case raises a TypeError/ValueError naming the argument, and writes nothing."""
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -137,11 +138,35 @@ def test_the_docs_table_lists_every_case():
 
 
 def test_an_array_from_another_library_is_a_type_error():
-    """Mixed devices/libraries: until the torch and CUDA adapters exist, anything but a NumPy array
-    is refused by name (here a torch tensor beside NumPy arrays), and nothing is written."""
-    torch = pytest.importorskip("torch")
+    """Mixed devices/libraries: a GPU array (here Numba's, under its simulator) or an object that is
+    no array among host arrays is refused by name, and nothing is written."""
+    cuda = pytest.importorskip("numba.cuda")
     p, g, m, v = adam_args()
     before = snapshot([p, m, v])
-    with pytest.raises(TypeError, match="grads must be a numpy.ndarray, got Tensor"):
-        fastopt.adam(p, torch.from_numpy(g), m, v, step=1)
+    with pytest.raises(TypeError, match="grads is on a GPU but params is in host memory"):
+        fastopt.adam(p, cuda.to_device(g), m, v, step=1)
+    with pytest.raises(TypeError, match="exp_avgs must be a numpy.ndarray, got memoryview"):
+        fastopt.adam(p, g, memoryview(m), v, step=1)
     assert snapshot([p, m, v]) == before
+
+
+def test_torch_cpu_tensors_are_host_arrays():
+    """PyTorch CPU tensors go where NumPy arrays go (zero-copy views, bfloat16 included), alone or
+    mixed with NumPy arrays, with the same results and the same checks."""
+    torch = pytest.importorskip("torch")
+    p, g, m, v = adam_args()
+    ours = [torch.from_numpy(x.copy()) for x in (p, g, m, v)]
+    fastopt.adam(ours[0], g, *ours[2:], step=1, grad_scale=torch.tensor([2.0]), found_inf=torch.zeros(1))
+    fastopt.adam(p, g, m, v, step=1, grad_scale=2.0)
+    for t, x in zip(ours, (p, g, m, v)):
+        np.testing.assert_array_equal(t.numpy(), x)
+    bf = [torch.from_numpy(x).to(torch.bfloat16) for x in (p, g, m, v)]
+    ref = [x.numpy() if x.dtype != torch.bfloat16 else x.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+           for x in bf]
+    fastopt.adamw(*[[x] for x in bf], step=2)
+    fastopt.adamw([ref[0]], [ref[1]], [ref[2]], [ref[3]], step=2)
+    np.testing.assert_array_equal(bf[0].view(torch.int16).numpy(), ref[0].view(np.int16))
+    flag = torch.zeros(1)
+    assert fastopt.unscale(torch.tensor([1.0, float("inf")]), 0.5, found_inf=flag) and flag.item() == 1.0
+    with pytest.raises(ValueError, match="grads is not C-contiguous"):
+        fastopt.sgd(torch.zeros(4, 4), torch.zeros(4, 4).t(), lr=0.1)

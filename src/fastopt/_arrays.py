@@ -126,13 +126,29 @@ def _gather_single(roles):
     return code, [first.size], pointers, code
 
 
+def host_view(a):
+    """A zero-copy NumPy view of a PyTorch CPU tensor (float16/bfloat16 through their bits), so that
+    torch CPU tensors go wherever NumPy arrays do; anything else is returned as it is."""
+    if not type(a).__module__.startswith("torch") or getattr(a, "is_cuda", True) or a.device.type != "cpu":
+        return a
+    import torch
+    t = a.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        return t.view(torch.int16).numpy().view(BFLOAT16 if t.dtype == torch.bfloat16 else np.float16)
+    return t.numpy()
+
+
+def _host_list(fn: str, name: str, value) -> list:
+    return [host_view(a) for a in as_list(fn, name, value)]
+
+
 def _gather(fn: str, roles):
     first = roles[0][0]
-    params = as_list(fn, first, roles[0][1])
+    params = _host_list(fn, first, roles[0][1])
     n = len(params)
     dtype = getattr(params[0], "dtype", None)
     if dtype not in C_DTYPES:
-        where = f"{first}[0]" if params is roles[0][1] else first
+        where = f"{first}[0]" if isinstance(roles[0][1], (list, tuple)) else first
         if not isinstance(params[0], np.ndarray):
             raise TypeError(f"fastopt.{fn}: {where} must be a numpy.ndarray, got {type(params[0]).__name__}")
         raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: {SUPPORTED}")
@@ -143,7 +159,7 @@ def _gather(fn: str, roles):
         if value is UNUSED:
             pointers.append(ffi.NULL)
             continue
-        arrays = as_list(fn, name, value)
+        arrays = _host_list(fn, name, value)
         if len(arrays) != n:
             raise ValueError(f"fastopt.{fn}: {name} has {len(arrays)} arrays, params has {n}")
         expected, whose = dtype, None
@@ -160,7 +176,7 @@ def _gather(fn: str, roles):
         for i, a in enumerate(arrays):
             bad = _problem(a, expected, None if r == 0 else params[i].shape, written, first, whose)
             if bad:
-                where = f"{name}[{i}]" if arrays is value else name
+                where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
                 raise bad[0](f"fastopt.{fn}: {where} {bad[1]}")
         pointers.append([pointer(a) for a in arrays])
     state_code = lib.FASTOPT_QUANT8 if state == "q8" else C_DTYPES[state if state is not None else dtype]

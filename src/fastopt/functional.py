@@ -1,7 +1,8 @@
 """fastopt's functional updates: in place, one C call per call, lists of arrays allowed.
 
 Each array argument is one array or a list of arrays (a multi-tensor update: params[i], grads[i]
-and the state arrays [i] belong together).  Every array of a call has the shape of its params
+and the state arrays [i] belong together): NumPy arrays or PyTorch CPU tensors (zero-copy views),
+or GPU arrays (see :mod:`fastopt.cuda`).  Every array of a call has the shape of its params
 entry, is C-contiguous, and every written array is writable and shares memory with no other array
 of the call.  A call that raises has modified nothing.
 
@@ -35,7 +36,7 @@ import math
 
 import numpy as np
 
-from fastopt._arrays import UNUSED, Prepared, gather, integer, pair, pointer, real
+from fastopt._arrays import UNUSED, Prepared, gather, host_view, integer, pair, pointer, real
 from fastopt.cuda._arrays import is_gpu_array
 from fastopt.quant8 import QuantizedState
 from fastopt._native import check, ffi, lib
@@ -52,6 +53,7 @@ def _flag(fn: str, found_inf):
         return None if found_inf else ffi.NULL
     if is_gpu_array(found_inf):
         return ffi.NULL  # read on the device by the kernels (fastopt.cuda)
+    found_inf = host_view(found_inf)
     if isinstance(found_inf, np.ndarray):
         if found_inf.dtype != np.float32 or found_inf.size != 1 or not found_inf.flags.c_contiguous:
             raise TypeError(f"fastopt.{fn}: found_inf must be a one-element float32 array, a bool or a number")
@@ -62,6 +64,7 @@ def _flag(fn: str, found_inf):
 def _scale(fn: str, grad_scale) -> float:
     if grad_scale is None:
         return 0.0  # C's "no scaling"
+    grad_scale = host_view(grad_scale)
     if isinstance(grad_scale, np.ndarray) and grad_scale.size == 1:
         grad_scale = grad_scale.item()
     scale = real(fn, "grad_scale", grad_scale)
@@ -679,6 +682,7 @@ def unscale(grads, inv_scale, found_inf=None, *, stream=None) -> bool | None:
         from fastopt.cuda import _launch
         return _launch.unscale(fn, grads, inv_scale, found_inf, stream)
     dtype, numel, ptrs, _ = gather(fn, [("grads", grads, True)])
+    found_inf = host_view(found_inf)
     if found_inf is not None and not (isinstance(found_inf, np.ndarray) and found_inf.dtype == np.float32
                                       and found_inf.size == 1 and found_inf.flags.writeable):
         raise TypeError(f"fastopt.{fn}: found_inf must be a writable one-element float32 array")

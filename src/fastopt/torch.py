@@ -30,7 +30,7 @@ import torch.autograd.profiler as _profiler
 import torch.optim.optimizer as _torch_optim
 
 from fastopt import functional
-from fastopt._arrays import Prepared, gather
+from fastopt._arrays import Prepared, gather, host_view
 from fastopt._native import ffi, lib
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
@@ -68,7 +68,7 @@ class _Bucket:
             views = [("params", params, True), ("grads", [p.grad for p in params], False)] + \
                 [(k, v, True, "state") for k, v in self.state.items()] + \
                 ([("master_params", self.masters, True, "master")] if self.masters else [])
-            gather(opt._function(group).__name__, [(n, [_numpy(t) for t in ts], *rest) for n, ts, *rest in views])
+            gather(opt._function(group).__name__, [(n, [host_view(t) for t in ts], *rest) for n, ts, *rest in views])
             code = _C_DTYPES[self.dtype]
             numel = ffi.new("size_t[]", [p.numel() for p in params])
             self.grad_addresses = ffi.new("uintptr_t[]", len(params))
@@ -102,16 +102,6 @@ class _Bucket:
                 checked[i] = g
             addresses[i] = g.data_ptr()
         return self.roles["params"], self.roles["grads"], {k: self.roles[k] for k in self.state}
-
-
-def _numpy(t):
-    """A zero-copy NumPy view of a CPU tensor (16-bit floats through their bits)."""
-    import numpy as np
-    from fastopt._arrays import BFLOAT16
-    t = t.detach()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        return t.view(torch.int16).numpy().view(BFLOAT16 if t.dtype == torch.bfloat16 else np.float16)
-    return t.numpy()
 
 
 def _has_master(group, p) -> bool:

@@ -49,7 +49,7 @@ def is_gpu_array(a) -> bool:
         return False
     if t is bfloat16 or t.__name__ == "FakeCUDAArray":
         return True
-    if t.__module__ == "torch":
+    if t.__module__.startswith("torch"):
         return bool(getattr(a, "is_cuda", False))
     if hasattr(a, "__cuda_array_interface__"):
         return True
@@ -66,7 +66,7 @@ def like(host: np.ndarray, where):
     """A copy of the host array on the GPU and in the framework of the GPU array `where` (a torch
     tensor, a CuPy array, else a Numba device array)."""
     where = where.array if type(where) is bfloat16 else where
-    if type(where).__module__ == "torch":
+    if type(where).__module__.startswith("torch"):
         import torch
         return torch.from_numpy(host).to(where.device)
     if type(where).__module__.startswith("cupy"):
@@ -81,7 +81,7 @@ def to_host(a) -> np.ndarray:
     """A NumPy copy of a GPU array (or a itself if it is NumPy)."""
     if isinstance(a, np.ndarray):
         return a
-    if type(a).__module__ == "torch":
+    if type(a).__module__.startswith("torch"):
         return a.detach().cpu().numpy()
     if hasattr(a, "copy_to_host"):
         return a.copy_to_host()
@@ -92,7 +92,7 @@ def copy_from_host(dst, host: np.ndarray) -> None:
     """dst[...] = host, for a NumPy array or any GPU array like() makes."""
     if isinstance(dst, np.ndarray):
         dst[...] = host
-    elif type(dst).__module__ == "torch":
+    elif type(dst).__module__.startswith("torch"):
         import torch
         dst.copy_(torch.from_numpy(np.ascontiguousarray(host)))
     elif hasattr(dst, "copy_to_device"):
@@ -117,7 +117,7 @@ def view(a) -> View | None:
         if inner is None or inner.dtype not in ("uint16", "int16", "bfloat16"):
             return inner._replace(dtype=f"{inner.dtype} (bfloat16() needs 16-bit integers)") if inner else None
         return inner._replace(dtype="bfloat16")
-    if t.__module__ == "torch":
+    if t.__module__.startswith("torch"):
         if not getattr(a, "is_cuda", False):
             return None
         dtype = str(a.dtype).removeprefix("torch.")
