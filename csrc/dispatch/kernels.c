@@ -16,167 +16,123 @@
 /* adam_span + f32 -> adam_span_f32_avx2: one name per function, type and level (for profiles) */
 #define FO_NAME(name, type) FO_CAT(FO_CAT(name, type), FO_CAT(_, FO_ISA))
 
+/* Storage kinds: the stored C type, its widening load and narrowing store (storage.h), whether it
+ * is float32, and the type the math runs in with its functions (float for every kind but F64). */
 #define FO_SAME(x) (x)
+#define FO_TYPE_F32 float
+#define FO_TYPE_F64 double
+#define FO_TYPE_F16 uint16_t
+#define FO_TYPE_BF16 uint16_t
+#define FO_LOAD_F32 FO_SAME
+#define FO_LOAD_F64 FO_SAME
+#define FO_LOAD_F16 fo_f16_to_f32
+#define FO_LOAD_BF16 fo_bf16_to_f32
+#define FO_STORE_F32 FO_SAME
+#define FO_STORE_F64 FO_SAME
+#define FO_STORE_F16 fo_f32_to_f16
+#define FO_STORE_BF16 fo_f32_to_bf16
+#define FO_IS_F32_F32 1
+#define FO_IS_F32_F64 0
+#define FO_IS_F32_F16 0
+#define FO_IS_F32_BF16 0
+#define FO_MATH_F32 float
+#define FO_MATH_F64 double
+#define FO_MATH_F16 float
+#define FO_MATH_BF16 float
+#define FO_SQRT_F32 sqrtf
+#define FO_SQRT_F64 sqrt
+#define FO_SQRT_F16 sqrtf
+#define FO_SQRT_BF16 sqrtf
+#define FO_FABS_F32 fabsf
+#define FO_FABS_F64 fabs
+#define FO_FABS_F16 fabsf
+#define FO_FABS_BF16 fabsf
+#define FO_COPYSIGN_F32 copysignf
+#define FO_COPYSIGN_F64 copysign
+#define FO_COPYSIGN_F16 copysignf
+#define FO_COPYSIGN_BF16 copysignf
 
-#define T float
-#define FO_SQRT sqrtf
-#define FO_FABS fabsf
-#define FO_COPYSIGN copysignf
+/* The combinations (FO_C*): params, state, then a master copy or stochastic rounding where named;
+ * the gradient kernels come with each params kind's own-state combination. */
+#define FO_PARAMS F32
+#define FO_STATE F32
+#define FO_SUFFIX _f32
+#define FO_GRADS 1
+#include "dispatch/instance.h"
 
-/* float32 params, float32 state */
-#define FO_FN(name) FO_NAME(name, _f32)
-#define FO_P float
-#define FO_LOAD_P FO_SAME
-#define FO_STORE_P FO_SAME
-#define FO_S float
-#define FO_S_F32 1
-#define FO_LOAD_S FO_SAME
-#define FO_STORE_S FO_SAME
-#define FO_MASTER 0
-#define FO_SR 0
-#include "dispatch/spans.h"
-#include "dispatch/grad_spans.h"
-#undef FO_FN
-#undef FO_S
-#undef FO_S_F32
-#undef FO_LOAD_S
-#undef FO_STORE_S
+#define FO_PARAMS F32
+#define FO_STATE BF16
+#define FO_SUFFIX _f32_sb16
+#include "dispatch/instance.h"
 
-/* float32 params, bfloat16 state */
-#define FO_FN(name) FO_NAME(name, _f32_sb16)
-#define FO_S uint16_t
-#define FO_S_F32 0
-#define FO_LOAD_S fo_bf16_to_f32
-#define FO_STORE_S fo_f32_to_bf16
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_P
-#undef FO_LOAD_P
-#undef FO_STORE_P
-#undef FO_S
-#undef FO_S_F32
-#undef FO_LOAD_S
-#undef FO_STORE_S
+#define FO_PARAMS F64
+#define FO_STATE F64
+#define FO_SUFFIX _f64
+#define FO_GRADS 1
+#include "dispatch/instance.h"
 
-/* 16-bit params: float16 and bfloat16, each with float32 or bfloat16 state, with or without a
- * master copy; bfloat16 without one also with stochastic rounding */
-#define FO_P uint16_t
+#define FO_PARAMS F16
+#define FO_STATE F16
+#define FO_SUFFIX _f16
+#define FO_GRADS 1
+#include "dispatch/instance.h"
 
-#define FO_LOAD_P fo_f16_to_f32
-#define FO_STORE_P fo_f32_to_f16
-#define FO_FN(name) FO_NAME(name, _f16)
-#define FO_S uint16_t
-#define FO_S_F32 0
-#define FO_LOAD_S fo_f16_to_f32
-#define FO_STORE_S fo_f32_to_f16
-#include "dispatch/spans.h"
-#include "dispatch/grad_spans.h"
-#undef FO_FN
-#undef FO_S
-#undef FO_S_F32
-#undef FO_LOAD_S
-#undef FO_STORE_S
-#define FO_S float
-#define FO_S_F32 1
-#define FO_LOAD_S FO_SAME
-#define FO_STORE_S FO_SAME
-#define FO_FN(name) FO_NAME(name, _f16_sf32)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_MASTER
+#define FO_PARAMS F16
+#define FO_STATE F32
+#define FO_SUFFIX _f16_sf32
+#include "dispatch/instance.h"
+
+#define FO_PARAMS F16
+#define FO_STATE F32
+#define FO_SUFFIX _f16_sf32_m
 #define FO_MASTER 1
-#define FO_FN(name) FO_NAME(name, _f16_sf32_m)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_S
-#undef FO_S_F32
-#undef FO_LOAD_S
-#undef FO_STORE_S
-#define FO_S uint16_t
-#define FO_S_F32 0
-#define FO_LOAD_S fo_bf16_to_f32
-#define FO_STORE_S fo_f32_to_bf16
-#define FO_FN(name) FO_NAME(name, _f16_sb16_m)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_MASTER
-#define FO_MASTER 0
-#define FO_FN(name) FO_NAME(name, _f16_sb16)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_LOAD_P
-#undef FO_STORE_P
+#include "dispatch/instance.h"
 
-#define FO_LOAD_P fo_bf16_to_f32
-#define FO_STORE_P fo_f32_to_bf16
-#define FO_FN(name) FO_NAME(name, _b16)
-#include "dispatch/spans.h"
-#include "dispatch/grad_spans.h"
-#undef FO_FN
-#define FO_FN(name) FO_NAME(name, _b16_sb16_m)
-#undef FO_MASTER
+#define FO_PARAMS F16
+#define FO_STATE BF16
+#define FO_SUFFIX _f16_sb16
+#include "dispatch/instance.h"
+
+#define FO_PARAMS F16
+#define FO_STATE BF16
+#define FO_SUFFIX _f16_sb16_m
 #define FO_MASTER 1
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_MASTER
-#define FO_MASTER 0
-#undef FO_SR
+#include "dispatch/instance.h"
+
+#define FO_PARAMS BF16
+#define FO_STATE BF16
+#define FO_SUFFIX _b16
+#define FO_GRADS 1
+#include "dispatch/instance.h"
+
+#define FO_PARAMS BF16
+#define FO_STATE BF16
+#define FO_SUFFIX _b16_sb16_m
+#define FO_MASTER 1
+#include "dispatch/instance.h"
+
+#define FO_PARAMS BF16
+#define FO_STATE BF16
+#define FO_SUFFIX _b16_sb16_sr
 #define FO_SR 1
-#define FO_FN(name) FO_NAME(name, _b16_sb16_sr)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_S
-#undef FO_S_F32
-#undef FO_LOAD_S
-#undef FO_STORE_S
-#define FO_S float
-#define FO_S_F32 1
-#define FO_LOAD_S FO_SAME
-#define FO_STORE_S FO_SAME
-#define FO_FN(name) FO_NAME(name, _b16_sf32_sr)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_SR
-#define FO_SR 0
-#define FO_FN(name) FO_NAME(name, _b16_sf32)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_MASTER
-#define FO_MASTER 1
-#define FO_FN(name) FO_NAME(name, _b16_sf32_m)
-#include "dispatch/spans.h"
-#undef FO_FN
-#undef FO_MASTER
-#undef FO_SR
-#undef FO_P
-#undef FO_LOAD_P
-#undef FO_STORE_P
-#undef FO_S
-#undef FO_S_F32
-#undef FO_LOAD_S
-#undef FO_STORE_S
-#undef T
-#undef FO_SQRT
-#undef FO_FABS
-#undef FO_COPYSIGN
+#include "dispatch/instance.h"
 
-/* float64 throughout */
-#define T double
-#define FO_SQRT sqrt
-#define FO_FABS fabs
-#define FO_COPYSIGN copysign
-#define FO_FN(name) FO_NAME(name, _f64)
-#define FO_P double
-#define FO_LOAD_P FO_SAME
-#define FO_STORE_P FO_SAME
-#define FO_S double
-#define FO_S_F32 0
-#define FO_LOAD_S FO_SAME
-#define FO_STORE_S FO_SAME
-#define FO_MASTER 0
-#define FO_SR 0
-#include "dispatch/spans.h"
-#include "dispatch/grad_spans.h"
+#define FO_PARAMS BF16
+#define FO_STATE F32
+#define FO_SUFFIX _b16_sf32
+#include "dispatch/instance.h"
+
+#define FO_PARAMS BF16
+#define FO_STATE F32
+#define FO_SUFFIX _b16_sf32_m
+#define FO_MASTER 1
+#include "dispatch/instance.h"
+
+#define FO_PARAMS BF16
+#define FO_STATE F32
+#define FO_SUFFIX _b16_sf32_sr
+#define FO_SR 1
+#include "dispatch/instance.h"
 
 /* in FO_C* order */
 #define COMBOS(name) {FO_NAME(name, _f32), FO_NAME(name, _f64), FO_NAME(name, _f16), FO_NAME(name, _b16), \
