@@ -492,6 +492,29 @@ def test_every_launch_matches_a_declared_signature():
     assert seen == set(declared)
 
 
+def test_kernels_use_only_functions_defined_above_them():
+    """On a GPU each kernel compiles when its decorator runs, mid-import: every module-level function
+    it calls, directly or through device functions, must already be defined (a later one is a
+    NameError there, though the simulator and the PTX build, which compile after the import, pass)."""
+    import ast
+    import inspect
+    from fastopt.cuda import _kernels
+    tree = ast.parse(inspect.getsource(_kernels))
+    defined = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+
+    def callees(fn, seen):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and node.id in defined and node.id not in seen:
+                seen.add(node.id)
+                callees(defined[node.id], seen)
+        return seen
+    kernels = [f for f in defined.values() if any(getattr(d, "id", None) == "kernel" for d in f.decorator_list)]
+    assert len(kernels) == len(fastopt.cuda.signatures())
+    for k in kernels:
+        late = sorted(name for name in callees(k, set()) if defined[name].lineno > k.lineno)
+        assert not late, f"{k.name} calls {late}, defined below it"
+
+
 # ---- PTX: every kernel builds for sm_80 and sm_90 ----
 
 def test_every_kernel_compiles_to_ptx():
