@@ -6,7 +6,9 @@
 # CUDA tests on the GPU, the PyTorch drop-in tests (their CUDA cases included) and the GPU benchmark.
 # Logs and JSON go to $OUT (default /tmp/fastopt-gpu).  Name the phases to run (all by default).
 #
-#     bash bench/gpu-check.sh [cuda-tests] [torch-tests] [bench]
+#     bash bench/gpu-check.sh [cuda-tests] [torch-tests] [bench] [profile]
+#
+# CUDA_TESTS_K / TORCH_TESTS_K: pytest -k expressions for the two test phases.
 set -u
 OUT=${OUT:-/tmp/fastopt-gpu}
 mkdir -p "$OUT"
@@ -38,7 +40,7 @@ grep -q signatures "$OUT/compile.log" || exit 1
 
 if want cuda-tests; then
     phase "tests: test_cuda.py on the GPU"
-    timeout 240 $PY -m pytest -q -p no:cacheprovider -rs --durations=5 test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -40
+    timeout 240 $PY -m pytest -q -p no:cacheprovider -rs --durations=5 test_cuda.py ${CUDA_TESTS_K:+-k "$CUDA_TESTS_K"} 2>&1 | tee "$OUT/test_cuda.log" | tail -40
 fi
 if want bench; then
     phase "benchmark: python -m fastopt.bench.gpu"
@@ -46,7 +48,11 @@ if want bench; then
 fi
 if want torch-tests; then
     phase "tests: test_torch_dropin.py (CUDA cases included)"
-    timeout 120 $PY -m pytest -q -p no:cacheprovider -rs -n 8 test_torch_dropin.py 2>&1 \
+    timeout 120 $PY -m pytest -q -p no:cacheprovider -rs test_torch_dropin.py ${TORCH_TESTS_K:+-k "$TORCH_TESTS_K"} 2>&1 \
         | tee "$OUT/test_torch_dropin.log" | tail -15
+fi
+if want profile; then
+    phase "profile: where a 20-tensor AdamW step's host time goes"
+    timeout 60 $PY -m fastopt.bench.gpu --profile 2>&1 | tee "$OUT/profile.txt" | head -70 | cut -c1-150
 fi
 phase done

@@ -35,7 +35,11 @@ class CAIArray:
 
     def __init__(self, host, readonly=False, device=None, stream=None):
         self.host = host
-        self.cai = {"shape": host.shape, "typestr": host.dtype.str, "data": (host.ctypes.data, readonly),
+        address = host.ctypes.data
+        if not SIM:  # a real GPU needs device memory behind the interface
+            self.device_copy = cuda.to_device(np.ascontiguousarray(host))
+            address = self.device_copy.device_ctypes_pointer.value
+        self.cai = {"shape": host.shape, "typestr": host.dtype.str, "data": (address, readonly),
                     "version": 3, "strides": None if host.flags.c_contiguous else host.strides}
         if stream is not None:
             self.cai["stream"] = stream
@@ -46,18 +50,26 @@ class CAIArray:
     def __cuda_array_interface__(self):
         return self.cai
 
+    def result(self):
+        return self.host if SIM else self.device_copy.copy_to_host()
+
 
 class DLPackArray:
-    """A test double for a DLPack-only GPU array (such as JAX's): NumPy's capsule, a CUDA device."""
+    """A test double for a DLPack-only GPU array (such as JAX's): NumPy's capsule and a CUDA device
+    under the simulator; on a real GPU a torch CUDA tensor's capsule and device."""
 
     def __init__(self, host):
         self.host = host
+        self.tensor = None if SIM else pytest.importorskip("torch").from_numpy(host).cuda()
 
     def __dlpack__(self, stream=None):
-        return self.host.__dlpack__()
+        return (self.host if SIM else self.tensor).__dlpack__()
 
     def __dlpack_device__(self):
-        return (2, 0)
+        return (2, 0) if SIM else self.tensor.__dlpack_device__()
+
+    def result(self):
+        return self.host if SIM else self.tensor.cpu().numpy()
 
 
 def to_gpu(x):
@@ -80,16 +92,30 @@ def lists(name, flags, dtype, rng) -> dict:
 
 def assert_match(got, want, dtype, exact=True):
     """Bit for bit under the simulator (unless not exact: LAMB's norms sum in another order than
-    the reference's), else to the rounding NVVM's FMA contraction allows."""
+    the reference's), else to the rounding NVVM's FMA contraction allows: a few ulps of the
+    operands, which where p - lr * u cancels is many ulps of the result."""
     for g, w in zip(got, want):
         if SIM and not exact:
             assert_close(g, w, dtype)
         elif SIM:
             np.testing.assert_array_equal(g, w)
-        elif np.dtype(dtype) == np.float64:
-            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-300)
         else:
-            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+            eps = np.finfo(dtype).eps
+            scale = max(1.0, float(np.max(np.abs(w), initial=0)))
+            np.testing.assert_allclose(g, w, rtol=1e-12 if np.dtype(dtype) == np.float64 else 1e-5,
+                                       atol=16 * eps * scale)
+
+
+def assert_mostly_close(got, want, fraction, rtol=1e-2, atol=1e-6):
+    """16-bit results on a GPU: NVVM's FMA contraction moves a float32 value across a rounding tie
+    now and then, and where that 16-bit rounding feeds the next step (16-bit state, Lion's sign,
+    RMSprop's sqrt of a tiny square) the two runs part by more than a rounding there.  All but
+    `fraction` of the elements must agree to rtol/atol, and NaN and inf must sit at the same places."""
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    finite = np.isfinite(want)
+    off = ~np.isclose(got[finite], want[finite], rtol=rtol, atol=atol)
+    assert off.sum() <= fraction * got.size, f"{off.sum()} of {got.size} elements differ by more than rtol={rtol}"
 
 
 def cuda_call(name, arrays, flags, step=3):
@@ -141,8 +167,10 @@ def test_16_bit_params_with_float32_state(name, dtype):
     for g, w in zip(got, want):
         if SIM and name != "lamb":
             np.testing.assert_array_equal(g.view(np.uint16), w.view(np.uint16))
-        else:  # one rounding apart where FMA contraction moved the float32 result across a tie
+        elif SIM:  # one rounding apart where LAMB's norms moved the float32 result across a tie
             np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=1e-2, atol=1e-6)
+        else:
+            assert_mostly_close(g, w, fraction=1e-4)
     for role in STATE[name]:
         if role in host and host[role] is not None:
             assert_match(to_host(dev[role]), host[role], np.float32, exact=name != "lamb")
@@ -167,7 +195,10 @@ def test_16_bit_state(dtype):
         reference.adamw(p32, g32, m32, v32, step=step, lr=1e-2)
     for a, w in zip(dp, p32):
         got = (a.array.copy_to_host().view(BF16) if dtype == "bfloat16" else a.copy_to_host()).astype(np.float32)
-        np.testing.assert_allclose(got, w, rtol=1e-2 if dtype == "bfloat16" else 2e-3, atol=1e-2)
+        if SIM:
+            np.testing.assert_allclose(got, w, rtol=1e-2 if dtype == "bfloat16" else 2e-3, atol=1e-2)
+        else:  # at a million elements: where v = 0.001 g^2 rounds to 0 in float16 (|g| < 0.0055)
+            assert_mostly_close(got, w, fraction=5e-3, rtol=1e-2 if dtype == "bfloat16" else 2e-3, atol=1e-2)
 
 
 # ---- mixed precision: the GPU kernels against the C kernels (tested against the reference) ----
@@ -216,7 +247,9 @@ def test_mixed_precision_matches_the_cpu_kernels(name, combo):
     for role in host:
         for got, want in zip(dev[role], host[role]):
             got = host_of(got)
-            if name == "lamb" or not SIM:
+            if not SIM:
+                assert_mostly_close(got, want, fraction=1e-4)
+            elif name == "lamb":
                 np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-6)
             else:
                 np.testing.assert_array_equal(bits(got), bits(want), err_msg=role)
@@ -393,9 +426,10 @@ def test_cuda_array_interface_and_dlpack_arrays():
     p, g = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
     m, v = np.zeros_like(p), np.zeros_like(p)
     want = [x.copy() for x in (p, g, m, v)]
-    fastopt.adamw(CAIArray(p), DLPackArray(g), CAIArray(m), DLPackArray(v), step=1)
+    arrays = [CAIArray(p), DLPackArray(g), CAIArray(m), DLPackArray(v)]
+    fastopt.adamw(*arrays, step=1)
     reference.adamw(*want, step=1)
-    assert_match([p, m, v], [want[0], want[2], want[3]], np.float32)
+    assert_match([arrays[i].result() for i in (0, 2, 3)], [want[0], want[2], want[3]], np.float32)
     assert _arrays.view(DLPackArray(g)).dtype == "float32"
 
 
@@ -432,8 +466,8 @@ BAD = {
                 ValueError, "not C-contiguous"),
     "read-only": (lambda a: [CAIArray(a[0], readonly=True), CAIArray(a[1]), CAIArray(a[2]), CAIArray(a[3])], {},
                   ValueError, "read-only"),
-    "overlap": (lambda a: [CAIArray(a[0]), CAIArray(a[1]), CAIArray(a[0]), CAIArray(a[3])], {}, ValueError,
-                "overlap"),
+    "overlap": (lambda a: (lambda same: [same, CAIArray(a[1]), same, CAIArray(a[3])])(CAIArray(a[0])), {},
+                ValueError, "overlap"),
     "lr": (lambda a: [to_gpu(x) for x in a], {"lr": -1.0}, ValueError, "lr must be"),
     "found_inf": (lambda a: [to_gpu(x) for x in a], {"found_inf": to_gpu(np.zeros(2, np.float32))}, TypeError,
                   "found_inf"),
@@ -448,7 +482,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(case):
     arrays = make(_adamw_arrays())
 
     def contents(x):
-        return x.copy_to_host() if hasattr(x, "copy_to_host") else np.array(getattr(x, "host", x))
+        return x.copy_to_host() if hasattr(x, "copy_to_host") else x.result() if hasattr(x, "result") else np.array(x)
     before = [contents(x) for x in arrays]
     with pytest.raises(error, match=message):
         fastopt.adamw(*arrays, step=1, **kwargs)

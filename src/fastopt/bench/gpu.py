@@ -2,6 +2,7 @@
 device-to-device copy bandwidth, all in one run on PyTorch CUDA tensors.
 
     python -m fastopt.bench.gpu [--repeats 20] [--json out.json]
+    python -m fastopt.bench.gpu --profile      # where a 20-tensor step's host time goes
 
 Rows: fp32 AdamW on 256M elements (GB/s counting every byte read and written, and the share of
 the copy bandwidth measured on the same GPU in the same run), a GPT-2-small parameter list (148
@@ -80,6 +81,29 @@ def run(repeats: int = 20) -> dict:
     return out
 
 
+def profile(steps: int = 200) -> None:
+    """Prints the host time of a 20-tensor AdamW step (fastopt and torch fused, synchronized at the
+    end), then cProfile's 30 costliest functions of fastopt's step."""
+    import cProfile
+    import pstats
+    import time
+
+    import torch
+    ours, theirs = _adamw_pair(torch, MODELS["mlp20"](), torch.float32)
+    for fn, name in ((ours, "fastopt"), (theirs, "torch fused")):
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+        print(f"mlp20 {name}: {(time.perf_counter() - start) / steps * 1e6:.1f} us per step (host clock)")
+    profiler = cProfile.Profile()
+    profiler.runcall(lambda: [ours() for _ in range(steps)])
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
 def report(result: dict) -> str:
     lines = [f"{result['gpu']}: device-to-device copy {result['copy_GBps']:.0f} GB/s (read + write)",
              f"{'case':<12} {'tensors':>7} {'fastopt':>11} {'torch fused':>12} {'GB/s':>7} {'of copy':>8} "
@@ -95,7 +119,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fastopt.bench.gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--profile", action="store_true", help=profile.__doc__.split(",")[0])
     args = parser.parse_args(argv)
+    if args.profile:
+        return profile()
     result = run(args.repeats)
     print(report(result))
     if args.json:
