@@ -101,6 +101,9 @@ def copy_from_host(dst, host: np.ndarray) -> None:
         dst.set(np.ascontiguousarray(host))
 
 
+_TORCH_DTYPES: dict = {}  # torch.float32 -> "float32"
+
+
 def _c_strides(shape, itemsize):
     strides, step = [], itemsize
     for n in reversed(shape):
@@ -120,8 +123,8 @@ def view(a) -> View | None:
     if t.__module__.startswith("torch"):
         if not getattr(a, "is_cuda", False):
             return None
-        dtype = str(a.dtype).removeprefix("torch.")
-        return View(a.data_ptr(), a.numel(), tuple(a.shape), dtype, a.device.index, False, a.is_contiguous(),
+        dtype = _TORCH_DTYPES.get(a.dtype) or _TORCH_DTYPES.setdefault(a.dtype, str(a.dtype).removeprefix("torch."))
+        return View(a.data_ptr(), a.numel(), tuple(a.shape), dtype, a.get_device(), False, a.is_contiguous(),
                     "torch", None)
     if t.__name__ == "FakeCUDAArray":  # Numba's simulator: "device" memory is host memory
         host = a._ary

@@ -6,7 +6,9 @@ fastopt.functional validates the hyper-parameters (through the C library) and th
 """
 from __future__ import annotations
 
+import copy
 import math
+from collections import OrderedDict
 
 import numpy as np
 from numba import cuda
@@ -31,6 +33,7 @@ class Call:
         self.block = block
         self._check()
         self.stream = stream
+        self._tables = {}  # chunk size -> (the tensor table on the device, blocks); see table()
 
     @classmethod
     def of(cls, fn: str, roles, stream, state_from: int = 2, block: int = 0) -> "Call":
@@ -61,7 +64,18 @@ class Call:
                                     f"{first_name} is on a GPU; all arrays of a call must be on one device")
                 views.append(v)
             all_views.append(views)
-        call = cls(fn, [r[0] for r in roles], all_views, [r[2] for r in roles], kinds, 0, block)
+        # What validation reads (and the table holds) is all in the views: a training loop passes the
+        # same tensors every step, so its calls are validated, and their tables uploaded, once.
+        key = (fn, block, tuple(kinds), tuple(r[2] for r in roles), tuple(r[0] for r in roles),
+               tuple(None if v is None else tuple(v) for v in all_views))
+        known = _CALLS.get(key)
+        if known is None:
+            known = _CALLS[key] = cls(fn, [r[0] for r in roles], all_views, [r[2] for r in roles], kinds, 0, block)
+            if len(_CALLS) > _CALLS_KEPT:
+                _CALLS.popitem(last=False)
+        else:
+            _CALLS.move_to_end(key)
+        call = copy.copy(known)  # its own stream; the tables stay shared
         call.stream = stream_handle(stream, all_views[0])
         return call
 
@@ -118,7 +132,16 @@ class Call:
     # ---- launching ----
 
     def table(self, chunk: int = K.CHUNK):
-        """The tensor table on the device (see _kernels) and the number of chunks (blocks)."""
+        """The tensor table on the device (see _kernels) and the number of chunks (blocks), made
+        once per validated call: its own device memory, uploaded synchronously, so that any stream
+        may read it and no later call overwrites it."""
+        if chunk not in self._tables:
+            host, blocks = self._host_table(chunk)
+            with _on(self.device):
+                self._tables[chunk] = cuda.to_device(host), blocks
+        return self._tables[chunk]
+
+    def _host_table(self, chunk: int):
         width = 2 + len(self.views)
         host = np.zeros((self.n, width), np.int64)
         sizes = np.array([v.size for v in self.views[0]], np.int64)
@@ -128,7 +151,7 @@ class Call:
         for r, views in enumerate(self.views):
             if views is not None:
                 host[:, 2 + r] = [v.address for v in views]
-        return _to_device(self, "table", host), int(chunks.sum())
+        return host, int(chunks.sum())
 
     def markers(self):
         return MARKERS[self.dtype], MARKERS[self.state_dtype]
@@ -176,6 +199,8 @@ class Call:
 
 _WORKSPACES: dict = {}
 _CODEBOOKS: dict = {}
+_CALLS: OrderedDict = OrderedDict()  # validated calls by what validation read, least recently used first
+_CALLS_KEPT = 64
 LAUNCHES: list | None = None  # tests set a list here to see every launch's kernel and arguments
 
 
