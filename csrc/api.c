@@ -300,7 +300,7 @@ static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles,
     for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_PARAMS};
     all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_MASTER};
     fo_call call = {n, numel, {NULL}, consts, (uint32_t)c->rounding_step, (uint32_t)c->rounding_seed,
-                    (uint32_t)(c->rounding_seed >> 32), NULL};
+                    (uint32_t)(c->rounding_seed >> 32), NULL, c->stochastic_rounding ? FO_SR_CHUNK : 0};
     for (size_t r = 0; r < FO_MAX_ROLES; r++) call.buf[r] = all_roles[r].name ? all_roles[r].list : NULL;
     return call;
 }
@@ -378,7 +378,7 @@ static fastopt_status run_grads(fastopt_dtype dtype, size_t n, const size_t *num
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     fastopt_status s = check_buffers(roles, n_roles, n, numel, esize, &total);
     if (s) return s;
-    fo_call call = {n, numel, {NULL}, consts, 0, 0, 0, NULL};
+    fo_call call = {n, numel, {NULL}, consts, 0, 0, 0, NULL, 0};
     for (size_t r = 0; r < n_roles; r++) call.buf[r] = roles[r].name ? roles[r].list : NULL;
     fo_parallel_for(&call, total, kernel[d]);
     return FASTOPT_OK;
@@ -596,7 +596,7 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", READ(grads), 0, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL};
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL, 0};
     return norm_of(&call, total, d, norm_type, norm);
 }
 
@@ -618,7 +618,7 @@ fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, con
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {grads}, NULL, 0, 0, 0, NULL};
+    fo_call call = {n_tensors, numel, {grads}, NULL, 0, 0, 0, NULL, 0};
     CHECK(norm_of(&call, total, d, norm_type, total_norm));
     double coef = max_norm / (*total_norm + 1e-6); /* torch's clip_coef, clamped to 1 */
     if (!(coef >= 1.0)) { /* (a NaN norm scales everything to NaN, as torch does) */
@@ -640,7 +640,7 @@ fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size
     const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_scale_consts k = {inv_scale};
-    fo_call call = {n_tensors, numel, {grads}, &k, 0, 0, 0, NULL};
+    fo_call call = {n_tensors, numel, {grads}, &k, 0, 0, 0, NULL, 0};
     double *out;
     size_t nb;
     CHECK(blocks(&call, total, fo_kernels()->unscale[d], 1, &out, &nb));
@@ -692,7 +692,7 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     k.has_wd = o->common.weight_decay != 0;
     k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL};
+    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL, 0};
     if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
         double norm;
         CHECK(norm_of(&call, total, d, 2.0, &norm));

@@ -52,15 +52,18 @@ typedef struct fo_call {
     const void *consts;                    /* the kernel's fo_*_consts: scalars computed once per call */
     uint32_t sr_step, sr_key0, sr_key1;    /* stochastic rounding: Philox counter word and key */
     const fo_q8 *q8;                       /* 8-bit state, or NULL */
+    size_t span_limit;                     /* spans of at most this many elements (0: any length) */
 } fo_call;
 
-/* What a span of an optimizer needs besides its buffers: its master copy (NULL without) and the
- * stochastic-rounding counter of its first element. */
+/* What a span of an optimizer needs besides its buffers: its master copy and, with stochastic
+ * rounding, 16 random bits for each element (NULL without either). */
 typedef struct fo_aux {
     float *master;
-    size_t begin;
-    uint32_t tensor, step, key0, key1;
+    const uint16_t *random;
 } fo_aux;
+/* With stochastic rounding, spans have at most this many elements: their random bits are made up
+ * front, in one buffer on the stack (kernels/storage.h: fo_sr_fill). */
+#define FO_SR_CHUNK ((size_t)2048)
 
 /* Updates elements [begin, end) of tensor t of a call. */
 typedef void (*fo_span_fn)(const fo_call *call, size_t t, size_t begin, size_t end);

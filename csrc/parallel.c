@@ -154,7 +154,8 @@ static void run_range(const fo_call *call, fo_span_fn fn, size_t lo, size_t hi)
         size_t n = call->numel[t];
         size_t begin = lo > offset ? lo - offset : 0;
         size_t end = hi - offset < n ? hi - offset : n;
-        if (begin < end) fn(call, t, begin, end);
+        size_t most = call->span_limit ? call->span_limit : n;
+        for (size_t b = begin; b < end; b += most) fn(call, t, b, end - b < most ? end : b + most);
         offset += n;
     }
 }

@@ -170,6 +170,35 @@ def test_stochastic_rounding_is_unbiased_and_reproducible():
     assert not np.array_equal(bits(run(7, 1)), bits(run(8, 1)))               # another seed: other bits
 
 
+def test_philox_matches_the_random123_known_answers():
+    m = 0xFFFFFFFF
+    for counter, key, want in [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+                               ((m, m, m, m), (m, m), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+                               ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+                                (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]:
+        assert [int(w[0]) for w in reference.philox4x32([[c] for c in counter], key)] == list(want)
+
+
+def test_stochastic_rounding_gives_the_reference_bits(isa, threads):
+    """Every rounding bit as fastopt.reference.stochastic_round_bf16 specifies it, per tensor of a
+    call, at every SIMD level and thread count (spans and threads start at any element)."""
+    rng = np.random.default_rng(3)
+    sizes, seed, counter, lr = (5003, 17, 20_000), (5 << 32) + 12345, 77, 1e-3
+    p0 = [rng.standard_normal(n).astype(BF16) for n in sizes]
+    g = [rng.standard_normal(n).astype(BF16) for n in sizes]
+    want = []
+    for t, (p, gi) in enumerate(zip(p0, g)):
+        x = [p.astype(np.float32)]
+        reference.sgd(x, [gi.astype(np.float32)], lr=lr)
+        want.append(reference.stochastic_round_bf16(x[0], seed, counter, tensor=t))
+    for n_threads in (1, 2):
+        fastopt.set_num_threads(n_threads)
+        p = [a.copy() for a in p0]
+        fastopt.sgd(p, g, lr=lr, stochastic_rounding=(seed, counter))
+        for got, w in zip(p, want):
+            np.testing.assert_array_equal(bits(got), w)
+
+
 def test_stochastic_rounding_is_thread_count_independent(threads):
     p0 = np.random.default_rng(0).standard_normal(1 << 19).astype(BF16)
     g = np.random.default_rng(1).standard_normal(1 << 19).astype(BF16)

@@ -15,9 +15,18 @@
 
 #define AT_P(role) ((FO_P *)call->buf[role][t] + begin)
 #define AT_S(role) ((FO_S *)call->buf[role][t] + begin)
-/* The span's master copy and stochastic-rounding counter. */
-#define AUX const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + begin : NULL, \
-                                 begin, (uint32_t)t, call->sr_step, call->sr_key0, call->sr_key1}, *aux = &aux_
+/* The master copy and random bits of the n elements from `at` of tensor t (with stochastic rounding
+ * a span has at most FO_SR_CHUNK elements: fo_call.span_limit). */
+#if FO_SR
+#define RANDOM_BITS(at, n) uint16_t random_[FO_SR_CHUNK]; \
+    fo_sr_fill(random_, (at), (n), (uint32_t)t, call->sr_step, call->sr_key0, call->sr_key1)
+#else
+#define RANDOM_BITS(at, n) const uint16_t *const random_ = NULL
+#endif
+#define AUX_AT(at, n) RANDOM_BITS(at, n); \
+    const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + (at) : NULL, random_}, \
+                 *aux = &aux_
+#define AUX AUX_AT(begin, end - begin)
 /* Runs `loop` with `prox` a compile-time 0 or 1: the fused soft threshold is compiled in only where
  * l1_prox asks for it (it costs ~3% of AdamW at the memory roofline). */
 #define WITH_PROX(k, loop) do { if ((k)->c.prox_threshold != 0) { const int prox = 1; loop; } else { const int prox = 0; loop; } } while (0)
@@ -81,9 +90,10 @@ SPAN(lion_span)
     WITH_PROX(k, FO_FN(lion_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), k, aux, prox));
 }
 
-BLOCK(lamb_moments_block)
+BLOCK(lamb_moments_block) /* writes no params: no random bits, and blocks are longer than FO_SR_CHUNK */
 {
-    AUX;
+    const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + begin : NULL, NULL},
+                 *aux = &aux_;
     FO_FN(lamb_moments_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), call->consts, aux, out);
 }
 
@@ -144,8 +154,6 @@ static __attribute__((noinline)) void FO_FN(q8_store)(const fo_call *call, int j
 }
 
 #define AT_P_Q8(role) ((FO_P *)call->buf[role][t] + at)
-#define AUX_Q8 const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + at : NULL, \
-                                    at, (uint32_t)t, call->sr_step, call->sr_key0, call->sr_key1}, *aux = &aux_
 /* for each quantization block of the span: load n_states tiles, run `loop`, store them back */
 #define Q8_BLOCKS(n_states, loop)                                                                    \
     do {                                                                                             \
@@ -155,7 +163,7 @@ static __attribute__((noinline)) void FO_FN(q8_store)(const fo_call *call, int j
         for (size_t at = begin; at < end; at += call->q8->block) {                                  \
             size_t n = end - at < call->q8->block ? end - at : call->q8->block;                     \
             for (int j = 0; j < (n_states); j++) FO_FN(q8_load)(call, j, t, at, n, tiles[j]);       \
-            AUX_Q8;                                                                                  \
+            AUX_AT(at, n);                                                                           \
             loop;                                                                                    \
             for (int j = 0; j < (n_states); j++) FO_FN(q8_store)(call, j, t, at, n, tiles[j]);      \
         }                                                                                            \
@@ -180,12 +188,13 @@ BLOCK(lion_q8_block)
 }
 
 #undef AT_P_Q8
-#undef AUX_Q8
 #undef Q8_BLOCKS
 #endif
 
 #undef AT_P
 #undef AT_S
+#undef RANDOM_BITS
+#undef AUX_AT
 #undef AUX
 #undef WITH_PROX
 #undef SPAN

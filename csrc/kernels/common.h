@@ -10,21 +10,22 @@
 /* params come from the float32 master copy when there is one (FO_MASTER), and are written to
  * both; 16-bit params without one may be rounded stochastically (FO_SR) */
 #define LD_P(p, i) (FO_MASTER ? (T)master[i] : (T)FO_LOAD_P((p)[i]))
-#define ST_P(p, i, x) FO_FN(store_param)((p), (i), (x), master, aux)
-/* Every loop starts with this: the master copy's pointer, from the span's aux. */
-#define FO_AUX_LOCALS(aux) float *const restrict master = (aux)->master; (void)master
+#define ST_P(p, i, x) FO_FN(store_param)((p), (i), (x), master, random)
+/* Every loop starts with this: the master copy's and the random bits' pointers, from the span's
+ * aux, as restrict locals (else GCC must assume the random bits may alias the params: no SIMD). */
+#define FO_AUX_LOCALS(aux) float *const restrict master = (aux)->master; (void)master; \
+    const uint16_t *const restrict random = (aux)->random; (void)random
 /* ... and the common scalars of the consts k (see FO_FN(common)). */
 #define FO_COMMON_LOCALS(k) const FO_FN(common) cc = FO_FN(common_of)(&(k)->c)
 
-FO_INLINE void FO_FN(store_param)(FO_P *restrict p, size_t i, T x, float *restrict master, const fo_aux *aux)
+FO_INLINE void FO_FN(store_param)(FO_P *restrict p, size_t i, T x, float *restrict master,
+                                   const uint16_t *restrict random)
 {
     if (FO_MASTER) master[i] = (float)x;
 #if FO_SR
-    size_t at = aux->begin + i;
-    p[i] = fo_f32_to_bf16_stochastic((float)x, fo_philox((uint32_t)at, (uint32_t)((uint64_t)at >> 32), aux->tensor,
-                                                         aux->step, aux->key0, aux->key1));
+    p[i] = fo_f32_to_bf16_stochastic((float)x, random[i]);
 #else
-    (void)aux;
+    (void)random;
     p[i] = FO_STORE_P(x);
 #endif
 }

@@ -54,17 +54,50 @@ static inline uint16_t fo_f32_to_f16(float f)
     return (uint16_t)((sign >> 16) | fo_select(shl1_w > 0xFF000000u, 0x7E00u, nonsign));
 }
 
-/* Philox-4x32-10 (Salmon et al. 2011), first word: a counter-based generator, so the bits of
- * element i of tensor t at a given seed and step never depend on threads or SIMD width. */
-static inline uint32_t fo_philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1)
+/* Philox-4x32-10 (Salmon et al. 2011), in place on the counter c: a counter-based generator, so
+ * the random bits of an element never depend on threads, spans or SIMD width. */
+static inline void fo_philox4(uint32_t c[4], uint32_t k0, uint32_t k1)
 {
     for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1, c3 = (uint32_t)p0, c0 = n0, c2 = n2;
+        uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
+        c[1] = (uint32_t)p1, c[3] = (uint32_t)p0, c[0] = n0, c[2] = n2;
         k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
     }
-    return c0;
+}
+
+/* Stochastic rounding needs 16 random bits an element; one Philox call gives 128, so element e of
+ * tensor t takes 16-bit half (e & 1) (the low half first) of word (e & 7) / 2 of Philox(counter
+ * (e / 8, t, step), key).  fo_sr_fill writes those of the n <= FO_SR_CHUNK elements from `at`. */
+#define FO_SR_LANES 8  /* Philox calls side by side: GCC makes SIMD lanes of them */
+
+static __attribute__((unused)) void fo_sr_fill(uint16_t *restrict random, size_t at, size_t n, uint32_t t,
+                                               uint32_t step, uint32_t k0, uint32_t k1)
+{
+    uint32_t words[4 * (FO_SR_CHUNK / 8 + 2 * FO_SR_LANES)];
+    size_t first = at >> 3, skip = at & 7, groups = (skip + n + 7) >> 3;
+    for (size_t g = 0; g < groups; g += FO_SR_LANES) {
+        uint32_t c0[FO_SR_LANES], c1[FO_SR_LANES], c2[FO_SR_LANES], c3[FO_SR_LANES], a = k0, b = k1;
+        for (int l = 0; l < FO_SR_LANES; l++) {
+            uint64_t e = first + g + (size_t)l;
+            c0[l] = (uint32_t)e, c1[l] = (uint32_t)(e >> 32), c2[l] = t, c3[l] = step;
+        }
+        for (int r = 0; r < 10; r++, a += 0x9E3779B9u, b += 0xBB67AE85u)
+            for (int l = 0; l < FO_SR_LANES; l++) { /* fo_philox4's round */
+                uint64_t p0 = (uint64_t)0xD2511F53u * c0[l], p1 = (uint64_t)0xCD9E8D57u * c2[l];
+                uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ a, n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ b;
+                c1[l] = (uint32_t)p1, c3[l] = (uint32_t)p0, c0[l] = n0, c2[l] = n2;
+            }
+        for (int l = 0; l < FO_SR_LANES; l++) {
+            uint32_t *w = words + 4 * (g + (size_t)l);
+            w[0] = c0[l], w[1] = c1[l], w[2] = c2[l], w[3] = c3[l];
+        }
+    }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(random, (const char *)words + 2 * skip, n * sizeof *random); /* the halves, low first */
+#else
+    for (size_t i = 0; i < n; i++) random[i] = (uint16_t)(words[(skip + i) >> 1] >> (16 * ((skip + i) & 1)));
+#endif
 }
 
 #endif

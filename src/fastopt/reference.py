@@ -289,3 +289,41 @@ def unscale(grads, inv_scale, found_inf=None) -> bool:
     if found and found_inf is not None:
         found_inf[...] = 1.0
     return found
+
+
+# ---- stochastic rounding to bfloat16 (stochastic_rounding=) ----
+
+def philox4x32(counter, key):
+    """Philox-4x32-10 (Salmon et al. 2011, Random123): counter, four arrays of uint32 words; key,
+    two uint32 words; returns the four uint32 output words, elementwise."""
+    mask = np.uint64(0xFFFFFFFF)
+    c0, c1, c2, c3 = (np.asarray(c, np.uint64) for c in counter)
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for _ in range(10):
+        p0, p1 = np.uint64(0xD2511F53) * c0, np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & mask, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & mask
+        k0, k1 = (k0 + np.uint64(0x9E3779B9)) & mask, (k1 + np.uint64(0xBB67AE85)) & mask
+    return [c.astype(np.uint32) for c in (c0, c1, c2, c3)]
+
+
+def stochastic_round_bf16(x, seed: int, counter: int, tensor: int = 0) -> np.ndarray:
+    """float32 x as bfloat16 bits (uint16), rounded as fastopt's stochastic_rounding=(seed, counter)
+    rounds tensor `tensor` of a call::
+
+        r(e) = 16-bit half (e % 2) of word (e % 8) // 2 of
+               Philox-4x32-10(counter words (e // 8 low, e // 8 high, tensor, counter), key (seed low, seed high))
+        bits(e) = (float32 bits of x[e] + r(e)) >> 16         (inf and NaN: truncated, NaN kept quiet)
+
+    so x rounds up with probability (its dropped 16 bits) / 2^16: unbiased.  Element e of a tensor
+    gets the same bits whatever the thread count, SIMD width or device."""
+    u = np.ascontiguousarray(x, np.float32).reshape(-1).view(np.uint32).astype(np.uint64)
+    e = np.arange(u.size, dtype=np.uint64)
+    group = e >> np.uint64(3)
+    words = philox4x32([group & np.uint64(0xFFFFFFFF), group >> np.uint64(32), np.full_like(e, tensor),
+                        np.full_like(e, counter)], (seed & 0xFFFFFFFF, seed >> 32))
+    word = np.choose(((e & np.uint64(7)) >> np.uint64(1)).astype(np.intp), words).astype(np.uint64)
+    r = (word >> (np.uint64(16) * (e & np.uint64(1)))) & np.uint64(0xFFFF)
+    special = (u & np.uint64(0x7F800000)) == np.uint64(0x7F800000)
+    nan = special & ((u & np.uint64(0x7FFFFF)) != 0)
+    out = np.where(special, (u >> np.uint64(16)) | np.where(nan, np.uint64(0x40), np.uint64(0)), (u + r) >> np.uint64(16))
+    return out.astype(np.uint16).reshape(np.shape(x))

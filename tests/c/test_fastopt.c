@@ -9,6 +9,7 @@
 
 #include "fastopt.h"
 #include "fastopt_internal.h" /* fo_part_begin */
+#include "kernels/storage.h"  /* fo_philox4 */
 
 static int failures;
 #define EXPECT(cond, ...) \
@@ -305,6 +306,22 @@ static void test_status_codes(void)
            "found_inf did not skip");
 }
 
+/* ---- Philox-4x32-10: Random123's known answers ---- */
+
+static void test_philox(void)
+{
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627E8D5u, 0xE169C58Du, 0xBC57AC4Cu, 0x9B00DBD8u},
+        {~0u, ~0u, ~0u, ~0u, ~0u, ~0u, 0x408F276Du, 0x41C83B0Eu, 0xA20BC7C6u, 0x6D5451FDu},
+        {0x243F6A88u, 0x85A308D3u, 0x13198A2Eu, 0x03707344u, 0xA4093822u, 0x299F31D0u,
+         0xD16CFE09u, 0x94FDCCEBu, 0x5001E420u, 0x24126EA1u}};
+    for (int k = 0; k < 3; k++) {
+        uint32_t c[4] = {kat[k][0], kat[k][1], kat[k][2], kat[k][3]};
+        fo_philox4(c, kat[k][4], kat[k][5]);
+        EXPECT(memcmp(c, kat[k] + 6, sizeof c) == 0, "philox known answer %d", k);
+    }
+}
+
 /* ---- thread partitions near 2^31 and 2^32 ---- */
 
 static void test_partitions(void)
@@ -348,6 +365,7 @@ int main(void)
     fastopt_set_isa(NULL);
     test_status_codes();
     test_partitions();
+    test_philox();
     printf("%s\n", failures ? "FAILED" : "all C tests passed");
     return failures != 0;
 }

@@ -96,8 +96,9 @@ def span(table, t, r, start, n, marker):
 
 
 # ---- params: from and to the float32 master copy, or rounded stochastically (csrc/kernels/common.h) ----
-# aux = (has master copies, stochastic rounding, step, key0, key1): Philox-4x32-10 keyed by the seed,
-# counting the element's place in its tensor, the tensor and the step, as the C kernels do.
+# aux = (has master copies, stochastic rounding, step, key0, key1).  Stochastic rounding takes 16
+# random bits an element, as the C kernels do: element e of tensor t takes 16-bit half e & 1 of word
+# (e & 7) / 2 of Philox-4x32-10(counter (e / 8, t, step), key: the seed).
 
 MASK32 = np.uint64(0xFFFFFFFF)
 PHILOX_M0, PHILOX_M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -106,7 +107,7 @@ PHILOX_W0, PHILOX_W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
 
 @device
 def philox(c0, c1, c2, c3, k0, k1):
-    """The first word of Philox-4x32-10 (Salmon et al. 2011), in 64-bit integers."""
+    """Philox-4x32-10 (Salmon et al. 2011), its four words, in 64-bit integers."""
     c0, c1, c2, c3 = np.uint64(c0), np.uint64(c1), np.uint64(c2), np.uint64(c3)
     k0, k1 = np.uint64(k0), np.uint64(k1)
     for _ in range(10):
@@ -114,7 +115,16 @@ def philox(c0, c1, c2, c3, k0, k1):
         n0, n2 = ((p1 >> np.uint64(32)) ^ c1 ^ k0) & MASK32, ((p0 >> np.uint64(32)) ^ c3 ^ k1) & MASK32
         c1, c3, c0, c2 = p1 & MASK32, p0 & MASK32, n0, n2
         k0, k1 = (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
-    return c0
+    return c0, c1, c2, c3
+
+
+@device
+def random_bits(e, t, step, k0, k1):
+    """The 16 random bits of element e of tensor t (C: fo_sr_fill)."""
+    group, j = e >> np.uint64(3), e & np.uint64(7)
+    w0, w1, w2, w3 = philox(group & MASK32, group >> np.uint64(32), t, step, k0, k1)
+    word = w0 if j < 2 else w1 if j < 4 else w2 if j < 6 else w3
+    return (word >> (np.uint64(16) * (j & np.uint64(1)))) & np.uint64(0xFFFF)
 
 
 @device
@@ -129,8 +139,7 @@ def param_out(p, master, i, x, pm, aux, t, first):
     if aux[0] != 0:
         store(master, i, x, F32)
     if aux[1] != 0:
-        at = np.uint64(first + i)
-        store_stochastic(p, i, x, pm, philox(at & MASK32, at >> np.uint64(32), t, aux[2], aux[3], aux[4]))
+        store_stochastic(p, i, x, pm, random_bits(np.uint64(first + i), t, aux[2], aux[3], aux[4]))
     else:
         store(p, i, x, pm)
 

@@ -66,7 +66,7 @@ if SIMULATOR:
         ptr[i] = _bf16_bits(np.float32(x)) if type(marker) is np.uint16 else x
 
     def store_stochastic(ptr, i, x, marker, random):
-        """store(), but bfloat16 rounds stochastically with the 32 random bits."""
+        """store(), but bfloat16 rounds stochastically with random (its low 16 bits)."""
         ptr[i] = _bf16_bits_stochastic(x, random) if type(marker) is np.uint16 else x
 
     def itemsize(marker):
@@ -125,7 +125,7 @@ else:
         """Writes x to element i, narrowed to the stored type (round to nearest even)."""
 
     def store_stochastic(ptr, i, x, marker, random):
-        """store(), but bfloat16 rounds stochastically with the 32 random bits."""
+        """store(), but bfloat16 rounds stochastically with random (its low 16 bits)."""
 
     def itemsize(marker):
         """The size of the marker's type in bytes."""
