@@ -20,17 +20,19 @@ static inline float fo_bf16_to_f32(uint16_t h) { return fo_f32_of_bits((uint32_t
 static inline uint16_t fo_f32_to_bf16(float f)
 {
     uint32_t u = fo_bits_of_f32(f);
-    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    return (uint16_t)fo_select(f != f, (u >> 16) | 0x40u, rounded); /* NaN stays a quiet NaN */
+    uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
+    /* NaN stays a quiet NaN; selected before the shift, else GCC selects in 16-bit lanes and packs
+     * both sides (a third of a bfloat16 AdamW's time at AVX2) */
+    return (uint16_t)(fo_select(f != f, u | 0x00400000u, rounded) >> 16);
 }
 
 /* Rounds up with probability (the dropped low 16 bits) / 2^16: unbiased in expectation. */
 static inline uint16_t fo_f32_to_bf16_stochastic(float f, uint32_t random)
 {
     uint32_t u = fo_bits_of_f32(f);
-    uint32_t rounded = (u + (random & 0xFFFFu)) >> 16;
-    int special = (u & 0x7F800000u) == 0x7F800000u; /* inf and NaN are not dithered */
-    return (uint16_t)fo_select(special, (u >> 16) | ((uint32_t)(f != f) << 6), rounded);
+    uint32_t rounded = u + (random & 0xFFFFu);
+    int special = (u & 0x7F800000u) == 0x7F800000u; /* inf and NaN are not dithered; NaN stays quiet */
+    return (uint16_t)(fo_select(special, u | ((uint32_t)(f != f) << 22), rounded) >> 16);
 }
 
 /* IEEE binary16. */

@@ -23,7 +23,8 @@ Every optimizer also takes these keywords, fused into its one pass:
   the params are then written from them (rounded), never read.
 - ``stochastic_rounding=seed``: bfloat16 params without master copies are rounded stochastically
   (up with probability the dropped fraction; unbiased), with bits from Philox-4x32-10 keyed by the
-  seed and counted by the step: the same seed and step give the same result.  Optimizers without a
+  seed and counted by the step (:func:`fastopt.reference.stochastic_round_bf16` gives each bit):
+  the same seed and step give the same result.  Optimizers without a
   step count take ``(seed, counter)``, a new counter each call.
 - 8-bit state: SGD's momentum buffers, Adam/AdamW's (without amsgrad) and Lion's state may be
   :class:`fastopt.QuantizedState` objects (blockwise dynamic quantization), quantized and
