@@ -68,13 +68,12 @@ class Call:
         # same tensors every step, so its calls are validated, and their tables uploaded, once.
         key = (fn, block, tuple(kinds), tuple(r[2] for r in roles), tuple(r[0] for r in roles),
                tuple(None if v is None else tuple(v) for v in all_views))
-        known = _CALLS.get(key)
+        known = _CALLS.pop(key, None)  # then put back last: the least recently used go first
         if known is None:
-            known = _CALLS[key] = cls(fn, [r[0] for r in roles], all_views, [r[2] for r in roles], kinds, 0, block)
-            if len(_CALLS) > _CALLS_KEPT:
-                _CALLS.popitem(last=False)
-        else:
-            _CALLS.move_to_end(key)
+            known = cls(fn, [r[0] for r in roles], all_views, [r[2] for r in roles], kinds, 0, block)
+        _CALLS[key] = known
+        if len(_CALLS) > _CALLS_KEPT:
+            _CALLS.popitem(last=False)
         call = copy.copy(known)  # its own stream; the tables stay shared
         call.stream = stream_handle(stream, all_views[0])
         return call
