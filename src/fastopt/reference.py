@@ -325,5 +325,6 @@ def stochastic_round_bf16(x, seed: int, counter: int, tensor: int = 0) -> np.nda
     r = (word >> (np.uint64(16) * (e & np.uint64(1)))) & np.uint64(0xFFFF)
     special = (u & np.uint64(0x7F800000)) == np.uint64(0x7F800000)
     nan = special & ((u & np.uint64(0x7FFFFF)) != 0)
-    out = np.where(special, (u >> np.uint64(16)) | np.where(nan, np.uint64(0x40), np.uint64(0)), (u + r) >> np.uint64(16))
+    kept = (u >> np.uint64(16)) | np.where(nan, np.uint64(0x40), np.uint64(0))
+    out = np.where(special, kept, (u + r) >> np.uint64(16))
     return out.astype(np.uint16).reshape(np.shape(x))
