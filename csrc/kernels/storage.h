@@ -53,7 +53,8 @@ static inline uint16_t fo_f32_to_f16(float f)
     base = fo_f32_of_bits((bias >> 1) + 0x07800000u) + base;
     uint32_t bits = fo_bits_of_f32(base);
     uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
-    return (uint16_t)((sign >> 16) | fo_select(shl1_w > 0xFF000000u, 0x7E00u, nonsign));
+    /* selected in 32-bit lanes, then shifted (see fo_f32_to_bf16) */
+    return (uint16_t)((sign | fo_select(shl1_w > 0xFF000000u, 0x7E00u << 16, nonsign << 16)) >> 16);
 }
 
 /* Philox-4x32-10 (Salmon et al. 2011), in place on the counter c: a counter-based generator, so
