@@ -23,9 +23,8 @@
 #else
 #define RANDOM_BITS(at, n) const uint16_t *const random_ = NULL
 #endif
-#define AUX_AT(at, n) RANDOM_BITS(at, n); \
-    const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + (at) : NULL, random_}, \
-                 *aux = &aux_
+#define MASTER_AT(at) (call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + (at) : NULL)
+#define AUX_AT(at, n) RANDOM_BITS(at, n); const fo_aux aux_ = {MASTER_AT(at), random_}, *aux = &aux_
 #define AUX AUX_AT(begin, end - begin)
 /* Runs `loop` with `prox` a compile-time 0 or 1: the fused soft threshold is compiled in only where
  * l1_prox asks for it (it costs ~3% of AdamW at the memory roofline). */
@@ -92,8 +91,7 @@ SPAN(lion_span)
 
 BLOCK(lamb_moments_block) /* writes no params: no random bits, and blocks are longer than FO_SR_CHUNK */
 {
-    const fo_aux aux_ = {call->buf[FO_MASTER_ROLE] ? (float *)call->buf[FO_MASTER_ROLE][t] + begin : NULL, NULL},
-                 *aux = &aux_;
+    const fo_aux aux_ = {MASTER_AT(begin), NULL}, *aux = &aux_;
     FO_FN(lamb_moments_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), call->consts, aux, out);
 }
 
@@ -194,6 +192,7 @@ BLOCK(lion_q8_block)
 #undef AT_P
 #undef AT_S
 #undef RANDOM_BITS
+#undef MASTER_AT
 #undef AUX_AT
 #undef AUX
 #undef WITH_PROX

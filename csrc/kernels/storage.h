@@ -57,16 +57,22 @@ static inline uint16_t fo_f32_to_f16(float f)
     return (uint16_t)((sign | fo_select(shl1_w > 0xFF000000u, 0x7E00u << 16, nonsign << 16)) >> 16);
 }
 
-/* Philox-4x32-10 (Salmon et al. 2011), in place on the counter c: a counter-based generator, so
- * the random bits of an element never depend on threads, spans or SIMD width. */
+/* Philox-4x32-10 (Salmon et al. 2011): a counter-based generator, so the random bits of an
+ * element never depend on threads, spans or SIMD width.  One round, in place on the counter words,
+ * with the round's key; the key grows by these between rounds: */
+#define FO_PHILOX_W0 0x9E3779B9u
+#define FO_PHILOX_W1 0xBB67AE85u
+static inline void fo_philox_round(uint32_t *c0, uint32_t *c1, uint32_t *c2, uint32_t *c3, uint32_t k0, uint32_t k1)
+{
+    uint64_t p0 = (uint64_t)0xD2511F53u * *c0, p1 = (uint64_t)0xCD9E8D57u * *c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ *c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ *c3 ^ k1;
+    *c1 = (uint32_t)p1, *c3 = (uint32_t)p0, *c0 = n0, *c2 = n2;
+}
+
+/* All ten rounds, in place on the counter c. */
 static inline void fo_philox4(uint32_t c[4], uint32_t k0, uint32_t k1)
 {
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
-        c[1] = (uint32_t)p1, c[3] = (uint32_t)p0, c[0] = n0, c[2] = n2;
-        k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
-    }
+    for (int r = 0; r < 10; r++, k0 += FO_PHILOX_W0, k1 += FO_PHILOX_W1) fo_philox_round(c, c + 1, c + 2, c + 3, k0, k1);
 }
 
 /* Stochastic rounding needs 16 random bits an element; one Philox call gives 128, so element e of
@@ -85,12 +91,8 @@ static __attribute__((unused)) void fo_sr_fill(uint16_t *restrict random, size_t
             uint64_t e = first + g + (size_t)l;
             c0[l] = (uint32_t)e, c1[l] = (uint32_t)(e >> 32), c2[l] = t, c3[l] = step;
         }
-        for (int r = 0; r < 10; r++, a += 0x9E3779B9u, b += 0xBB67AE85u)
-            for (int l = 0; l < FO_SR_LANES; l++) { /* fo_philox4's round */
-                uint64_t p0 = (uint64_t)0xD2511F53u * c0[l], p1 = (uint64_t)0xCD9E8D57u * c2[l];
-                uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ a, n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ b;
-                c1[l] = (uint32_t)p1, c3[l] = (uint32_t)p0, c0[l] = n0, c2[l] = n2;
-            }
+        for (int r = 0; r < 10; r++, a += FO_PHILOX_W0, b += FO_PHILOX_W1) /* fo_philox4, lane by lane */
+            for (int l = 0; l < FO_SR_LANES; l++) fo_philox_round(&c0[l], &c1[l], &c2[l], &c3[l], a, b);
         for (int l = 0; l < FO_SR_LANES; l++) {
             uint32_t *w = words + 4 * (g + (size_t)l);
             w[0] = c0[l], w[1] = c1[l], w[2] = c2[l], w[3] = c3[l];

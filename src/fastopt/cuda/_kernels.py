@@ -333,25 +333,9 @@ def lion_kernel(table, k, aux, found_inf, pm, sm):
 # ---- reductions over a block's threads (8-bit scales, LAMB, norms) ----
 
 @device
-def block_sum(shared, x):
-    """The sum of x over the block's threads, by a fixed tree (the same bits on every run)."""
-    j = cuda.threadIdx.x
-    shared[j] = x
-    cuda.syncthreads()
-    width = THREADS // 2
-    while width > 0:
-        if j < width:
-            shared[j] = shared[j] + shared[j + width]
-        cuda.syncthreads()
-        width //= 2
-    total = shared[0]
-    cuda.syncthreads()
-    return total
-
-
-@device
-def block_max(shared, x):
-    """The largest x over the block's threads (NaN wins), by a fixed tree."""
+def block_reduce(shared, x, largest):
+    """x combined over the block's threads by a fixed tree (the same bits on every run): summed, or
+    the largest (NaN wins) when largest is true."""
     j = cuda.threadIdx.x
     shared[j] = x
     cuda.syncthreads()
@@ -359,16 +343,22 @@ def block_max(shared, x):
     while width > 0:
         if j < width:
             a, b = shared[j], shared[j + width]
-            shared[j] = b if (b > a or b != b) else a
+            shared[j] = (b if (b > a or b != b) else a) if largest else a + b
         cuda.syncthreads()
         width //= 2
-    top = shared[0]
+    out = shared[0]
     cuda.syncthreads()
-    return top
+    return out
 
 
-# k layout of LAMB: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), 1 / (1 - beta2^t), weight_decay,
-# has_wd, prox threshold, prox, -lr, trust (weight decay or nvlamb)
+@device
+def block_sum(shared, x):
+    return block_reduce(shared, x, False)
+
+
+@device
+def block_max(shared, x):
+    return block_reduce(shared, x, True)
 
 
 # ---- 8-bit state: one block per quantization block (256 or 2048 elements) ----
@@ -466,6 +456,9 @@ def lamb_direction(mi, vi, pi, inv_bc1, inv_bc2, eps, wd, has_wd):
     u = (mi * inv_bc1) / (sqrt(vi * inv_bc2) + eps)
     return u + wd * pi if has_wd != 0 else u
 
+
+# k layout of LAMB: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), 1 / (1 - beta2^t), weight_decay,
+# has_wd, prox threshold, prox, -lr, trust (weight decay or nvlamb)
 
 @kernel
 def lamb_moments_kernel(table, k, aux, grad_mul, found_inf, sums, pm, sm):
