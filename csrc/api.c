@@ -714,6 +714,7 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     }
     free(sums);
     k.neg_lr_ratio = ratio;
+    call.buf[1] = NULL; /* the weights' pass reads no grads: none to prefetch */
     fo_parallel_for(&call, total, fo_kernels()->lamb_apply[combo]);
     free(ratio);
     return FASTOPT_OK;

@@ -7,7 +7,9 @@ from cases import CASES, assert_close, call, copy, flag_id, make_arrays
 import fastopt
 from fastopt import reference
 
-SIZES = [0, 1, 3, 7, 8, 9, 63, 64, 65, 1000, 100003]
+# From 2^17 elements a tensor's spans stream in prefetched chunks of 64 (csrc/dispatch/spans.h).
+STREAMED = (1 << 17) + 9
+SIZES = [0, 1, 3, 7, 8, 9, 63, 64, 65, 1000, 100003, STREAMED]
 DTYPES = [np.float32, np.float64]
 ALL_CASES = [(name, f) for name, flags in CASES.items() for f in flags]
 CASE_IDS = [f"{name}[{flag_id(f)}]" for name, f in ALL_CASES]
@@ -20,7 +22,7 @@ def check_against_reference(name, flags, n, dtype, step=3, seed=0, offset=0):
     call(reference, name, expected, flags, step)
     call(fastopt, name, arrays, flags, step)
     for k in arrays:
-        assert_close(arrays[k], expected[k], dtype)
+        assert_close(arrays[k], expected[k], dtype, name)
     return arrays
 
 
@@ -47,7 +49,7 @@ def test_every_isa_gives_the_same_bits(name):
     results = {}
     for isa in fastopt.info()["isas_available"]:
         fastopt.set_isa(isa)
-        arrays = make_arrays(name, flags, 100003, np.float32, np.random.default_rng(7))
+        arrays = make_arrays(name, flags, STREAMED, np.float32, np.random.default_rng(7))
         call(fastopt, name, arrays, flags)
         results[isa] = arrays
     fastopt.set_isa(None)
@@ -82,14 +84,14 @@ def test_list_of_tensors_matches_reference(name, dtype):
     """One multi-tensor call; the reference loops over the tensors (LAMB also clips by their joint norm)."""
     flags = CASES[name][-1]
     rng = np.random.default_rng(11)
-    lists = [make_arrays(name, flags, n, dtype, rng) for n in (5, 0, 1000, 33, 100003)]
+    lists = [make_arrays(name, flags, n, dtype, rng) for n in (5, 0, 1000, 33, 100003, STREAMED)]
     arrays = {k: [a[k] for a in lists] for k in lists[0]}
     expected = copy(arrays)
     call(reference, name, expected, flags)
     call(fastopt, name, arrays, flags)
     for k in arrays:
         for got, e in zip(arrays[k], expected[k]):
-            assert_close(got, e, dtype)
+            assert_close(got, e, dtype, name)
 
 
 def test_multidimensional_arrays():

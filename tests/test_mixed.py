@@ -121,7 +121,7 @@ def test_float32_state_and_masters_are_exactly_the_float32_reference(name):
     """With float32 state and master weights, the math is the float32 reference's on the widened
     values, bit for bit; the bfloat16 params are its rounding."""
     flags = CASES[name][0]
-    ours, _ = _setup(name, flags, "bfloat16", "float32", True)
+    ours, _ = _setup(name, flags, "bfloat16", "float32", True, n=(1 << 17) + 5)  # streamed in chunks
     masters = ours.pop("master")
     ref = {k: (v.astype(np.float32) if k != "params" else masters.copy()) for k, v in ours.items()}
     ref["grads"] = ours["grads"].astype(np.float32)
@@ -183,7 +183,7 @@ def test_stochastic_rounding_gives_the_reference_bits(isa, threads):
     """Every rounding bit as fastopt.reference.stochastic_round_bf16 specifies it, per tensor of a
     call, at every SIMD level and thread count (spans and threads start at any element)."""
     rng = np.random.default_rng(3)
-    sizes, seed, counter, lr = (5003, 17, 20_000), (5 << 32) + 12345, 77, 1e-3
+    sizes, seed, counter, lr = (5003, 17, 20_000, (1 << 17) + 3), (5 << 32) + 12345, 77, 1e-3  # the last streamed
     p0 = [rng.standard_normal(n).astype(BF16) for n in sizes]
     p0[0][:3] = [np.inf, -np.inf, np.nan]  # kept, not dithered; NaN stays NaN
     g = [rng.standard_normal(n).astype(BF16) for n in sizes]

@@ -5,7 +5,9 @@
 #include "kernels/stream.h"
 
 #define AT(role) ((FO_P *)call->buf[role][t] + begin)
-#define SPAN(name) static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end)
+static const size_t FO_FN(grads_role_size)[FO_MAX_ROLES] = {sizeof(FO_P), sizeof(FO_P), sizeof(FO_P),
+                                                             sizeof(FO_P), sizeof(FO_P), sizeof(FO_P)};
+#define SPAN(name) CHUNKED_SPAN(name, FO_FN(grads_role_size))
 #define BLOCK(name) static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end, double *out)
 
 SPAN(elastic_net_span) { FO_FN(elastic_net_loop)(end - begin, AT(0), AT(1), call->consts); }

@@ -26,6 +26,10 @@
 #include "dispatch/grad_spans.h"
 #endif
 
+#undef FO_CHUNK
+#undef FO_AHEAD
+#undef FO_STREAMED
+#undef CHUNKED_SPAN
 #undef FO_FN
 #undef T
 #undef FO_SQRT

@@ -29,7 +29,47 @@
 /* Runs `loop` with `prox` a compile-time 0 or 1: the fused soft threshold is compiled in only where
  * l1_prox asks for it (it costs ~3% of AdamW at the memory roofline). */
 #define WITH_PROX(k, loop) do { if ((k)->c.prox_threshold != 0) { const int prox = 1; loop; } else { const int prox = 0; loop; } } while (0)
-#define SPAN(name) static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end)
+/* Spans of large tensors run in chunks of FO_CHUNK elements, and before each chunk they ask for
+ * the cache lines FO_AHEAD elements on, in every buffer the call has.  Why: an update with a square
+ * root and a divide fills the core's out-of-order window before enough of its loads are in flight,
+ * and the hardware prefetcher alone does not run far enough ahead; asked for ahead, the lines are
+ * there in time (AdamW float32 at 32M: 87% -> 97% of the probe's bandwidth).  The chunk is small so
+ * that a chunk's prefetches do not stall the core in one burst.  Tensors under FO_STREAMED elements
+ * run in one chunk: they are likely in cache, where chunks only cost (13% at 4K and 64K elements).
+ * The body is inlined once, into the chunk loop. */
+#define FO_CHUNK ((size_t)64)
+#define FO_AHEAD ((size_t)512)
+#define FO_STREAMED ((size_t)1 << 17)
+#define CHUNKED_SPAN(name, role_size)                                                                 \
+    FO_INLINE void FO_FN(name##_chunk)(const fo_call *call, size_t t, size_t begin, size_t end);     \
+    static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end)                 \
+    {                                                                                                 \
+        int streamed = call->numel[t] >= FO_STREAMED;                                                 \
+        size_t chunk = streamed ? FO_CHUNK : end - begin;                                             \
+        for (size_t at = begin; at < end; at += chunk) {                                              \
+            size_t stop = end - at < chunk ? end : at + chunk;                                        \
+            if (streamed) FO_FN(prefetch)(call, t, at + FO_AHEAD, stop + FO_AHEAD, role_size);        \
+            FO_FN(name##_chunk)(call, t, at, stop);                                                   \
+        }                                                                                             \
+    }                                                                                                 \
+    FO_INLINE void FO_FN(name##_chunk)(const fo_call *call, size_t t, size_t begin, size_t end)
+
+/* Asks for elements [at, end) of tensor t (cut to its length) in each buffer of the call; role r's
+ * elements take role_size[r] bytes. */
+FO_INLINE void FO_FN(prefetch)(const fo_call *call, size_t t, size_t at, size_t end, const size_t *role_size)
+{
+    end = end < call->numel[t] ? end : call->numel[t];
+    for (int r = 0; r < FO_MAX_ROLES; r++) {
+        if (!call->buf[r] || at >= end) continue;
+        const char *base = (const char *)call->buf[r][t];
+        for (size_t b = at * role_size[r]; b < end * role_size[r]; b += 64) __builtin_prefetch(base + b);
+    }
+}
+
+/* An optimizer's roles: params and grads, then up to three of state, then the master copy. */
+static const size_t FO_FN(optimizer_role_size)[FO_MAX_ROLES] = {sizeof(FO_P), sizeof(FO_P), sizeof(FO_S),
+                                                                 sizeof(FO_S), sizeof(FO_S), sizeof(float)};
+#define SPAN(name) CHUNKED_SPAN(name, FO_FN(optimizer_role_size))
 #define BLOCK(name) static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end, double *out)
 
 SPAN(sgd_span)
@@ -198,3 +238,4 @@ BLOCK(lion_q8_block)
 #undef WITH_PROX
 #undef SPAN
 #undef BLOCK
+/* (FO_CHUNK, FO_AHEAD and CHUNKED_SPAN are the gradient spans' too: instance.h undefines them) */
