@@ -130,3 +130,26 @@ def test_adam_weight_decay_coupled_vs_decoupled():
     np.testing.assert_allclose(p1, 1 - 0.1 * 0.5)  # zero gradient: pure decay
     fastopt.adam(p2, g, np.zeros(3), np.zeros(3), step=1, lr=0.1, weight_decay=0.5)
     np.testing.assert_allclose(p2, 1 - 0.1, rtol=1e-6)  # decay became a gradient of 0.5: an Adam step
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("name,flags", [("sgd", dict(lr=0.05)), ("sgd", dict(lr=0.05, momentum=0.9, nesterov=True,
+                                                                               weight_decay=0.01, maximize=True)),
+                                        ("adam", dict(lr=1e-2, weight_decay=0.1, l1_prox=0.01)),
+                                        ("adamw", dict(lr=1e-2, maximize=True))])
+def test_single_arrays_take_the_latency_path(name, flags, dtype, monkeypatch):
+    """One NumPy array per role and float hyper-parameters: straight to C (fastopt_single_*), with
+    the bits of the general path (the same call as a list of one)."""
+    arrays = make_arrays(name, flags, 1000, dtype, np.random.default_rng(5))
+    as_lists = {k: [v.copy()] for k, v in arrays.items()}
+    call(fastopt, name, as_lists, flags)
+
+    def general(*args):
+        raise AssertionError("the general path")
+    monkeypatch.setattr(fastopt.functional, "gather", general)
+    call(fastopt, name, arrays, flags)
+    for k in arrays:
+        assert np.array_equal(arrays[k], as_lists[k][0]), k
+    for other in (dict(flags, lr=1), dict(flags, grad_scale=2.0)):  # an int lr, an extra: the general path
+        with pytest.raises(AssertionError, match="general"):
+            call(fastopt, name, arrays, other)
