@@ -116,12 +116,26 @@ def test_mixed_precision_matches_the_float64_reference(name, flags, p_dtype, s_d
             assert np.all(err <= s_bound), (s, np.max(err / s_bound))
 
 
+@pytest.mark.parametrize("s_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", [n for n in CASES if n != "lamb"])  # LAMB's trust ratio is per tensor
+def test_streamed_spans_give_the_bits_of_short_ones(name, s_dtype, isa):
+    """float32 params from 2^17 elements stream in prefetched chunks (csrc/dispatch/spans.h): the
+    same bits as the same elements updated as tensors too short to stream."""
+    flags = CASES[name][-1]
+    ours, _ = _setup(name, flags, "float32", s_dtype, False, n=(1 << 17) + 5)
+    pieces = {k: [v[i:i + 40000].copy() for i in range(0, v.size, 40000)] for k, v in ours.items()}
+    for arrays in (ours, pieces):
+        call(fastopt, name, arrays, flags)
+    for k, v in ours.items():
+        np.testing.assert_array_equal(bits(v), bits(np.concatenate(pieces[k])), err_msg=k)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_float32_state_and_masters_are_exactly_the_float32_reference(name):
     """With float32 state and master weights, the math is the float32 reference's on the widened
     values, bit for bit; the bfloat16 params are its rounding."""
     flags = CASES[name][0]
-    ours, _ = _setup(name, flags, "bfloat16", "float32", True, n=(1 << 17) + 5)  # streamed in chunks
+    ours, _ = _setup(name, flags, "bfloat16", "float32", True)
     masters = ours.pop("master")
     ref = {k: (v.astype(np.float32) if k != "params" else masters.copy()) for k, v in ours.items()}
     ref["grads"] = ours["grads"].astype(np.float32)
@@ -183,7 +197,7 @@ def test_stochastic_rounding_gives_the_reference_bits(isa, threads):
     """Every rounding bit as fastopt.reference.stochastic_round_bf16 specifies it, per tensor of a
     call, at every SIMD level and thread count (spans and threads start at any element)."""
     rng = np.random.default_rng(3)
-    sizes, seed, counter, lr = (5003, 17, 20_000, (1 << 17) + 3), (5 << 32) + 12345, 77, 1e-3  # the last streamed
+    sizes, seed, counter, lr = (5003, 17, 20_000, (1 << 17) + 3), (5 << 32) + 12345, 77, 1e-3
     p0 = [rng.standard_normal(n).astype(BF16) for n in sizes]
     p0[0][:3] = [np.inf, -np.inf, np.nan]  # kept, not dithered; NaN stays NaN
     g = [rng.standard_normal(n).astype(BF16) for n in sizes]
