@@ -138,7 +138,7 @@ def test_adam_weight_decay_coupled_vs_decoupled():
                                         ("adam", dict(lr=1e-2, weight_decay=0.1, l1_prox=0.01)),
                                         ("adamw", dict(lr=1e-2, maximize=True))])
 def test_single_arrays_take_the_latency_path(name, flags, dtype, monkeypatch):
-    """One NumPy array per role and float hyper-parameters: straight to C (fastopt_single_*), with
+    """One NumPy array per role and float hyper-parameters: straight to C (fastopt._single), with
     the bits of the general path (the same call as a list of one)."""
     arrays = make_arrays(name, flags, 1000, dtype, np.random.default_rng(5))
     as_lists = {k: [v.copy()] for k, v in arrays.items()}

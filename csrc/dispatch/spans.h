@@ -241,4 +241,4 @@ BLOCK(lion_q8_block)
 #undef WITH_PROX
 #undef SPAN
 #undef BLOCK
-/* (FO_CHUNK, FO_AHEAD and CHUNKED_SPAN are the gradient spans' too: instance.h undefines them) */
+/* (FO_CHUNK, FO_AHEAD, FO_STREAMED and CHUNKED_SPAN are the gradient spans' too: instance.h undefines them) */

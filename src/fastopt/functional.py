@@ -41,6 +41,11 @@ from fastopt._arrays import UNUSED, Prepared, gather, host_view, integer, pair, 
 from fastopt.cuda._arrays import is_gpu_array
 from fastopt.quant8 import QuantizedState
 from fastopt._native import check, ffi, lib
+# One NumPy array per role, Python-float hyper-parameters, no extras: sgd, adam and adamw go
+# through fastopt._single (csrc/python/single.c), which checks the arrays' buffers in C and calls
+# the C API at a third of the general path's Python cost; it returns False for anything else, or
+# anything refused, and the general path then runs (and names the problem).
+from fastopt import _single
 
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale"]
@@ -198,39 +203,6 @@ def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_
                       rounding=rounding, absmax=absmax, block=block)
 
 
-# ---- the latency path: one NumPy array per role, plain float hyper-parameters ----
-# A 4K-element AdamW update takes ~2.5 us of C; the general path's Python took 6.5 us around it.
-# This one checks what only Python sees (type, dtype, shape) and takes the pointers with
-# from_buffer, which refuses arrays that are not C-contiguous, or read-only where written; C
-# checks the rest (hyper-parameters, alignment, overlap) and writes nothing when it refuses.
-# Anything else, or anything refused, goes the general way, which names the problem.  Python
-# floats only, as hyper-parameters: no bool, int or NumPy scalar, which the general path checks.
-_NDARRAY = np.ndarray
-_BUFFER = ffi.typeof("char[]")
-_BUFFER_DTYPES = {np.dtype(t): code for t, code in ((np.float32, lib.FASTOPT_FLOAT32), (np.float64, lib.FASTOPT_FLOAT64),
-                                                    (np.float16, lib.FASTOPT_FLOAT16))}
-_from_buffer = ffi.from_buffer
-
-
-def _single_arrays(params, grads, *state):
-    """[dtype code, size, params, grads, *state pointers] when every argument is one NumPy array of
-    params' dtype and shape (a float type with a buffer format: not bfloat16); None otherwise."""
-    try:
-        dtype, shape = params.dtype, params.shape
-        out = [_BUFFER_DTYPES[dtype], params.size]
-        if type(params) is not _NDARRAY or type(grads) is not _NDARRAY or grads.dtype is not dtype \
-                or grads.shape != shape:
-            return None
-        out += _from_buffer(_BUFFER, params, True), _from_buffer(grads)
-        for s in state:
-            if type(s) is not _NDARRAY or s.dtype is not dtype or s.shape != shape:
-                return None
-            out.append(_from_buffer(_BUFFER, s, True))
-        return out
-    except (AttributeError, KeyError, TypeError, ValueError, BufferError):
-        return None
-
-
 def _require(fn: str, name: str, value, why: str):
     if value is None:
         raise ValueError(f"fastopt.{fn}: {name} is required {why}")
@@ -271,16 +243,9 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
       None.
     """
     if (grad_scale is None and found_inf is None and stream is None and master_params is None
-            and stochastic_rounding is None and type(lr) is float and type(momentum) is float
-            and type(dampening) is float and type(weight_decay) is float and type(l1_prox) is float):
-        single = _single_arrays(params, grads, momentum_buffers) if momentum != 0 else \
-            _single_arrays(params, grads)
-        if single is not None:
-            if momentum == 0:
-                single.append(ffi.NULL)
-            if not lib.fastopt_single_sgd(*single, lr, momentum, dampening, weight_decay, l1_prox, bool(nesterov),
-                                          bool(maximize), bool(first_step)):
-                return
+            and stochastic_rounding is None and _single.sgd(params, grads, momentum_buffers, lr, momentum, dampening,
+                                                            weight_decay, l1_prox, nesterov, maximize, first_step)):
+        return  # the latency path (fastopt._single) made the update
     fn = "sgd"
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     momentum, dampening = real(fn, "momentum", momentum), real(fn, "dampening", dampening)
@@ -299,17 +264,10 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
           amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
           stochastic_rounding):
     if (not amsgrad and grad_scale is None and found_inf is None and stream is None and master_params is None
-            and stochastic_rounding is None and type(step) is int and type(lr) is float and type(eps) is float
-            and type(weight_decay) is float and type(l1_prox) is float and type(betas) is tuple and len(betas) == 2
-            and type(betas[0]) is float and type(betas[1]) is float):
-        single = _single_arrays(params, grads, exp_avgs, exp_avg_sqs)
-        if single is not None:
-            try:
-                if not lib.fastopt_single_adam(*single, lr, *betas, eps, weight_decay, l1_prox, step, decoupled,
-                                               bool(maximize)):
-                    return
-            except OverflowError:  # a step beyond int64
-                pass
+            and stochastic_rounding is None and type(betas) is tuple and len(betas) == 2
+            and _single.adam(params, grads, exp_avgs, exp_avg_sqs, lr, betas[0], betas[1], eps, weight_decay, l1_prox,
+                             step, decoupled, maximize)):
+        return  # the latency path (fastopt._single) made the update
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     if common is None:
