@@ -62,8 +62,9 @@
 FO_INLINE void FO_FN(prefetch)(const fo_call *call, size_t t, size_t at, size_t end, const size_t *role_size)
 {
     end = end < call->numel[t] ? end : call->numel[t];
+    if (at >= end) return;
     for (int r = 0; r < FO_MAX_ROLES; r++) {
-        if (!call->buf[r] || at >= end) continue;
+        if (!call->buf[r]) continue;
         const char *base = (const char *)call->buf[r][t];
         for (size_t b = at * role_size[r]; b < end * role_size[r]; b += 64) __builtin_prefetch(base + b);
     }

@@ -15,7 +15,7 @@
 static PyTypeObject *ndarray; /* numpy.ndarray */
 
 typedef struct arrays {
-    Py_buffer view[3 + 2];
+    Py_buffer view[4]; /* adam's four arrays at most */
     int taken;
     fastopt_dtype dtype;
     size_t numel;
@@ -84,9 +84,8 @@ static PyObject *single_sgd(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_RETURN_FALSE;
     int with_momentum = o.momentum != 0;
     if (with_momentum == (args[2] == Py_None)) Py_RETURN_FALSE;
-    PyObject *const objects[3] = {args[0], args[1], args[2]};
     arrays a;
-    if (!take(&a, objects, 2 + with_momentum, 1u | 4u)) Py_RETURN_FALSE;
+    if (!take(&a, args, 2 + with_momentum, 1u | 4u)) Py_RETURN_FALSE;
     if ((o.nesterov = PyObject_IsTrue(args[8])) < 0 || (o.common.maximize = PyObject_IsTrue(args[9])) < 0 ||
         (o.first_step = PyObject_IsTrue(args[10])) < 0) {
         PyErr_Clear();
