@@ -116,16 +116,18 @@ def test_mixed_precision_matches_the_float64_reference(name, flags, p_dtype, s_d
             assert np.all(err <= s_bound), (s, np.max(err / s_bound))
 
 
+@pytest.mark.parametrize("p_dtype,master", [("float32", False), ("bfloat16", True)])
 @pytest.mark.parametrize("s_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", [n for n in CASES if n != "lamb"])  # LAMB's trust ratio is per tensor
-def test_streamed_spans_give_the_bits_of_short_ones(name, s_dtype, isa):
-    """float32 params from 2^17 elements stream in prefetched chunks (csrc/dispatch/spans.h): the
-    same bits as the same elements updated as tensors too short to stream."""
+def test_streamed_spans_give_the_bits_of_short_ones(name, s_dtype, p_dtype, master, isa):
+    """float32 params, and 16-bit params with float32 masters, from 2^17 elements stream in
+    prefetched chunks (csrc/dispatch/spans.h): the same bits as the same elements updated as
+    tensors too short to stream."""
     flags = CASES[name][-1]
-    ours, _ = _setup(name, flags, "float32", s_dtype, False, n=(1 << 17) + 5)
+    ours, _ = _setup(name, flags, p_dtype, s_dtype, master, n=(1 << 17) + 5)
     pieces = {k: [v[i:i + 40000].copy() for i in range(0, v.size, 40000)] for k, v in ours.items()}
     for arrays in (ours, pieces):
-        call(fastopt, name, arrays, flags)
+        call(fastopt, name, arrays, flags, **({"master_params": arrays["master"]} if master else {}))
     for k, v in ours.items():
         np.testing.assert_array_equal(bits(v), bits(np.concatenate(pieces[k])), err_msg=k)
 
