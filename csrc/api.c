@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fastopt_internal.h"
+#include "kernels/quant8.h"
 
 static _Thread_local char last_error[320];
 
@@ -226,53 +227,18 @@ static fastopt_status optimizer_sizes(fastopt_dtype dtype, const fastopt_common 
 
 /* ---- 8-bit state ---- */
 
-static float q8_code[2][256], q8_mid[2][255]; /* [0]: unsigned, [1]: signed */
-static int32_t q8_bucket[2][FO_Q8_BUCKETS];
+static float q8_values[2][256]; /* [0]: unsigned, [1]: signed */
 static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
 
-static int by_value(const void *a, const void *b)
+static void q8_make_values(void)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Dettmers et al. 2022's dynamic code (bitsandbytes' create_dynamic_map, 7 exponent bits): for
- * i = 0 .. 6, the midpoints of linspace(0.1, 1, k_i) (k_i = 2^i + 1 signed, 2^(i+1) + 1 unsigned)
- * times 10^(i - 6), negated too when signed; and 0 and 1. */
-static void q8_make_codes(void)
-{
-    for (int is_signed = 0; is_signed < 2; is_signed++) {
-        double v[256];
-        int n = 0;
-        for (int i = 0; i < 7; i++) {
-            int k = (is_signed ? 1 << i : 1 << (i + 1)) + 1;
-            for (int j = 0; j + 1 < k; j++) {
-                double lo = 0.1 + 0.9 * j / (k - 1), hi = j + 2 == k ? 1.0 : 0.1 + 0.9 * (j + 1) / (k - 1);
-                double m = (lo + hi) / 2 * pow(10.0, i - 6);
-                v[n++] = m;
-                if (is_signed) v[n++] = -m;
-            }
-        }
-        v[n++] = 0.0, v[n++] = 1.0;
-        qsort(v, 256, sizeof *v, by_value);
-        for (int i = 0; i < 256; i++) q8_code[is_signed][i] = (float)v[i];
-        for (int i = 0; i < 255; i++) q8_mid[is_signed][i] = (q8_code[is_signed][i] + q8_code[is_signed][i + 1]) * 0.5f;
-        /* each bucket: the midpoints below its lowest value (x's bits are monotonic in |x| per sign) */
-        for (uint32_t b = 0; b < FO_Q8_BUCKETS; b++) {
-            uint32_t sign = b / (26 * 256), rest = b % (26 * 256), e = rest / 256, m = rest % 256;
-            double lo = e == 0 ? 0 : ldexp(1.0 + m / 256.0, (int)e - 1 - 24), hi = e == 0 ? ldexp(1.0, -24) : lo + ldexp(1.0, (int)e - 1 - 24 - 8);
-            double low = sign ? -hi : lo; /* the bucket's smallest value */
-            int32_t below = 0;
-            while (below < 255 && q8_mid[is_signed][below] < low) below++;
-            q8_bucket[is_signed][b] = below;
-        }
-    }
+    for (uint32_t c = 0; c < 256; c++) q8_values[0][c] = fo_q8_value(c, 0), q8_values[1][c] = fo_q8_value(c, 1);
 }
 
 void fastopt_quant8_code(int is_signed, float code[256])
 {
-    pthread_once(&q8_once, q8_make_codes);
-    if (code) memcpy(code, q8_code[!!is_signed], sizeof q8_code[0]);
+    pthread_once(&q8_once, q8_make_values);
+    if (code) memcpy(code, q8_values[!!is_signed], sizeof q8_values[0]);
 }
 
 /* ---- what every update shares ---- */
@@ -322,16 +288,15 @@ static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel,
     for (size_t r = 0; r < n_roles; r++) all[r] = roles[r];
     fo_call call = optimizer_call(n, numel, all, n_roles, consts, c);
     static const char *names[2] = {"absmax[0]", "absmax[1]"};
-    fo_q8 q = {c->quant_block, {NULL, NULL}, {NULL, NULL}, {NULL, NULL}, {NULL, NULL}};
-    pthread_once(&q8_once, q8_make_codes);
+    fo_q8 q = {c->quant_block, {0, 0}, {NULL, NULL}, {NULL, NULL}};
+    pthread_once(&q8_once, q8_make_values);
     int states = 0;
     for (size_t r = 0; r < n_roles && states < 2; r++) {
         if (roles[r].kind != FO_STATE || !roles[r].name) continue;
         int is_signed = strcmp(roles[r].name, "exp_avg_sqs") != 0; /* second moments are >= 0 */
         if (!c->absmax[states])
             return fo_fail(FASTOPT_ERR_NULL_POINTER, "absmax[%d] (the scales of %s) is NULL", states, roles[r].name);
-        q.code[states] = q8_code[is_signed], q.mid[states] = q8_mid[is_signed], q.absmax[states] = c->absmax[states];
-        q.bucket[states] = q8_bucket[is_signed];
+        q.is_signed[states] = is_signed, q.value[states] = q8_values[is_signed], q.absmax[states] = c->absmax[states];
         all[FO_MAX_ROLES + states] = (fo_role){names[states], c->absmax[states], 1, FO_ABSMAX};
         states++;
     }

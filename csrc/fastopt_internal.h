@@ -22,24 +22,14 @@ enum {
     FO_NCOMBOS
 };
 
-/* 8-bit state of a call: per state array j, its code, the midpoints between neighbouring code values
- * (the quantizer: a value's code is how many midpoints lie below it), and its block scales. */
+/* 8-bit state of a call: per state array j, its code (kernels/quant8.h: the signed or the unsigned,
+ * and the 256 values of its bytes) and its block scales. */
 typedef struct fo_q8 {
     size_t block;
-    const float *code[2], *mid[2];
-    const int32_t *bucket[2]; /* per FO_Q8_BUCKETS bucket of float bits: the midpoints below it */
+    int is_signed[2];
+    const float *value[2];
     void *const *absmax[2];
 } fo_q8;
-/* Buckets of x in [-1, 1] by sign, exponent (2^-24 .. 2^0, and one for smaller) and the top 8
- * mantissa bits: narrower than the code's spacing, so at most one midpoint falls in each. */
-#define FO_Q8_BUCKETS (2 * 26 * 256)
-static inline uint32_t fo_q8_bucket_of(uint32_t bits)
-{
-    uint32_t a = bits & 0x7FFFFFFFu, e = a >> 23;
-    uint32_t b = e >= 103 ? (e - 102) * 256 + ((a >> 15) & 0xFFu) : 0;
-    b = b < 26 * 256 ? b : 26 * 256 - 1;
-    return (bits >> 31) * (26 * 256) + b;
-}
 
 /* The buffers of one multi-tensor call: buf[role][tensor].  Roles are per kernel (params, grads,
  * ...); an optimizer's float32 master copies of the params are role FO_MASTER_ROLE. */

@@ -345,6 +345,35 @@ def test_8_bit_code_is_the_dynamic_code():
     assert np.isclose(np.min(np.abs(signed[signed != 0])), 5.5e-7, rtol=1e-3)  # the finest step: 1e-6 scale
     q = fastopt.QuantizedState(1000, 256)
     assert q.nbytes == 1000 + 4 * 4                      # 1 byte an element, 4 a block: ~3.9x under float32
+    for signed in (True, False):  # bitsandbytes' create_dynamic_map in float64, to 1.5 float32 ulps (2 roundings)
+        k = [(1 << i if signed else 1 << (i + 1)) + 1 for i in range(7)]
+        pos = np.concatenate([(lambda e: (e[:-1] + e[1:]) / 2)(np.linspace(0.1, 1, n)) * 10.0 ** (i - 6)
+                              for i, n in enumerate(k)])
+        want = np.sort(np.concatenate([pos, -pos if signed else [], [0.0, 1.0]]))
+        got = fastopt.quant8.code(signed)
+        np.testing.assert_array_less(np.abs(got - want), 1.5 * np.spacing(np.abs(want).astype(np.float32)))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_8_bit_codes_are_the_nearest_code_values(signed):
+    """code_of (the kernels' gather-free arithmetic): every code value maps to its own code, and any
+    x to the nearest code value but within float32 rounding of a midpoint (where either neighbour
+    may come).  Midpoints, the floats beside them, both ends, zero and NaN included."""
+    c = fastopt.quant8.code(signed)
+    mids = ((c[:-1] + c[1:]) * np.float32(0.5)).astype(np.float32)
+    rng = np.random.default_rng(5)
+    low = -1 if signed else 0
+    x = np.concatenate([rng.uniform(low, 1, 1 << 18), np.exp(rng.uniform(-25, 0, 1 << 18)) * (
+        rng.choice([-1, 1], 1 << 18) if signed else 1), c, mids, np.nextafter(mids, 2), np.nextafter(mids, -2),
+        [0.0, -0.0, 1.0, np.nextafter(1, 2), low, np.nextafter(low, -2)]]).astype(np.float32)
+    got = fastopt.quant8.code_of(x, signed)
+    np.testing.assert_array_equal(fastopt.quant8.code_of(c, signed), np.arange(256))
+    nearest = np.searchsorted(mids, x, side="left")
+    off = got != nearest
+    extra = np.abs(c[got] - x) - np.abs(c[nearest] - x)  # how much further than the nearest
+    assert np.all(np.abs(got.astype(int) - nearest) <= 1) and off.mean() < 1e-3
+    np.testing.assert_array_less(extra[off], 4e-7 * np.abs(x[off]) + 1e-12)
+    assert fastopt.quant8.code_of(np.float32(np.nan), signed) == 255
 
 
 @pytest.mark.parametrize("case", ["adagrad", "rmsprop", "nadam", "radam", "lamb", "amsgrad", "signedness",

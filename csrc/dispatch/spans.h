@@ -12,6 +12,7 @@
 #include "kernels/radam.h"
 #include "kernels/lion.h"
 #include "kernels/lamb.h"
+#include "kernels/quant8.h"
 
 #define AT_P(role) ((FO_P *)call->buf[role][t] + begin)
 #define AT_S(role) ((FO_S *)call->buf[role][t] + begin)
@@ -155,46 +156,30 @@ SPAN(lamb_apply_span)
  * back with the block's new scale.  Blocks of FO_BLOCK elements hold whole quantization blocks. */
 #define FO_Q8_MAX_BLOCK 2048
 
+/* tile = absmax * value(codes): state j's block, dequantized */
 static __attribute__((noinline)) void FO_FN(q8_load)(const fo_call *call, int j, size_t t, size_t at, size_t n, float *restrict tile)
 {
-    const fo_q8 *q = call->q8;
     const uint8_t *restrict codes = (const uint8_t *)call->buf[2 + j][t] + at;
-    const float *restrict code = q->code[j];
-    const float scale = ((const float *)q->absmax[j][t])[at / q->block];
-    for (size_t i = 0; i < n; i++) tile[i] = scale * code[codes[i]];
+    const float *restrict value = call->q8->value[j];
+    const float scale = ((const float *)call->q8->absmax[j][t])[at / call->q8->block];
+    for (size_t i = 0; i < n; i++) tile[i] = scale * value[codes[i]];
 }
 
-/* codes[i]: the number of code midpoints below tile[i] * inv (its own function: with the pointers
- * as restrict parameters GCC vectorizes it, gathers included). */
-static __attribute__((noinline)) void FO_FN(q8_encode)(size_t n, const float *restrict tile, float inv,
-                                                        const int32_t *restrict bucket, const float *restrict mid,
-                                                        uint8_t *restrict codes)
-{
-    for (size_t i = 0; i < n; i++) {
-        float x = tile[i] * inv;
-        int32_t below = bucket[fo_q8_bucket_of(fo_bits_of_f32(x))]; /* midpoints below x's bucket */
-        int32_t at_mid = below < 255 ? below : 254;          /* (a statement of its own, or GCC */
-        float next = mid[at_mid];                            /* will not vectorize the gather) */
-        codes[i] = (uint8_t)(below + ((below < 255) & (next < x)));
-    }
-}
-
-/* New scale: the largest |value| (NaN wins); code: the number of code midpoints below value/scale
- * (the nearest code value, ties to the lower): those below its bucket, plus the one midpoint that
- * may lie in the bucket if it is below. */
+/* New scale: the largest |value| (NaN wins); codes: each value / scale to its code. */
 static __attribute__((noinline)) void FO_FN(q8_store)(const fo_call *call, int j, size_t t, size_t at, size_t n, const float *restrict tile)
 {
-    const fo_q8 *q = call->q8;
     uint8_t *restrict codes = (uint8_t *)call->buf[2 + j][t] + at;
-    const float *restrict mid = q->mid[j];
     uint32_t top = 0; /* the largest |value| by its bits: monotonic, and NaN's are above inf's */
     for (size_t i = 0; i < n; i++) {
         uint32_t a = fo_bits_of_f32(tile[i]) & 0x7FFFFFFFu;
         top = a > top ? a : top;
     }
-    const float big = fo_f32_of_bits(top);
-    ((float *)q->absmax[j][t])[at / q->block] = big;
-    FO_FN(q8_encode)(n, tile, big > 0 ? 1.0f / big : 0.0f, q->bucket[j], mid, codes);
+    const float big = fo_f32_of_bits(top), inv = big > 0 ? 1.0f / big : 0.0f;
+    ((float *)call->q8->absmax[j][t])[at / call->q8->block] = big;
+    if (call->q8->is_signed[j])
+        for (size_t i = 0; i < n; i++) codes[i] = fo_q8_code_of(tile[i] * inv, 1);
+    else
+        for (size_t i = 0; i < n; i++) codes[i] = fo_q8_code_of(tile[i] * inv, 0);
 }
 
 #define AT_P_Q8(role) ((FO_P *)call->buf[role][t] + at)

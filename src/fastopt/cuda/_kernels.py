@@ -363,12 +363,49 @@ def block_max(shared, x):
 
 # ---- 8-bit state: one block per quantization block (256 or 2048 elements) ----
 # The table's roles are the optimizer's, then its master copies, then the absmax scales of each 8-bit
-# state.  codebook[j] holds state j's 256 code values and then its 255 midpoints.  The block
+# state.  codebook[j] holds state j's 256 code values, then 1 if its code is signed.  The block
 # dequantizes its state into shared float32 tiles, runs the optimizer's own span on them, and
-# quantizes them back: a new absmax (the largest |value|, NaN wins), each value / absmax to the
-# nearest code value (ties to the lower), as fastopt.QuantizedState.quantize_ specifies.
+# quantizes them back: a new absmax (the largest |value|, NaN wins), each value / absmax to its code
+# by the float32 arithmetic of csrc/kernels/quant8.h, as fastopt.quant8.code_of specifies.
 
 Q8_TILE = 2048  # the largest quantization block
+NINTH = float(np.float32(1) / np.float32(9))
+
+
+@device
+def q8_unit(i):
+    """10^(i-7), rounded once (fo_q8_unit)."""
+    ten = float32(10) if i & 1 else float32(1)
+    hundred = float32(100) if i & 2 else float32(1)
+    ten4 = float32(10000) if i & 4 else float32(1)
+    return ten * hundred * ten4 * float32(1e-7)
+
+
+@device
+def q8_scale(i):
+    """~10^(7-i) (fo_q8_scale)."""
+    scale = float32(1e7)
+    scale = scale * float32(0.1) if i & 1 else scale
+    scale = scale * float32(0.01) if i & 2 else scale
+    return scale * float32(1e-4) if i & 4 else scale
+
+
+@device
+def q8_code_of(x, signed):
+    """The byte of x in [-1, 1] (or [0, 1]): fo_q8_code_of, the same float32 operations in order."""
+    d = 0 if signed else 1
+    y = abs(x) if signed else (x if x > 0 else float32(0))
+    i = 0
+    for k in range(1, 7):
+        i += 1 if y >= q8_unit(k) else 0
+    n = float32(1 << (i + d))
+    u = (y * q8_scale(i) - float32(1)) * (float32(NINTH) * n)
+    at = u if u > 0 else float32(0)
+    at = at if at < n - float32(1) else n - float32(1)
+    low = float32(0.2) if i > 0 else float32(1.75 / 9) if signed else float32(1.25 / 9)
+    p = int(n - float32(1 << d)) + int(at) - (1 if u < low else 0) + (1 if i == 6 and u >= n - float32(0.25) else 0)
+    c = (128 + p if not x < 0 else max(126 - p, 0)) if signed else 1 + p
+    return 255 if x != x else c
 
 
 @device
@@ -382,7 +419,7 @@ def q8_load(table, t, r, scale_r, start, n, block, codebook, j, tile):
 
 @device
 def q8_store(table, t, r, scale_r, start, n, block, codebook, j, tile, shared):
-    """The block's new absmax, and each code: the number of code midpoints below tile / absmax."""
+    """The block's new absmax, and each code: q8_code_of(tile / absmax)."""
     big = float64(0)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         a = abs(float64(tile[i]))
@@ -391,17 +428,10 @@ def q8_store(table, t, r, scale_r, start, n, block, codebook, j, tile, shared):
     if cuda.threadIdx.x == 0:
         span(table, t, scale_r, start // block, 1, F32)[0] = top
     inv = float32(1) / top if top > 0 else float32(0)
+    signed = codebook[j, 256] != 0
     codes = span(table, t, r, start, n, CODE)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
-        x = tile[i] * inv
-        lo, hi = 0, 255
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if codebook[j, 256 + mid] < x:
-                lo = mid + 1
-            else:
-                hi = mid
-        codes[i] = np.uint8(lo)
+        codes[i] = np.uint8(q8_code_of(tile[i] * inv, signed))
 
 
 @kernel

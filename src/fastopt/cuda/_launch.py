@@ -156,17 +156,16 @@ class Call:
         return MARKERS[self.dtype], MARKERS[self.state_dtype]
 
     def codebook(self):
-        """The 8-bit codes of this call's states, each row 256 code values then 255 midpoints, on
-        its device (made once per device and signedness)."""
+        """The 8-bit codes of this call's states, each row 256 code values then 1 if the code is
+        signed, on its device (made once per device and signedness)."""
         signs = tuple(self.names[r] != "exp_avg_sqs" for r, k in enumerate(self.kinds)
                       if k == "q8" and self.views[r] is not None)
         key = (self.device, signs)
         if key not in _CODEBOOKS:
             from fastopt.quant8 import code
-            host = np.zeros((2, 512), np.float32)
+            host = np.zeros((2, 257), np.float32)
             for j, signed in enumerate(signs):
-                c = code(signed)
-                host[j, :256], host[j, 256:511] = c, (c[:-1] + c[1:]) * np.float32(0.5)
+                host[j, :256], host[j, 256] = code(signed), signed
             with _on(self.device):
                 _CODEBOOKS[key] = cuda.to_device(host)
         return _CODEBOOKS[key]
