@@ -39,9 +39,10 @@
  * run in one chunk: they are likely in cache, where chunks only cost (13% at 4K and 64K elements).
  * So do 16-bit params alone: their updates are bound by the conversions, not by memory, and chunks
  * only cost there too (bf16 AdamW at 32M: 14.8 -> 17.2 ms; with stochastic rounding, whose random
- * bits come a span at a time, 0.83x -> 0.40x torch fused).  With a float32 master copy they stream
- * again: the update reads and writes 4-byte master and state besides (bf16 params, float32 master
- * and state, 32M: 21.8 -> 19.4 ms).
+ * bits come a span at a time, 0.83x -> 0.40x torch fused).  With a float32 master copy and float32
+ * state they stream again: the update reads and writes 4-byte master and state besides (32M: 21.8
+ * -> 19.4 ms at AVX-512, 22.4 -> 20.4 at AVX2); with 16-bit state it converts too much to gain
+ * (20.9 -> 24.8 ms at AVX2).
  * The body is inlined once, into the chunk loop. */
 #define FO_CHUNK ((size_t)64)
 #define FO_AHEAD ((size_t)512)
@@ -50,7 +51,8 @@
     FO_INLINE void FO_FN(name##_chunk)(const fo_call *call, size_t t, size_t begin, size_t end);     \
     static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end)                 \
     {                                                                                                 \
-        int streamed = call->numel[t] >= FO_STREAMED && (sizeof(FO_P) >= 4 || FO_MASTER);            \
+        int wide = sizeof(FO_P) >= 4 || (FO_MASTER && sizeof(FO_S) >= 4);                           \
+        int streamed = call->numel[t] >= FO_STREAMED && wide;                                         \
         size_t chunk = streamed ? FO_CHUNK : end - begin;                                             \
         for (size_t at = begin; at < end; at += chunk) {                                              \
             size_t stop = end - at < chunk ? end : at + chunk;                                        \
