@@ -85,7 +85,9 @@ typedef struct fastopt_common {
      * each state array holds uint8 codes, and state value i of tensor t is
      * absmax[j][t][i / quant_block] * code[codes[i]], with the dynamic code of fastopt_quant8_code
      * (signed for momenta, unsigned for exp_avg_sqs; Dettmers et al. 2022).  absmax[j] lists the
-     * float32 block scales of the call's j-th state array, ceil(numel / quant_block) per tensor. */
+     * float32 block scales of the call's j-th state array, ceil(numel / quant_block) per tensor.
+     * A step writes each block's largest |value| as its scale and each value / scale as the code of
+     * the nearest code value, computed in float32 (at midpoints, within its rounding, either). */
     size_t quant_block;           /* 256 or 2048 */
     void *const *absmax[2];
 } fastopt_common;

@@ -1,6 +1,7 @@
 /* C tests of the public API: every kernel against a scalar C reference (double precision, plain
  * loops), at every SIMD level, float and double, over a list of tensors of awkward sizes; every
- * status code, with nothing written; the thread-partition arithmetic near 2^31 and 2^32. */
+ * status code, with nothing written; the thread-partition arithmetic near 2^31 and 2^32; AdamW
+ * with 8-bit state. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -235,6 +236,77 @@ static void test_lamb(fastopt_dtype d)
     release(&b, 4);
 }
 
+/* AdamW with 8-bit state (float32 params): the params are the reference step from the dequantized
+ * state; each block's new scale is its largest |state|, and each code that of the nearest code
+ * value but within float32 rounding of a midpoint. */
+static void test_adamw_quant8(void)
+{
+    enum { BLOCK = 256 };
+    float code[2][256];
+    fastopt_quant8_code(1, code[1]), fastopt_quant8_code(0, code[0]);
+    for (int c = 1; c < 256; c++) EXPECT(code[1][c - 1] < code[1][c] && code[0][c - 1] < code[0][c], "code ascends at %d", c);
+    EXPECT(code[1][127] == 0 && code[1][255] == 1 && code[0][0] == 0 && code[0][255] == 1, "0 and 1 in the codes");
+    unsigned seed = 11;
+    void *p[N_TENSORS], *g[N_TENSORS], *codes[2][N_TENSORS], *scales[2][N_TENSORS];
+    double *want[3][N_TENSORS]; /* params, exp_avg, exp_avg_sq after the step */
+    double bc1 = 1 - pow(0.9, 2), bc2 = 1 - pow(0.999, 2), lr = 1e-2, wd = 0.1;
+    for (int t = 0; t < N_TENSORS; t++) {
+        size_t n = SIZES[t], blocks = (n + BLOCK - 1) / BLOCK;
+        p[t] = malloc((n + 1) * 4), g[t] = malloc((n + 1) * 4);
+        for (int j = 0; j < 3; j++) want[j][t] = malloc((n + 1) * sizeof(double));
+        for (int j = 0; j < 2; j++) {
+            codes[j][t] = malloc(n + 1), scales[j][t] = malloc((blocks + 1) * 4);
+            for (size_t k = 0; k < blocks; k++) ((float *)scales[j][t])[k] = (float)fabs(value(&seed, 1));
+        }
+        for (size_t i = 0; i < n; i++) {
+            float pi = (float)value(&seed, 0), gi = (float)value(&seed, 0);
+            ((float *)p[t])[i] = pi, ((float *)g[t])[i] = gi;
+            double m = 0, v = 0;
+            for (int j = 0; j < 2; j++) {
+                uint8_t c = (uint8_t)(value(&seed, 1) * 100);
+                ((uint8_t *)codes[j][t])[i] = c;
+                double state = (float)(((float *)scales[j][t])[i / BLOCK] * code[!j][c]);
+                if (j == 0) m = state; else v = state;
+            }
+            m = 0.9 * m + 0.1 * gi, v = 0.999 * v + 0.001 * (double)gi * gi;
+            want[0][t][i] = pi * (1 - lr * wd) - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + 1e-8);
+            want[1][t][i] = m, want[2][t][i] = v;
+        }
+    }
+    fastopt_adam_options o = {{lr, wd, 0, 0, NULL, 0, FASTOPT_QUANT8, NULL, 0, 0, 0, BLOCK,
+                               {(void *const *)scales[0], (void *const *)scales[1]}}, 0.9, 0.999, 1e-8, 2, 0, 1};
+    EXPECT(fastopt_adam(FASTOPT_FLOAT32, N_TENSORS, SIZES, p, (const void *const *)g, codes[0], codes[1], NULL, &o) == FASTOPT_OK,
+           "adamw with 8-bit state: %s", fastopt_last_error());
+    for (int t = 0; t < N_TENSORS; t++) {
+        for (size_t i = 0; i < SIZES[t]; i++)
+            if (!(fabs(((float *)p[t])[i] - want[0][t][i]) <= 1e-5 * (fabs(want[0][t][i]) + 1))) {
+                EXPECT(0, "8-bit adamw (%s): params[%d][%zu] = %.9g, want %.9g", fastopt_isa(), t, i, ((float *)p[t])[i], want[0][t][i]);
+                break;
+            }
+        for (int j = 0; j < 2; j++)
+            for (size_t i = 0; i < SIZES[t]; i++) {
+                size_t at = i - i % BLOCK, end = at + BLOCK < SIZES[t] ? at + BLOCK : SIZES[t];
+                double big = 0, scale = ((float *)scales[j][t])[i / BLOCK];
+                for (size_t k = at; k < end; k++) big = fmax(big, fabs(want[1 + j][t][k]));
+                double x = want[1 + j][t][i] / scale, tol = 1e-5 * fabs(x) + 1e-6;
+                int c = ((uint8_t *)codes[j][t])[i];
+                const float *v = code[!j];
+                int ok = fabs(scale - big) <= 1e-5 * big && (c == 0 || x >= (v[c - 1] + v[c]) / 2 - tol) &&
+                         (c == 255 || x <= (v[c] + v[c + 1]) / 2 + tol);
+                if (!ok) {
+                    EXPECT(0, "8-bit adamw (%s): state %d [%d][%zu]: code %d (%.9g) for %.9g, scale %.9g want %.9g",
+                           fastopt_isa(), j, t, i, c, v[c], x, scale, big);
+                    break;
+                }
+            }
+    }
+    for (int t = 0; t < N_TENSORS; t++) {
+        free(p[t]), free(g[t]);
+        for (int j = 0; j < 3; j++) free(want[j][t]);
+        for (int j = 0; j < 2; j++) free(codes[j][t]), free(scales[j][t]);
+    }
+}
+
 static void test_gradients(fastopt_dtype d)
 {
     bufs b;
@@ -361,6 +433,7 @@ int main(void)
             test_lamb(d);
             test_gradients(d);
         }
+        test_adamw_quant8();
     }
     fastopt_set_isa(NULL);
     test_status_codes();
