@@ -346,9 +346,8 @@ def test_8_bit_code_is_the_dynamic_code():
     q = fastopt.QuantizedState(1000, 256)
     assert q.nbytes == 1000 + 4 * 4                      # 1 byte an element, 4 a block: ~3.9x under float32
     for signed in (True, False):  # bitsandbytes' create_dynamic_map in float64, to 1.5 float32 ulps (2 roundings)
-        k = [(1 << i if signed else 1 << (i + 1)) + 1 for i in range(7)]
-        pos = np.concatenate([(lambda e: (e[:-1] + e[1:]) / 2)(np.linspace(0.1, 1, n)) * 10.0 ** (i - 6)
-                              for i, n in enumerate(k)])
+        edges = [np.linspace(0.1, 1, (1 << i if signed else 1 << (i + 1)) + 1) * 10.0 ** (i - 6) for i in range(7)]
+        pos = np.concatenate([(e[:-1] + e[1:]) / 2 for e in edges])
         want = np.sort(np.concatenate([pos, -pos if signed else [], [0.0, 1.0]]))
         got = fastopt.quant8.code(signed)
         np.testing.assert_array_less(np.abs(got - want), 1.5 * np.spacing(np.abs(want).astype(np.float32)))

@@ -51,8 +51,8 @@
     FO_INLINE void FO_FN(name##_chunk)(const fo_call *call, size_t t, size_t begin, size_t end);     \
     static void FO_FN(name)(const fo_call *call, size_t t, size_t begin, size_t end)                 \
     {                                                                                                 \
-        int wide = sizeof(FO_P) >= 4 || (FO_MASTER && sizeof(FO_S) >= 4);                           \
-        int streamed = call->numel[t] >= FO_STREAMED && wide;                                         \
+        int memory_bound = sizeof(FO_P) >= 4 || (FO_MASTER && sizeof(FO_S) >= 4);                   \
+        int streamed = call->numel[t] >= FO_STREAMED && memory_bound;                                 \
         size_t chunk = streamed ? FO_CHUNK : end - begin;                                             \
         for (size_t at = begin; at < end; at += chunk) {                                              \
             size_t stop = end - at < chunk ? end : at + chunk;                                        \
