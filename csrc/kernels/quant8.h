@@ -3,7 +3,7 @@
  * than computing them (0.30 against 0.96 ns an element at AVX2 here, 0.43 and 0.50 at AVX-512).
  * Codes are computed, without tables (0.8 ns an element at AVX-512, 1.2 at AVX2): finding the
  * nearest value by lookups took two dependent gathers an element, and an 8-bit AdamW step took
- * 95 ms at AVX-512 where it now takes 55 (at AVX2, 70 and 68).  fastopt.quant8 (NumPy) and the CUDA
+ * 95 ms at AVX-512 where it now takes 51 (at AVX2, 70 and 68).  fastopt.quant8 (NumPy) and the CUDA
  * kernels compute the same floats in the same order, so the codes agree bit for bit (but on a GPU,
  * where NVVM may fuse a multiply-add, for values within a rounding of a midpoint).
  *
