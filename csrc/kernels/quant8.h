@@ -1,6 +1,6 @@
 /* The 8-bit dynamic code of Dettmers et al. 2022 (bitsandbytes' create_dynamic_map, 7 exponent
- * bits).  Values are looked up, in a table of fo_q8_value's 256: one gather an element is cheaper
- * than computing them (0.30 against 0.96 ns an element at AVX2 here, 0.43 and 0.50 at AVX-512).
+ * bits).  Values are looked up, in a table of fo_q8_value's 256: a lookup an element (0.30 ns here,
+ * see q8_load) is cheaper than computing them (0.96 ns at AVX2, 0.50 at AVX-512).
  * Codes are computed, without tables (0.8 ns an element at AVX-512, 1.2 at AVX2): finding the
  * nearest value by lookups took two dependent gathers an element, and an 8-bit AdamW step took
  * 95 ms at AVX-512 where it now takes 51 (at AVX2, 70 and 68).  fastopt.quant8 (NumPy) and the CUDA
