@@ -3,9 +3,9 @@
  * see q8_load) is cheaper than computing them (0.96 ns at AVX2, 0.50 at AVX-512).
  * Codes are computed, without tables (0.7 ns an element at AVX-512, 1.2 at AVX2): finding the
  * nearest value by lookups took two dependent gathers an element, and an 8-bit AdamW step took
- * 95 ms at AVX-512 where it now takes 48.5 (at AVX2, 70 and 68).  fastopt.quant8 (NumPy) and the CUDA
- * kernels compute the same floats in the same order, so the codes agree bit for bit (but on a GPU,
- * where NVVM may fuse a multiply-add, for values within a rounding of a midpoint).
+ * 95 ms at AVX-512 where it now takes 48.5 (at AVX2, 70 and 68).  fastopt.quant8 (NumPy) and the
+ * CUDA kernels compute the same floats in the same order, so the codes agree bit for bit (but on a
+ * GPU, where NVVM may fuse a multiply-add, for values within a rounding of a midpoint).
  *
  * The positive values: in decade i = 0 .. 6 (d = 0 signed, 1 unsigned; n = 2^(i+d) values),
  *   v(i, j) = (1 + (2j + 1) * 4.5 / n) * 10^(i-7),  j = 0 .. n-1,
