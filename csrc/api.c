@@ -258,15 +258,64 @@ static fastopt_status common_consts(const fastopt_common *o, int decoupled, fo_c
     return FASTOPT_OK;
 }
 
+/* ---- constants: once per call, or once per tensor with per-tensor steps ---- */
+
+/* The constants a call's kernel reads: k for every tensor (stride 0), or one copy of k per tensor,
+ * in `owned` (the caller frees it). */
+typedef struct fo_consts_list {
+    const void *k;
+    size_t stride;
+    void *owned;
+} fo_consts_list;
+
+/* An optimizer's step-dependent constants (its bias corrections) in k, for tensor t at `step`. */
+typedef void (*fo_at_step_fn)(void *k, const void *options, size_t t, int64_t step);
+
+/* Per-tensor steps are for the optimizers that count steps, each >= 1; checked with the other
+ * hyper-parameters, before anything is written. */
+static fastopt_status check_steps(const fastopt_common *c, size_t n, int counts_steps)
+{
+    if (!c->steps) return FASTOPT_OK;
+    if (!counts_steps)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "steps is given, but this optimizer counts no steps");
+    for (size_t t = 0; t < n; t++)
+        REQUIRE(c->steps[t] >= 1, "steps[%zu] must be >= 1, got %lld", t, (long long)c->steps[t]);
+    return FASTOPT_OK;
+}
+
+/* Completes k (size bytes) by at_step: once, at `step`; or, when steps or keys (another per-tensor
+ * input of the step's constants, NaDam's mu_products) are given, once per tensor into a fresh list.
+ * A tensor whose step and key repeat the previous tensor's copies its constants. */
+static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, size_t n, const int64_t *steps,
+                                  int64_t step, const double *keys, fo_at_step_fn at_step, const void *options)
+{
+    *out = (fo_consts_list){k, 0, NULL};
+    if ((!steps && !keys) || n == 0) {
+        at_step(k, options, 0, step);
+        return FASTOPT_OK;
+    }
+    char *all = malloc(n * size);
+    if (!all) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate the constants of %zu tensors", n);
+    for (size_t t = 0; t < n; t++) {
+        char *kt = all + t * size;
+        int repeat = t > 0 && (!steps || steps[t] == steps[t - 1]) && (!keys || keys[t] == keys[t - 1]);
+        memcpy(kt, repeat ? kt - size : k, size);
+        if (!repeat) at_step(kt, options, t, steps ? steps[t] : step);
+    }
+    *out = (fo_consts_list){all, size, all};
+    return FASTOPT_OK;
+}
+
 /* The call of an optimizer: its roles plus the master copies (role FO_MASTER_ROLE) and the
  * stochastic-rounding counter.  all_roles has room for FO_MAX_ROLES. */
-static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles, size_t n_roles, const void *consts,
-                              const fastopt_common *c)
+static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles, size_t n_roles,
+                              const fo_consts_list *consts, const fastopt_common *c)
 {
     for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_PARAMS};
     all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_MASTER};
-    fo_call call = {n, numel, {NULL}, consts, (uint32_t)c->rounding_step, (uint32_t)c->rounding_seed,
-                    (uint32_t)(c->rounding_seed >> 32), NULL, c->stochastic_rounding ? FO_SR_CHUNK : 0};
+    fo_call call = {.n_tensors = n, .numel = numel, .consts = consts->k, .consts_stride = consts->stride,
+                    .sr_step = (uint32_t)c->rounding_step, .sr_key0 = (uint32_t)c->rounding_seed,
+                    .sr_key1 = (uint32_t)(c->rounding_seed >> 32), .span_limit = c->stochastic_rounding ? FO_SR_CHUNK : 0};
     for (size_t r = 0; r < FO_MAX_ROLES; r++) call.buf[r] = all_roles[r].name ? all_roles[r].list : NULL;
     return call;
 }
@@ -274,7 +323,7 @@ static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles,
 /* An optimizer with 8-bit state: the state roles hold codes, fastopt_common.absmax their scales;
  * run over FO_BLOCK blocks (whole quantization blocks each). */
 static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
-                             const fo_block_fn *kernel, const void *consts, const fastopt_common *c)
+                             const fo_block_fn *kernel, const fo_consts_list *consts, const fastopt_common *c)
 {
     if (!kernel)
         return fo_fail(FASTOPT_ERR_ARGUMENT, "8-bit state is supported by sgd with momentum, adam/adamw without "
@@ -313,7 +362,7 @@ static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel,
 /* An optimizer: validates the buffers (the master copies included), then, unless found_inf says
  * skip, runs kernel[combination] over every element. */
 static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
-                          const fo_span_fn *kernel, const fo_block_fn *q8_kernel, const void *consts,
+                          const fo_span_fn *kernel, const fo_block_fn *q8_kernel, const fo_consts_list *consts,
                           const fastopt_common *common)
 {
     size_t esize[4], total;
@@ -343,7 +392,7 @@ static fastopt_status run_grads(fastopt_dtype dtype, size_t n, const size_t *num
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     fastopt_status s = check_buffers(roles, n_roles, n, numel, esize, &total);
     if (s) return s;
-    fo_call call = {n, numel, {NULL}, consts, 0, 0, 0, NULL, 0};
+    fo_call call = {.n_tensors = n, .numel = numel, .consts = consts};
     for (size_t r = 0; r < n_roles; r++) call.buf[r] = roles[r].name ? roles[r].list : NULL;
     fo_parallel_for(&call, total, kernel[d]);
     return FASTOPT_OK;
@@ -359,11 +408,30 @@ static fastopt_status check_betas(double beta1, double beta2, int closed)
     return FASTOPT_OK;
 }
 
-static fastopt_status check_eps_step(double eps, int64_t step)
+/* eps >= 0 (as torch: 0 is allowed, and divides by zero where the state is 0), and the step (or,
+ * with per-tensor steps, each of them) >= 1. */
+static fastopt_status check_eps_step(const fastopt_common *c, size_t n, double eps, int64_t step)
 {
-    REQUIRE(in_range(eps, 0, INFINITY, 1) && eps > 0, "eps must be a finite number > 0, got %g", eps);
+    REQUIRE(in_range(eps, 0, INFINITY, 1), "eps must be a finite number >= 0, got %g", eps);
+    if (c->steps) return check_steps(c, n, 1);
     REQUIRE(step >= 1, "step must be >= 1, got %lld", (long long)step);
     return FASTOPT_OK;
+}
+
+/* An optimizer whose constants k are the same for every tensor (it counts no steps). */
+#define ONE_CONSTS(k) (&(const fo_consts_list){&(k), 0, NULL})
+
+/* Runs an optimizer with per-call or per-tensor constants (step_consts), then frees them. */
+static fastopt_status run_stepped(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
+                                  const fo_span_fn *kernel, const fo_block_fn *q8_kernel, void *k, size_t size,
+                                  int64_t step, const double *keys, fo_at_step_fn at_step, const void *o,
+                                  const fastopt_common *common)
+{
+    fo_consts_list consts;
+    CHECK(step_consts(&consts, k, size, n, common->steps, step, keys, at_step, o));
+    fastopt_status s = run(dtype, n, numel, roles, n_roles, kernel, q8_kernel, &consts, common);
+    free(consts.owned);
+    return s;
 }
 
 /* ---- optimizers ---- */
@@ -375,13 +443,26 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
     fo_sgd_consts k = {.momentum = o->momentum, .one_minus_dampening = 1.0 - o->dampening,
                        .has_momentum = o->momentum != 0, .nesterov = !!o->nesterov, .first_step = !!o->first_step};
     CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(check_steps(&o->common, n_tensors, 0));
     REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
     REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
     REQUIRE(!o->nesterov || (o->momentum > 0 && o->dampening == 0),
             "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS},
                              {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, ONE_CONSTS(k), &o->common);
+}
+
+/* Python's float arithmetic, as torch computes these scalars */
+static void adam_at_step(void *kv, const void *ov, size_t t, int64_t step)
+{
+    fo_adam_consts *k = kv;
+    const fastopt_adam_options *o = ov;
+    (void)t;
+    double bias_correction1 = 1.0 - pow(o->beta1, (double)step);
+    double bias_correction2 = 1.0 - pow(o->beta2, (double)step);
+    k->step_size = o->common.lr / bias_correction1;
+    k->inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5);
 }
 
 fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -389,21 +470,15 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
                             void *const *max_exp_avg_sqs, const fastopt_adam_options *o)
 {
     NEED_OPTIONS(o);
-    fo_adam_consts k;
+    fo_adam_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
+                        .eps = o->eps, .amsgrad = !!o->amsgrad};
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
-    CHECK(check_eps_step(o->eps, o->step));
-    /* Python's float arithmetic, as torch computes these scalars */
-    double bias_correction1 = 1.0 - pow(o->beta1, (double)o->step);
-    double bias_correction2 = 1.0 - pow(o->beta2, (double)o->step);
-    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
-    k.step_size = o->common.lr / bias_correction1;
-    k.inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5);
-    k.amsgrad = !!o->amsgrad;
+    CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, k.amsgrad ? NULL : fo_kernels()->adam_q8, &k,
-               &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, k.amsgrad ? NULL : fo_kernels()->adam_q8,
+                       &k, sizeof k, o->step, NULL, adam_at_step, o, &o->common);
 }
 
 fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -414,13 +489,22 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     fo_rmsprop_consts k = {.alpha = o->alpha, .one_minus_alpha = 1.0 - o->alpha, .eps = o->eps,
                            .momentum = o->momentum, .centered = !!o->centered, .has_momentum = o->momentum > 0};
     CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(check_steps(&o->common, n_tensors, 0));
     REQUIRE(in_range(o->alpha, 0, 1, 0), "alpha must be in [0, 1], got %g", o->alpha);
-    REQUIRE(in_range(o->eps, 0, INFINITY, 1) && o->eps > 0, "eps must be a finite number > 0, got %g", o->eps);
+    REQUIRE(in_range(o->eps, 0, INFINITY, 1), "eps must be a finite number >= 0, got %g", o->eps);
     REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"square_avgs", square_avgs, 1, FO_STATE},
                              {k.centered ? "grad_avgs" : NULL, grad_avgs, 1, FO_STATE},
                              {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, ONE_CONSTS(k), &o->common);
+}
+
+static void adagrad_at_step(void *kv, const void *ov, size_t t, int64_t step)
+{
+    fo_adagrad_consts *k = kv;
+    const fastopt_adagrad_options *o = ov;
+    (void)t;
+    k->clr = o->common.lr / (1.0 + (double)(step - 1) * o->lr_decay);
 }
 
 fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -430,10 +514,10 @@ fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size
     fo_adagrad_consts k = {.eps = o->eps};
     CHECK(common_consts(&o->common, 0, &k.c));
     REQUIRE(in_range(o->lr_decay, 0, INFINITY, 1), "lr_decay must be a finite number >= 0, got %g", o->lr_decay);
-    CHECK(check_eps_step(o->eps, o->step));
-    k.clr = o->common.lr / (1.0 + (double)(o->step - 1) * o->lr_decay);
+    CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"state_sums", state_sums, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, NULL, &k, &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, NULL, &k, sizeof k, o->step, NULL,
+                       adagrad_at_step, o, &o->common);
 }
 
 static double nadam_mu(double beta1, double momentum_decay, int64_t step)
@@ -446,27 +530,53 @@ double fastopt_nadam_mu_product(double mu_product, double beta1, double momentum
     return mu_product * nadam_mu(beta1, momentum_decay, step);
 }
 
+static void nadam_at_step(void *kv, const void *ov, size_t t, int64_t step)
+{
+    fo_nadam_consts *k = kv;
+    const fastopt_nadam_options *o = ov;
+    double lr = o->common.lr, mu = nadam_mu(o->beta1, o->momentum_decay, step);
+    double mu_next = nadam_mu(o->beta1, o->momentum_decay, step + 1);
+    double mu_product = o->mu_products ? o->mu_products[t] : o->mu_product * mu;
+    k->inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, (double)step));
+    k->grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product);
+    k->momentum_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next);
+}
+
 fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                              const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                              const fastopt_nadam_options *o)
 {
     NEED_OPTIONS(o);
-    fo_nadam_consts k;
+    fo_nadam_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
+                         .eps = o->eps};
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
-    CHECK(check_eps_step(o->eps, o->step));
+    CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     REQUIRE(in_range(o->momentum_decay, 0, INFINITY, 1), "momentum_decay must be a finite number >= 0, got %g", o->momentum_decay);
-    REQUIRE(in_range(o->mu_product, 0, 1, 0) && o->mu_product > 0, "mu_product must be in (0, 1], got %g", o->mu_product);
-    double lr = o->common.lr, t = (double)o->step;
-    double mu = nadam_mu(o->beta1, o->momentum_decay, o->step), mu_next = nadam_mu(o->beta1, o->momentum_decay, o->step + 1);
-    double mu_product = o->mu_product * mu;
-    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
-    k.inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, t));
-    k.grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product);
-    k.momentum_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next);
+    if (o->mu_products)
+        for (size_t t = 0; t < n_tensors; t++)
+            REQUIRE(in_range(o->mu_products[t], 0, 1, 0) && o->mu_products[t] > 0,
+                    "mu_products[%zu] must be in (0, 1], got %g", t, o->mu_products[t]);
+    else
+        REQUIRE(in_range(o->mu_product, 0, 1, 0) && o->mu_product > 0, "mu_product must be in (0, 1], got %g", o->mu_product);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, NULL, &k, &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, NULL, &k, sizeof k, o->step,
+                       o->mu_products, nadam_at_step, o, &o->common);
+}
+
+static void radam_at_step(void *kv, const void *ov, size_t t, int64_t step)
+{
+    fo_radam_consts *k = kv;
+    const fastopt_radam_options *o = ov;
+    (void)t;
+    double s = (double)step, b2t = pow(o->beta2, s);
+    double bias_correction1 = 1.0 - pow(o->beta1, s), bias_correction2 = 1.0 - b2t;
+    double rho_inf = 2.0 / (1.0 - o->beta2) - 1.0, rho_t = rho_inf - 2.0 * s * b2t / bias_correction2;
+    k->inv_bias_correction1 = 1.0 / bias_correction1;
+    k->bias_correction2_sqrt = pow(bias_correction2, 0.5);
+    k->rectified = rho_t > 5.0;
+    k->rect = k->rectified ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) : 1.0;
 }
 
 fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -474,21 +584,15 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
                              const fastopt_radam_options *o)
 {
     NEED_OPTIONS(o);
-    fo_radam_consts k;
+    fo_radam_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
+                         .eps = o->eps};
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
-    CHECK(check_eps_step(o->eps, o->step));
-    double t = (double)o->step, b2t = pow(o->beta2, t);
-    double bias_correction1 = 1.0 - pow(o->beta1, t), bias_correction2 = 1.0 - b2t;
-    double rho_inf = 2.0 / (1.0 - o->beta2) - 1.0, rho_t = rho_inf - 2.0 * t * b2t / bias_correction2;
-    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
-    k.inv_bias_correction1 = 1.0 / bias_correction1;
-    k.bias_correction2_sqrt = pow(bias_correction2, 0.5);
-    k.rectified = rho_t > 5.0;
-    k.rect = k.rectified ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) : 1.0;
+    CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, NULL, &k, &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, NULL, &k, sizeof k, o->step, NULL,
+                       radam_at_step, o, &o->common);
 }
 
 fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -498,10 +602,11 @@ fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t 
     fo_lion_consts k = {.beta1 = o->beta1, .one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2,
                         .one_minus_beta2 = 1.0 - o->beta2, .has_wd = o->common.weight_decay != 0};
     CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(check_steps(&o->common, n_tensors, 0));
     k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
     CHECK(check_betas(o->beta1, o->beta2, 1));
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8, &k, &o->common);
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8, ONE_CONSTS(k), &o->common);
 }
 
 /* ---- reductions ---- */
@@ -561,7 +666,7 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", READ(grads), 0, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL, 0};
+    fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {READ(grads)}};
     return norm_of(&call, total, d, norm_type, norm);
 }
 
@@ -583,7 +688,7 @@ fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, con
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
     const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
-    fo_call call = {n_tensors, numel, {grads}, NULL, 0, 0, 0, NULL, 0};
+    fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {grads}};
     CHECK(norm_of(&call, total, d, norm_type, total_norm));
     double coef = max_norm / (*total_norm + 1e-6); /* torch's clip_coef, clamped to 1 */
     if (!(coef >= 1.0)) { /* (a NaN norm scales everything to NaN, as torch does) */
@@ -605,7 +710,7 @@ fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size
     const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_scale_consts k = {inv_scale};
-    fo_call call = {n_tensors, numel, {grads}, &k, 0, 0, 0, NULL, 0};
+    fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {grads}, .consts = &k};
     double *out;
     size_t nb;
     CHECK(blocks(&call, total, fo_kernels()->unscale[d], 1, &out, &nb));
@@ -627,15 +732,25 @@ fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, c
 
 /* ---- LAMB: clip by the global norm, moments and norms per tensor, then the weights ---- */
 
+static void lamb_at_step(void *kv, const void *ov, size_t t, int64_t step)
+{
+    fo_lamb_consts *k = kv;
+    const fastopt_lamb_options *o = ov;
+    (void)t;
+    k->inv_bias_correction1 = 1.0 / (1.0 - pow(o->beta1, (double)step));
+    k->inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, (double)step));
+}
+
 fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                             const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                             const fastopt_lamb_options *o)
 {
     NEED_OPTIONS(o);
-    fo_lamb_consts k;
+    fo_lamb_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
+                        .eps = o->eps, .has_wd = o->common.weight_decay != 0};
     CHECK(common_consts(&o->common, 1, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
-    CHECK(check_eps_step(o->eps, o->step));
+    CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
     int d = 0, combo;
     size_t total, esize[4];
@@ -646,18 +761,13 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     dtype_size(dtype, &d);
     fo_role roles[FO_MAX_ROLES] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                                    {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
-    fo_call moments = optimizer_call(n_tensors, numel, roles, 4, &k, &o->common);
+    fo_call moments = optimizer_call(n_tensors, numel, roles, 4, ONE_CONSTS(k), &o->common);
     CHECK(check_buffers(roles, FO_MAX_ROLES, n_tensors, numel, esize, &total));
     if (o->common.found_inf && *o->common.found_inf != 0) return FASTOPT_OK;
 
-    double t = (double)o->step;
-    k.one_minus_beta1 = 1.0 - o->beta1, k.beta2 = o->beta2, k.one_minus_beta2 = 1.0 - o->beta2, k.eps = o->eps;
-    k.inv_bias_correction1 = 1.0 / (1.0 - pow(o->beta1, t));
-    k.inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, t));
-    k.has_wd = o->common.weight_decay != 0;
     k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
-    fo_call call = {n_tensors, numel, {READ(grads)}, NULL, 0, 0, 0, NULL, 0};
+    fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {READ(grads)}};
     if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
         double norm;
         CHECK(norm_of(&call, total, d, 2.0, &norm));
@@ -665,11 +775,16 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
         if (norm > o->max_grad_norm) k.clip_grad_mul = k.c.grad_mul / (norm / o->max_grad_norm);
     }
     double *ratio = calloc(n_tensors ? n_tensors : 1, sizeof *ratio), *sums;
-    size_t nb;
     if (!ratio) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu trust ratios", n_tensors);
-    call = moments;
-    fastopt_status s = blocks(&call, total, fo_kernels()->lamb_moments[combo], 2, &sums, &nb);
+    k.neg_lr_ratio = ratio; /* filled between the passes */
+    fo_consts_list consts;
+    fastopt_status s = step_consts(&consts, &k, sizeof k, n_tensors, o->common.steps, o->step, NULL, lamb_at_step, o);
     if (s) return free(ratio), s;
+    call = moments;
+    call.consts = consts.k, call.consts_stride = consts.stride;
+    size_t nb;
+    s = blocks(&call, total, fo_kernels()->lamb_moments[combo], 2, &sums, &nb);
+    if (s) return free(ratio), free(consts.owned), s;
     for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
         double p2 = 0, u2 = 0;
         for (size_t end = b + fo_blocks_of(numel[t_i]); b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
@@ -678,10 +793,10 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
         ratio[t_i] = -o->common.lr * (trust ? p_norm / u_norm : 1.0);
     }
     free(sums);
-    k.neg_lr_ratio = ratio;
     call.buf[1] = NULL; /* the weights' pass reads no grads: none to prefetch */
     fo_parallel_for(&call, total, fo_kernels()->lamb_apply[combo]);
     free(ratio);
+    free(consts.owned);
     return FASTOPT_OK;
 }
 

@@ -40,10 +40,17 @@ typedef struct fo_call {
     const size_t *numel;
     void *const *buf[FO_MAX_ROLES];
     const void *consts;                    /* the kernel's fo_*_consts: scalars computed once per call */
+    size_t consts_stride;                  /* 0: one consts for every tensor; else bytes from tensor t's to t+1's */
     uint32_t sr_step, sr_key0, sr_key1;    /* stochastic rounding: Philox counter word and key */
     const fo_q8 *q8;                       /* 8-bit state, or NULL */
     size_t span_limit;                     /* spans of at most this many elements (0: any length) */
 } fo_call;
+
+/* The constants of tensor t of a call: per-tensor steps give each tensor its own. */
+static inline const void *fo_consts_of(const fo_call *call, size_t t)
+{
+    return (const char *)call->consts + t * call->consts_stride;
+}
 
 /* What a span of an optimizer needs besides its buffers: its master copy and, with stochastic
  * rounding, 16 random bits for each element (NULL without either). */

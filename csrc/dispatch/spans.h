@@ -83,7 +83,7 @@ static const size_t FO_FN(optimizer_role_size)[FO_MAX_ROLES] = {sizeof(FO_P), si
 
 SPAN(sgd_span)
 {
-    const fo_sgd_consts *k = call->consts;
+    const fo_sgd_consts *k = fo_consts_of(call, t);
     AUX;
     if (k->has_momentum) WITH_PROX(k, FO_FN(sgd_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), k, aux, 1, prox));
     else WITH_PROX(k, FO_FN(sgd_loop)(end - begin, AT_P(0), AT_P(1), NULL, k, aux, 0, prox));
@@ -91,7 +91,7 @@ SPAN(sgd_span)
 
 SPAN(adam_span)
 {
-    const fo_adam_consts *k = call->consts;
+    const fo_adam_consts *k = fo_consts_of(call, t);
     AUX;
     if (k->amsgrad) WITH_PROX(k, FO_FN(adam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), AT_S(4), k, aux, 1, prox));
     else WITH_PROX(k, FO_FN(adam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), NULL, k, aux, 0, prox));
@@ -99,7 +99,7 @@ SPAN(adam_span)
 
 SPAN(rmsprop_span)
 {
-    const fo_rmsprop_consts *k = call->consts;
+    const fo_rmsprop_consts *k = fo_consts_of(call, t);
     AUX;
     size_t n = end - begin;
     FO_P *p = AT_P(0), *g = AT_P(1);
@@ -112,28 +112,28 @@ SPAN(rmsprop_span)
 
 SPAN(adagrad_span)
 {
-    const fo_adagrad_consts *k = call->consts;
+    const fo_adagrad_consts *k = fo_consts_of(call, t);
     AUX;
     WITH_PROX(k, FO_FN(adagrad_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), k, aux, prox));
 }
 
 SPAN(nadam_span)
 {
-    const fo_nadam_consts *k = call->consts;
+    const fo_nadam_consts *k = fo_consts_of(call, t);
     AUX;
     WITH_PROX(k, FO_FN(nadam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), k, aux, prox));
 }
 
 SPAN(radam_span)
 {
-    const fo_radam_consts *k = call->consts;
+    const fo_radam_consts *k = fo_consts_of(call, t);
     AUX;
     WITH_PROX(k, FO_FN(radam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), k, aux, prox));
 }
 
 SPAN(lion_span)
 {
-    const fo_lion_consts *k = call->consts;
+    const fo_lion_consts *k = fo_consts_of(call, t);
     AUX;
     WITH_PROX(k, FO_FN(lion_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), k, aux, prox));
 }
@@ -141,12 +141,12 @@ SPAN(lion_span)
 BLOCK(lamb_moments_block) /* writes no params: no random bits, and blocks are longer than FO_SR_CHUNK */
 {
     const fo_aux aux_ = {MASTER_AT(begin), NULL}, *aux = &aux_;
-    FO_FN(lamb_moments_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), call->consts, aux, out);
+    FO_FN(lamb_moments_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), fo_consts_of(call, t), aux, out);
 }
 
 SPAN(lamb_apply_span)
 {
-    const fo_lamb_consts *k = call->consts;
+    const fo_lamb_consts *k = fo_consts_of(call, t);
     AUX;
     WITH_PROX(k, FO_FN(lamb_apply_loop)(end - begin, AT_P(0), AT_S(2), AT_S(3), k, aux, (T)k->neg_lr_ratio[t], prox));
 }
@@ -211,19 +211,19 @@ static __attribute__((noinline)) void FO_FN(q8_store)(const fo_call *call, int j
 
 BLOCK(sgd_q8_block)
 {
-    const fo_sgd_consts *k = call->consts;
+    const fo_sgd_consts *k = fo_consts_of(call, t);
     Q8_BLOCKS(1, WITH_PROX(k, FO_FN(sgd_loop)(n, AT_P_Q8(0), AT_P_Q8(1), s0, k, aux, 1, prox)));
 }
 
 BLOCK(adam_q8_block)
 {
-    const fo_adam_consts *k = call->consts;
+    const fo_adam_consts *k = fo_consts_of(call, t);
     Q8_BLOCKS(2, WITH_PROX(k, FO_FN(adam_loop)(n, AT_P_Q8(0), AT_P_Q8(1), s0, s1, NULL, k, aux, 0, prox)));
 }
 
 BLOCK(lion_q8_block)
 {
-    const fo_lion_consts *k = call->consts;
+    const fo_lion_consts *k = fo_consts_of(call, t);
     Q8_BLOCKS(1, WITH_PROX(k, FO_FN(lion_loop)(n, AT_P_Q8(0), AT_P_Q8(1), s0, k, aux, prox)));
 }
 

@@ -90,6 +90,12 @@ typedef struct fastopt_common {
      * the nearest code value, computed in float32 (at midpoints, within its rounding, either). */
     size_t quant_block;           /* 256 or 2048 */
     void *const *absmax[2];
+    /* Per-tensor step counts, for the optimizers that count steps (adam, adagrad, nadam, radam,
+     * lamb): NULL, or steps[i] >= 1 is tensor i's step, in place of the options' step.  torch keeps
+     * one step count per parameter (a parameter whose gradient is None is skipped and its count
+     * stays), so tensors at different steps share one call, each with its own bias correction.
+     * sgd, rmsprop and lion count no steps and refuse it (FASTOPT_ERR_ARGUMENT). */
+    const int64_t *steps;
 } fastopt_common;
 
 /* torch.optim.SGD (weight decay coupled).  momentum_buffers may be NULL when momentum == 0. */
@@ -130,7 +136,9 @@ typedef struct fastopt_adagrad_options {
 } fastopt_adagrad_options;
 
 /* torch.optim.NAdam.  mu_product: the product of mu over the steps before this one (1 at step 1);
- * fastopt_nadam_mu_product() gives the product including this step, for the next call. */
+ * fastopt_nadam_mu_product() gives the product including this step, for the next call.  Tensors
+ * with products of their own (per-tensor steps) pass mu_products: each tensor's product including
+ * this step, as the caller keeps it (torch rounds it to its mu_product tensor's dtype). */
 typedef struct fastopt_nadam_options {
     fastopt_common common;
     double beta1, beta2, eps;
@@ -138,6 +146,7 @@ typedef struct fastopt_nadam_options {
     double mu_product;           /* in (0, 1] */
     int64_t step;                /* >= 1 */
     int decoupled_weight_decay;
+    const double *mu_products;   /* NULL, or mu_products[i] in (0, 1): tensor i's product through this step */
 } fastopt_nadam_options;
 
 /* torch.optim.RAdam. */

@@ -98,25 +98,51 @@ def _betas(fn, betas):
 
 
 def _step(fn, step):
-    return step if type(step) is int else integer(fn, "step", step)
+    """(the step, None), or with one step per tensor (a sequence or 1-D integer array): (its first,
+    the steps as an int64 array)."""
+    if type(step) is int:
+        return step, None
+    if isinstance(step, (list, tuple)) or getattr(host_view(step), "ndim", 0) == 1:
+        steps = np.asarray(host_view(step))
+        if steps.ndim != 1 or not steps.size or steps.dtype.kind not in "iu":
+            raise TypeError(f"fastopt.{fn}: step must be an integer, or a non-empty sequence of integers (one per "
+                            f"tensor), got {type(step).__name__} of dtype {steps.dtype}")
+        steps = np.ascontiguousarray(steps, np.int64)
+        return int(steps[0]), steps
+    return integer(fn, "step", step), None
+
+
+def _per_tensor(fn: str, name: str, values: np.ndarray, n: int):
+    """A per-tensor array (int64 or float64) as C takes it (it reads n values), checked to have one
+    value per tensor; the array must outlive the call."""
+    if len(values) != n:
+        raise ValueError(f"fastopt.{fn}: {name} has {len(values)} values, one per tensor of params ({n}) is required")
+    return ffi.from_buffer("int64_t[]" if values.dtype == np.int64 else "double[]", values)
 
 
 def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=None, master_params=None,
-         stochastic_rounding=None, step=None):
+         stochastic_rounding=None, step=None, steps=None, mu_products=None):
     """Validates the arrays of roles, (name, array(s) or UNUSED, written[, "state"]), and calls C
     with the options struct, or with the scalars when there is none; GPU arrays go to fastopt.cuda.
-    The state arrays' dtype, master_params and stochastic rounding go into options.common."""
+    The state arrays' dtype, master_params, stochastic rounding and per-tensor steps (and NAdam's
+    mu_products) go into the options."""
+    if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
+        raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
     gpu = _on_gpu(roles[0][1])
     roles, absmax, block = _quantized(fn, roles)
     if gpu:
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
         return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                        block)
+                        block, steps, mu_products)
     if master_params is not None:
         roles = roles + [("master_params", master_params, True, "master")]
     dtype, numel, ptrs, state = gather(fn, roles)
     if options is not None:
         common = options.common
+        if steps is not None:
+            common.steps = kept_steps = _per_tensor(fn, "step", steps, len(numel))
+        if mu_products is not None:
+            options.mu_products = kept_mu = _per_tensor(fn, "mu_product", mu_products, len(numel))
         if state != dtype:
             common.state_dtype = state
         if absmax:
@@ -190,7 +216,8 @@ def _on_gpu(value) -> bool:
     return type(first) is not np.ndarray and type(first) is not Prepared and is_gpu_array(first)
 
 
-def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax, block):
+def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax, block,
+             steps=None, mu_products=None):
     """The GPU path of _run: C validates the hyper-parameters (a call over no tensors), the CUDA
     backend the arrays, then launches."""
     from fastopt.cuda import _launch
@@ -200,7 +227,7 @@ def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_
     if options is None:
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
     _launch.optimizer(fn, options, roles, stream=stream, found_inf=found_inf, master_params=master_params,
-                      rounding=rounding, absmax=absmax, block=block)
+                      rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products)
 
 
 def _require(fn: str, name: str, value, why: str):
@@ -269,7 +296,7 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
                              step, decoupled, maximize)):
         return  # the latency path (fastopt._single) made the update
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     if common is None:
         return
     o = ffi.new("fastopt_adam_options *", [common, betas[0], betas[1], eps, step, bool(amsgrad), decoupled])
@@ -279,7 +306,7 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
                                    ("exp_avg_sqs", exp_avg_sqs, True, "state"),
                                    ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True, "state")],
          stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -303,10 +330,12 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       params: parameter array or list of arrays (float32/float64), updated in place.
       grads: gradients, same shapes and dtype; only read.
       exp_avgs, exp_avg_sqs: first and second moment state, updated in place (start at zeros).
-      step: the step being taken, >= 1 (bias correction).
+      step: the step being taken, >= 1 (bias correction); or one per tensor (a sequence or 1-D
+        integer array), each tensor's own step count, as torch.optim keeps one per parameter (a
+        parameter whose gradient was None on some steps is behind the others): still one call.
       lr: learning rate, >= 0.
       betas: (beta1, beta2), each in [0, 1).
-      eps: added to the denominator, > 0.
+      eps: added to the denominator, >= 0.
       weight_decay: L2 penalty coefficient, >= 0.
       amsgrad: use the running maximum of v (needs max_exp_avg_sqs, updated in place).
       maximize: maximize the objective instead of minimizing it.
@@ -364,7 +393,7 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
       square_avgs: running average of g^2, updated in place (start at zeros).
       grad_avgs: running average of g, required when centered.
       momentum_buffers: required when momentum > 0.
-      lr: >= 0.  alpha: smoothing constant in [0, 1].  eps: > 0.  weight_decay: >= 0.
+      lr: >= 0.  alpha: smoothing constant in [0, 1].  eps: >= 0.  weight_decay: >= 0.
       momentum: >= 0.  centered: normalize by the variance instead of the second moment.
       maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
 
@@ -407,7 +436,7 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
       params, grads: as :func:`sgd`.
       state_sums: sum of squared gradients, updated in place; start it at torch's
         ``initial_accumulator_value`` (0 by default; fastopt.optim.Adagrad takes that argument).
-      step: >= 1.  lr: >= 0.  lr_decay: >= 0.  weight_decay: >= 0.  eps: > 0.
+      step: >= 1, or one per tensor (see :func:`adam`).  lr: >= 0.  lr_decay: >= 0.  weight_decay: >= 0.  eps: >= 0.
       maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
 
     Returns:
@@ -415,13 +444,13 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     """
     fn = "adagrad"
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    lr_decay, eps, step = real(fn, "lr_decay", lr_decay), real(fn, "eps", eps), _step(fn, step)
+    lr_decay, eps, (step, steps) = real(fn, "lr_decay", lr_decay), real(fn, "eps", eps), _step(fn, step)
     if common is None:
         return
     o = ffi.new("fastopt_adagrad_options *", [common, lr_decay, eps, step])
     _run(fn, lib.fastopt_adagrad, o, [("params", params, True), ("grads", grads, False),
                                       ("state_sums", state_sums, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
 
 
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
@@ -442,26 +471,50 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
     Args:
       As :func:`adam`, and:
       mu_product: the product of mu over the steps before this one: 1.0 at step 1, then the value
-        this function returned on the previous step.
+        this function returned on the previous step.  With per-tensor steps, one per tensor may be
+        given (a float32 or float64 array, or a sequence): each tensor's product is then kept in
+        that dtype, rounded after each multiplication as torch keeps it in a tensor.
       momentum_decay: >= 0.
       decoupled_weight_decay: AdamW-style weight decay.
 
     Returns:
       The momentum product including this step (the next call's mu_product); unchanged when the
-      step was skipped by found_inf.
+      step was skipped by found_inf.  With per-tensor steps or products: an array of them, one per
+      tensor (float64, or the dtype of the mu_product array given).
     """
     fn = "nadam"
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
-    momentum_decay, mu_product = real(fn, "momentum_decay", momentum_decay), real(fn, "mu_product", mu_product)
+    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    momentum_decay = real(fn, "momentum_decay", momentum_decay)
+    products = None  # per tensor: the products before this step
+    if isinstance(mu_product, (list, tuple, np.ndarray)) or getattr(host_view(mu_product), "ndim", 0) == 1:
+        products = np.asarray(host_view(mu_product))
+        if products.ndim != 1 or not products.size or products.dtype.kind != "f":
+            raise TypeError(f"fastopt.{fn}: mu_product must be a real number, or a non-empty sequence of them (one "
+                            f"per tensor), got {type(mu_product).__name__}")
+        if products.dtype != np.float32:
+            products = products.astype(np.float64)
+        mu_product = float(products[0])
+    else:
+        mu_product = real(fn, "mu_product", mu_product)
+    if steps is not None and products is None:
+        products = np.full(len(steps), mu_product)
+    through = None
+    if products is not None:  # each tensor's product through this step, rounded to its dtype
+        at = steps if steps is not None else np.full(len(products), step)
+        mu = betas[0] * (1.0 - 0.5 * np.power(0.96, at * momentum_decay))
+        through = products * mu.astype(products.dtype)
     if common is None:
-        return mu_product
+        return mu_product if products is None else products.copy()
     o = ffi.new("fastopt_nadam_options *", [common, betas[0], betas[1], eps, momentum_decay, mu_product, step,
                                             bool(decoupled_weight_decay)])
     _run(fn, lib.fastopt_nadam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
                                     ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
-    return lib.fastopt_nadam_mu_product(mu_product, betas[0], momentum_decay, step)
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps,
+         mu_products=None if through is None else through.astype(np.float64))
+    if through is None:
+        return lib.fastopt_nadam_mu_product(mu_product, betas[0], momentum_decay, step)
+    return through
 
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -488,13 +541,13 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
     """
     fn = "radam"
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     if common is None:
         return
     o = ffi.new("fastopt_radam_options *", [common, betas[0], betas[1], eps, step, bool(decoupled_weight_decay)])
     _run(fn, lib.fastopt_radam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
                                     ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
 
 
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
@@ -558,14 +611,14 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
     """
     fn = "lamb"
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, step, eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
+    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
     max_grad_norm = real(fn, "max_grad_norm", max_grad_norm)
     if common is None:
         return
     o = ffi.new("fastopt_lamb_options *", [common, betas[0], betas[1], eps, max_grad_norm, step, bool(use_nvlamb)])
     _run(fn, lib.fastopt_lamb, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
                                    ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step)
+         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
 
 
 # ---- regularization gradients ----

@@ -25,6 +25,10 @@ gradients, complex parameters and ``differentiable=True`` raise; ``foreach``, ``
 """
 from __future__ import annotations
 
+import inspect
+import operator
+
+import numpy as np
 import torch
 import torch.autograd.profiler as _profiler
 import torch.optim.optimizer as _torch_optim
@@ -40,68 +44,117 @@ _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOA
 _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-class _Bucket:
-    """The params of one group that share a device, a dtype and a step count, with their state:
-    one fastopt call per step.  On the CPU the pointer arrays of params and state are built once;
-    only the gradients' pointers are refreshed each step."""
+def _flat(t):
+    """t as a 1-D view of its memory: elementwise updates need dense memory, not C order (a
+    channels_last weight, its gradient and its state share strides and are stepped in place)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    dims = sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1)
+    expected = 1
+    for st, n in dims:
+        if st != expected:
+            raise RuntimeError("fastopt.torch: a parameter is not dense in memory (overlapping or with gaps); "
+                               "fastopt steps dense tensors")
+        expected *= n
+    return t.as_strided((t.numel(),), (1,))
 
-    def __init__(self, opt, group, params, index):
-        self.params, self.index = params, index  # index: positions in the step's grads (None: all)
+
+class _Bucket:
+    """The params of one group that share a device and a dtype and have optimizer state, with that
+    state: each step, one fastopt call for those of them that have a gradient (SGD: two when some
+    take their first momentum step).
+
+    Each param keeps its own step count, as in torch: its ``state["step"]`` is a 0-d view into the
+    bucket's ``step_counts``, so one in-place add advances every param stepped, and the per-tensor
+    counts reach the kernels as one array, each tensor with its own bias correction.  NAdam's
+    ``mu_product`` likewise.  What the bucket keeps (pointers, state tensors) is a cache of the
+    optimizer's state, checked every step by :meth:`valid`, never the truth.
+    """
+
+    def __init__(self, opt, group, params, index, grads):
+        self.params, self.index = params, index  # index: positions in the group's params
         self.device, self.dtype = params[0].device, params[0].dtype
-        first = opt.state[params[0]]
-        self.step_tensor = first.get("step")
-        self.step = int(self.step_tensor.item()) if self.step_tensor is not None else 0
-        for p in params:  # one step tensor for the bucket: one increment a step, not one per param
-            if self.step_tensor is not None:
-                opt.state[p]["step"] = self.step_tensor
-        self.keys = opt._state_keys(group)
-        self.state = {k: [opt.state[p][k] for p in params] for k in self.keys}
-        self.masters = [opt.state[p]["master_param"] for p in params] if _has_master(group, params[0]) else None
-        self.mu_product = float(first["mu_product"]) if "mu_product" in first else 1.0
-        if "mu_product" in first:
-            self.mu_tensor = first["mu_product"]
-            for p in params:
-                opt.state[p]["mu_product"] = self.mu_tensor
         self.cpu = self.device.type == "cpu"
+        self.keys = opt._state_keys(group)
+        self.states = [opt.state[p] for p in params] if opt._keeps_state(group, params[0]) else None
+        self.fresh = np.array([p in opt._unstepped for p in params]) if self.states else np.zeros(len(params), bool)
+        self.step_counts = self.mu_products = None
+        if opt._stepped:
+            self.step_counts = torch.tensor([float(s["step"]) for s in self.states], dtype=torch.float32)
+            for i, s in enumerate(self.states):
+                s["step"] = self.step_counts[i]
+            self.steps = self.step_counts.numpy().astype(np.int64)  # the counts as the kernels take them
+        if self.states and "mu_product" in self.states[0]:  # in the dtype torch keeps them in (float32, or
+            # the params' after torch's load_state_dict)
+            self.mu_products = torch.stack([s["mu_product"].detach().cpu().reshape(()) for s in self.states])
+            for i, s in enumerate(self.states):
+                s["mu_product"] = self.mu_products[i]
+        self.state = {k: [_flat(s[k]) for s in self.states] for k in self.keys}
+        self.masters = [_flat(s["master_param"]) for s in self.states] if _has_master(group, params[0]) else None
+        self.pointers = [p.data_ptr() for p in params]
+        self.watched = self._watched()
+        self.flat_params = [_flat(p) for p in params]
+        self.written = list(params) + [s[k] for s in (self.states or ()) for k in self.keys] + \
+            ([s["master_param"] for s in self.states] if self.masters else [])
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
-            views = [("params", params, True), ("grads", [p.grad for p in params], False)] + \
+            views = [("params", self.flat_params, True), ("grads", [_flat(g) for g in grads], False)] + \
                 [(k, v, True, "state") for k, v in self.state.items()] + \
                 ([("master_params", self.masters, True, "master")] if self.masters else [])
             gather(opt._function(group).__name__, [(n, [host_view(t) for t in ts], *rest) for n, ts, *rest in views])
-            code = _C_DTYPES[self.dtype]
-            numel = ffi.new("size_t[]", [p.numel() for p in params])
-            self.grad_addresses = ffi.new("uintptr_t[]", len(params))
-            self.checked_grads = [None] * len(params)
-
-            def prepared(tensors, addresses=None, dtype_code=code):
-                addresses = addresses or ffi.new("uintptr_t[]", [t.data_ptr() for t in tensors])
-                return Prepared(dtype_code, numel, ffi.cast("void *const *", addresses), (addresses, tensors))
-            self.roles = {"params": prepared(params), "grads": prepared(None, self.grad_addresses)}
-            self.roles.update({k: prepared(v, dtype_code=_C_DTYPES[v[0].dtype]) for k, v in self.state.items()})
+            self.addresses = {"params": self.pointers}
+            self.addresses.update({k: [t.data_ptr() for t in v] for k, v in self.state.items()})
             if self.masters:
-                self.roles["master_params"] = prepared(self.masters, dtype_code=lib.FASTOPT_FLOAT32)
+                self.addresses["master_params"] = [t.data_ptr() for t in self.masters]
+            self.codes = {"params": _C_DTYPES[self.dtype], "grads": _C_DTYPES[self.dtype],
+                          "master_params": lib.FASTOPT_FLOAT32}
+            self.codes.update({k: _C_DTYPES[v[0].dtype] for k, v in self.state.items()})
+            self.numel = [p.numel() for p in params]
+            self.full = None  # the prepared roles of a call over every param, made when first used
 
-    def master_params(self):
-        """The float32 master copies as the fastopt call takes them, or None."""
-        if not self.masters:
-            return None
-        return self.roles["master_params"] if self.cpu else self.masters
+    def _watched(self):
+        """The state objects the bucket keeps: each param's state dict and its tensors."""
+        if not self.states:
+            return []
+        return self.states + [s[k] for s in self.states for k in (*self.keys, "step", "mu_product", "master_param")
+                              if k in s]
 
-    def arrays(self, grads):
-        """(params, grads, {state key: arrays}) as the fastopt call takes them this step."""
-        if self.index is not None:
-            grads = [grads[j] for j in self.index]
+    def valid(self, opt) -> bool:
+        """Whether the params' memory and the optimizer's state are still what the bucket keeps:
+        ``p.data = ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
+        if [p.data_ptr() for p in self.params] != self.pointers:
+            return False
+        if self.states is None:
+            return True
+        get = opt.state.get
+        if not all(map(operator.is_, [get(p) for p in self.params], self.states)):
+            return False
+        return all(map(operator.is_, self._watched(), self.watched))
+
+    def call_arrays(self, idx, grads):
+        """(params, grads, {state key: arrays}, master copies or None) of a call over the members at
+        positions idx (None: all), as the fastopt call takes them."""
         if not self.cpu:
-            return self.params, grads, self.state
-        addresses, checked = self.grad_addresses, self.checked_grads
-        for i, g in enumerate(grads):
-            if g is not checked[i]:  # a new gradient tensor: torch has checked its device, dtype, shape
-                if g.is_sparse or not g.is_contiguous():
-                    raise RuntimeError(_sparse_or_strided(g))
-                checked[i] = g
-            addresses[i] = g.data_ptr()
-        return self.roles["params"], self.roles["grads"], {k: self.roles[k] for k in self.state}
+            pick = (lambda xs: xs) if idx is None else (lambda xs: [xs[i] for i in idx])
+            return (pick(self.flat_params), [_flat(g) for g in grads], {k: pick(v) for k, v in self.state.items()},
+                    pick(self.masters) if self.masters else None)
+        if idx is None:
+            if self.full is None:
+                self.full = {role: self._prepared(role, None) for role in self.addresses}
+            roles = self.full
+        else:
+            roles = {role: self._prepared(role, idx) for role in self.addresses}
+        numel = roles["params"].numel
+        addresses = ffi.new("uintptr_t[]", [t.data_ptr() for t in grads])
+        g = Prepared(self.codes["grads"], numel, ffi.cast("void *const *", addresses), addresses)
+        return (roles["params"], g, {k: roles[k] for k in self.state},
+                roles.get("master_params"))
+
+    def _prepared(self, role, idx):
+        addresses = self.addresses[role] if idx is None else [self.addresses[role][i] for i in idx]
+        numel = self.numel if idx is None else [self.numel[i] for i in idx]
+        array = ffi.new("uintptr_t[]", addresses)
+        return Prepared(self.codes[role], ffi.new("size_t[]", numel), ffi.cast("void *const *", array), array)
 
 
 def _has_master(group, p) -> bool:
@@ -109,10 +162,14 @@ def _has_master(group, p) -> bool:
     return bool(group.get("master_weights")) and p.dtype in (torch.float16, torch.bfloat16)
 
 
-def _sparse_or_strided(g) -> str:
+def _check_grad(p, g) -> None:
+    """A gradient fastopt can step with: dense, with its param's memory layout."""
     if g.is_sparse:
-        return "fastopt.torch: sparse gradients are not supported; use torch.optim.SparseAdam or dense gradients"
-    return "fastopt.torch: a gradient is not contiguous; fastopt needs dense, contiguous gradients"
+        raise RuntimeError("fastopt.torch: sparse gradients are not supported; use torch.optim.SparseAdam or "
+                           "dense gradients")
+    if g.stride() != p.stride() and not (g.is_contiguous() and p.is_contiguous()):
+        raise RuntimeError("fastopt.torch: a gradient's memory layout differs from its parameter's (strides "
+                           f"{tuple(g.stride())} and {tuple(p.stride())}); fastopt steps them in place together")
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -130,10 +187,20 @@ class _Optimizer(torch.optim.Optimizer):
     _takes_step = True     # _update takes step=
     _init_eagerly = False  # state made at construction (Adagrad), as torch does
 
+    _torch = None  # the torch.optim class this one replaces: its constructor validates as torch's does
+
     def __init__(self, params, defaults):
+        if self._torch is not None:
+            # torch's own constructor checks the hyper-parameters (its errors, before anything about
+            # params) and gives its defaults (tensor betas as numbers); our extras join them
+            accepted = inspect.signature(self._torch).parameters
+            extras = {k: defaults[k] for k in ("l1_prox", "state_dtype", "master_weights")}
+            defaults = {**self._torch([torch.zeros(1, requires_grad=True)],
+                                      **{k: v for k, v in defaults.items() if k in accepted}).defaults, **extras}
         if defaults.get("differentiable"):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fastopt's fused kernels")
         self._buckets: dict = {}
+        self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self._step_supports_amp_scaling = True  # GradScaler passes grad_scale / found_inf
 
@@ -154,14 +221,16 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _check_hyper(self, group) -> None:
         """Validates a group's hyper-parameters by the library itself, on a one-element problem."""
-        import numpy as np
+        lr = group["lr"]
+        if torch.is_tensor(lr) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
         keys = [k for k in self._positional if k in self._state_keys(group)]
         one = {k: np.ones(1) for k in ("params", "grads", *keys, *self._keyword)}
         kwargs = {kw: one[key] for key, kw in self._keyword.items() if key in self._state_keys(group)}
         if self._takes_step:
             kwargs["step"] = 1
         self._function(group)(one["params"], one["grads"], *[one[k] if k in keys else None for k in self._positional],
-                              lr=float(group["lr"]), **kwargs, **self._hyper(group, first=True))
+                              lr=float(lr), **kwargs, **self._hyper(group, first=True))
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
@@ -174,11 +243,12 @@ class _Optimizer(torch.optim.Optimizer):
                         else group.get("state_dtype")
                     if dtype is not None and torch.is_tensor(value):
                         self.state[p][key] = value.to(dtype=dtype, device=p.device, copy=True)
+        self._unstepped.clear()
         self._buckets.clear()
 
     def state_dict(self) -> dict:
-        """torch's layout; every parameter gets its own 'step' (and 'mu_product') tensor, as torch's
-        own optimizers expect when they load it."""
+        """torch's layout; every parameter's own 'step' (and 'mu_product') as a tensor of its own,
+        as torch's optimizers expect when they load it."""
         sd = super().state_dict()
         sd["state"] = {i: {k: (v.clone() if k in ("step", "mu_product") else v) for k, v in s.items()}
                        for i, s in sd["state"].items()}
@@ -194,17 +264,29 @@ class _Optimizer(torch.optim.Optimizer):
         return type(self)._update
 
     def _init_state(self, key, p, group):
-        return torch.zeros_like(p, dtype=group.get("state_dtype") or p.dtype, memory_format=torch.contiguous_format)
+        return torch.zeros_like(p, dtype=group.get("state_dtype") or p.dtype, memory_format=torch.preserve_format)
+
+    def _keeps_state(self, group, p) -> bool:
+        """Whether p has optimizer state (SGD without momentum has none, not even an entry, as in torch)."""
+        return self._stepped or bool(self._state_keys(group)) or _has_master(group, p)
 
     def _ensure_state(self, p, group) -> None:
+        """Makes p's state, as torch's first step (or Adagrad's constructor) makes it."""
+        keys = self._state_keys(group)
+        if not self._keeps_state(group, p):
+            return
         state = self.state[p]
+        made = False
         if self._stepped and "step" not in state:
             state["step"] = torch.tensor(0.0)
-        for k in self._state_keys(group):
+        for k in keys:
             if k not in state:
                 state[k] = self._init_state(k, p, group)
+                made = True
         if _has_master(group, p) and "master_param" not in state:
-            state["master_param"] = p.detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+            state["master_param"] = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+        if made:
+            self._unstepped.add(p)
 
     # ---- the step ----
 
@@ -218,8 +300,10 @@ class _Optimizer(torch.optim.Optimizer):
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
         for group in self.param_groups:
-            buckets, grads = self._buckets_of(group)
-            for bucket in buckets:
+            grads = [p.grad for p in group["params"]]
+            if all(g is None for g in grads):
+                continue
+            for bucket in self._buckets_of(group, grads):
                 self._step_bucket(group, bucket, grads, scale)
         return loss
 
@@ -228,6 +312,7 @@ class _Optimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         """One fused update of every param group (see the class's formula); returns closure()'s loss.
 
+        Params whose grad is None are skipped, their step counts unchanged, as torch skips them.
         Step hooks and the profiler's record_function run as torch.optim runs them, when there are
         any (torch wraps every step in them, which costs ~10 us a step on its own)."""
         if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _profiler._is_profiler_enabled
@@ -237,58 +322,99 @@ class _Optimizer(torch.optim.Optimizer):
 
     step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
 
-    def _buckets_of(self, group):
-        """(the group's buckets, the gradients of its params that have one), buckets rebuilt when
-        the params with gradients, or the memory behind them, changed."""
+    def _buckets_of(self, group, grads):
+        """The group's buckets, rebuilt when a param gets its first gradient or what a bucket keeps
+        no longer matches the params and the state."""
         params = group["params"]
-        grads = [p.grad for p in params]
-        if any(g is None for g in grads):  # params without a gradient are skipped, as torch skips them
-            params = [p for p, g in zip(params, grads) if g is not None]
-            grads = [g for g in grads if g is not None]
-        key = (id(group), tuple(map(id, params)))
-        pointers = [p.data_ptr() for p in params]
-        cached = self._buckets.get(key)
-        if cached is not None and cached[0] == pointers:
-            return cached[1], grads
+        ids = tuple(map(id, params))
+        cached = self._buckets.get(id(group))
+        if cached is not None:
+            cached_ids, members, buckets = cached
+            if cached_ids == ids and all(g is None or m for g, m in zip(grads, members)) and \
+                    all(b.valid(self) for b in buckets):
+                return buckets
+        for p, g in zip(params, grads):
+            if g is not None:
+                _check_grad(p, g)
+                self._ensure_state(p, group)
+        members = [not self._keeps_state(group, p) or bool(self.state.get(p)) for p in params]
         by = {}
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if g.is_sparse:
-                raise RuntimeError(_sparse_or_strided(g))
-            fresh = not self.state[p]
-            self._ensure_state(p, group)
-            s = self.state[p]
-            by.setdefault((p.device, p.dtype, int(s["step"]) if "step" in s else 0, fresh), []).append(i)
+        for i, (p, member) in enumerate(zip(params, members)):
+            if member:
+                by.setdefault((p.device, p.dtype), []).append(i)
         buckets = []
-        for (_, _, _, fresh), index in by.items():
-            bucket = _Bucket(self, group, [params[i] for i in index], None if len(by) == 1 else index)
-            bucket.fresh = fresh
-            buckets.append(bucket)
-        self._buckets[key] = (pointers, buckets)
-        return buckets, grads
+        for index in by.values():  # (members without a gradient now: checked as zeros of their layout)
+            bucket_grads = [grads[i] if grads[i] is not None else torch.zeros_like(params[i]) for i in index]
+            buckets.append(_Bucket(self, group, [params[i] for i in index], index, bucket_grads))
+        self._buckets[id(group)] = (ids, members, buckets)
+        return buckets
 
     def _step_bucket(self, group, bucket: _Bucket, grads, scale) -> None:
-        params, grads, state = bucket.arrays(grads)
-        kwargs = self._hyper(group, first=bucket.fresh)
+        have = np.array([grads[i] is not None for i in bucket.index])
+        if not have.any():
+            return
+        if have.all() and not bucket.fresh.any():
+            self._call(group, bucket, None, [grads[i] for i in bucket.index], scale, first=False)
+            return
+        calls = [(first, np.flatnonzero(have & (bucket.fresh == first))) for first in (True, False)]
+        for first, idx in calls:  # SGD's first momentum step is its own call
+            if len(idx):
+                self._call(group, bucket, idx, [grads[bucket.index[i]] for i in idx], scale, first)
+
+    def _call(self, group, bucket: _Bucket, idx, grads, scale, first: bool) -> None:
+        """One fastopt call over the bucket's members at positions idx (None: all) and its bookkeeping:
+        step counts, NAdam's mu_product, autograd's version counters."""
+        for i, g in zip(range(len(grads)) if idx is None else idx, grads):
+            if g.is_sparse or g.stride() != bucket.params[i].stride():
+                _check_grad(bucket.params[i], g)
+        params, grads_in, state, masters = bucket.call_arrays(idx, grads)
+        kwargs = self._hyper(group, first=first)
         for key, kw in self._keyword.items():
             if key in state:
                 kwargs[kw] = state[key]
-        if self._takes_step:
-            kwargs["step"] = bucket.step + 1
-        if hasattr(bucket, "mu_tensor"):
-            kwargs["mu_product"] = bucket.mu_product
+        steps = None
+        if self._stepped:
+            steps = (bucket.steps if idx is None else bucket.steps[idx]) + 1
+            if self._takes_step:
+                kwargs["step"] = int(steps[0]) if (steps == steps[0]).all() else steps
+        if bucket.mu_products is not None:
+            mu = bucket.mu_products if idx is None else bucket.mu_products[torch.from_numpy(idx)]
+            kwargs["mu_product"] = mu.numpy()
         if scale is not None:
             kwargs["grad_scale"] = scale
-        if bucket.masters:
-            kwargs["master_params"] = bucket.master_params()
+        if masters is not None:
+            kwargs["master_params"] = masters
         positional = [state.get(k) for k in self._positional]
-        out = self._function(group)(params, grads, *positional, lr=float(group["lr"]), **kwargs)
-        bucket.fresh = False
+        out = self._function(group)(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
         if self._stepped:
-            bucket.step += 1
-            bucket.step_tensor.add_(1)
-        if hasattr(bucket, "mu_tensor"):
-            bucket.mu_product = out
-            bucket.mu_tensor.fill_(out)
+            if idx is None:
+                bucket.steps += 1
+                bucket.step_counts.add_(1)
+            else:
+                bucket.steps[idx] += 1
+                bucket.step_counts[torch.from_numpy(idx)] += 1
+        if bucket.mu_products is not None:  # the products through this step, in their dtype
+            if idx is None:
+                bucket.mu_products.copy_(torch.from_numpy(out))
+            else:
+                bucket.mu_products[torch.from_numpy(idx)] = torch.from_numpy(out)
+        if first or bucket.fresh.any():
+            done = range(len(bucket.params)) if idx is None else idx
+            for i in done:
+                self._unstepped.discard(bucket.params[i])
+            bucket.fresh[np.asarray(done, dtype=np.int64)] = False
+        written = bucket.written if idx is None else self._written(bucket, idx)
+        torch.autograd.graph.increment_version(written)
+
+    @staticmethod
+    def _written(bucket, idx):
+        out = [bucket.params[i] for i in idx]
+        for i in idx:
+            s = bucket.states[i] if bucket.states else {}
+            out += [s[k] for k in bucket.keys]
+            if bucket.masters:
+                out.append(s["master_param"])
+        return out
 
     def _hyper(self, group, first: bool) -> dict:
         raise NotImplementedError
@@ -301,6 +427,8 @@ def _extras(defaults: dict, l1_prox, state_dtype, master_weights) -> dict:
 
 class SGD(_Optimizer):
     """torch.optim.SGD: momentum, dampening, Nesterov, weight decay (see :func:`fastopt.sgd`)."""
+
+    _torch = torch.optim.SGD
 
     _update = staticmethod(functional.sgd)
     _positional = ("momentum_buffer",)
@@ -325,6 +453,9 @@ class SGD(_Optimizer):
 
 class Adam(_Optimizer):
     """torch.optim.Adam (see :func:`fastopt.adam`; ``decoupled_weight_decay=True``: AdamW)."""
+
+    _torch = torch.optim.Adam
+
 
     _update = staticmethod(functional.adam)
     _positional = ("exp_avg", "exp_avg_sq")
@@ -354,6 +485,8 @@ class Adam(_Optimizer):
 class AdamW(Adam):
     """torch.optim.AdamW: Adam with decoupled weight decay (see :func:`fastopt.adamw`)."""
 
+    _torch = torch.optim.AdamW
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None, l1_prox=0.0,
                  state_dtype=None, master_weights=False):
@@ -365,6 +498,9 @@ class AdamW(Adam):
 
 class RMSprop(_Optimizer):
     """torch.optim.RMSprop: centered, momentum (see :func:`fastopt.rmsprop`)."""
+
+    _torch = torch.optim.RMSprop
+
 
     _update = staticmethod(functional.rmsprop)
     _positional = ("square_avg", "grad_avg", "momentum_buffer")
@@ -391,6 +527,9 @@ class RMSprop(_Optimizer):
 class Adagrad(_Optimizer):
     """torch.optim.Adagrad (see :func:`fastopt.adagrad`); state made at construction, as torch does."""
 
+    _torch = torch.optim.Adagrad
+
+
     _update = staticmethod(functional.adagrad)
     _positional = ("sum",)
     _init_eagerly = True
@@ -404,8 +543,8 @@ class Adagrad(_Optimizer):
                                          l1_prox, state_dtype, master_weights))
 
     def _init_state(self, key, p, group):
-        return torch.full_like(p, group["initial_accumulator_value"], dtype=group.get("state_dtype") or p.dtype,
-                               memory_format=torch.contiguous_format)
+        return torch.full_like(p, self.defaults["initial_accumulator_value"],
+                               dtype=group.get("state_dtype") or p.dtype, memory_format=torch.preserve_format)
 
     def _hyper(self, group, first):
         return dict(lr_decay=group["lr_decay"], eps=group["eps"], weight_decay=group["weight_decay"],
@@ -414,6 +553,9 @@ class Adagrad(_Optimizer):
 
 class NAdam(_Optimizer):
     """torch.optim.NAdam (see :func:`fastopt.nadam`); mu_product kept in the state, as torch does."""
+
+    _torch = torch.optim.NAdam
+
 
     _update = staticmethod(functional.nadam)
     _positional = ("exp_avg", "exp_avg_sq")
@@ -442,6 +584,9 @@ class NAdam(_Optimizer):
 class RAdam(_Optimizer):
     """torch.optim.RAdam (see :func:`fastopt.radam`)."""
 
+    _torch = torch.optim.RAdam
+
+
     _update = staticmethod(functional.radam)
     _positional = ("exp_avg", "exp_avg_sq")
 
@@ -461,6 +606,7 @@ class RAdam(_Optimizer):
 
 class Lion(_Optimizer):
     """Lion (optax rules; see :func:`fastopt.lion`); state key 'exp_avg'."""
+
 
     _update = staticmethod(functional.lion)
     _positional = ("exp_avg",)

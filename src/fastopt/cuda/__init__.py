@@ -35,11 +35,12 @@ __all__ = ["bfloat16", "is_gpu_array", "available", "signatures", "compile_ptx",
 
 # each kernel's arguments after its tensor table, by name (see fastopt.cuda._kernels)
 _ARGS = {
-    "sgd_kernel": "k11 aux flag pm sm", "adam_kernel": "k13 aux flag pm sm", "rmsprop_kernel": "k12 aux flag pm sm",
-    "adagrad_kernel": "k8 aux flag pm sm", "nadam_kernel": "k13 aux flag pm sm", "radam_kernel": "k14 aux flag pm sm",
-    "lion_kernel": "k11 aux flag pm sm", "lamb_moments_kernel": "k12 aux vec flag mat pm sm",
-    "lamb_ratio_kernel": "k12 flag mat vec", "lamb_apply_kernel": "k12 aux flag vec pm sm",
-    "sgd_q8_kernel": "k11 aux flag int book pm", "adam_q8_kernel": "k13 aux flag int book pm",
+    "sgd_kernel": "k11 aux flag pm sm", "adam_kernel": "k13 mat aux flag pm sm", "rmsprop_kernel": "k12 aux flag pm sm",
+    "adagrad_kernel": "k8 mat aux flag pm sm", "nadam_kernel": "k13 mat aux flag pm sm",
+    "radam_kernel": "k14 mat aux flag pm sm",
+    "lion_kernel": "k11 aux flag pm sm", "lamb_moments_kernel": "k12 mat aux vec flag mat pm sm",
+    "lamb_ratio_kernel": "k12 flag mat vec", "lamb_apply_kernel": "k12 mat aux flag vec pm sm",
+    "sgd_q8_kernel": "k11 aux flag int book pm", "adam_q8_kernel": "k13 mat aux flag int book pm",
     "lion_q8_kernel": "k11 aux flag int book pm",
     "elastic_net_kernel": "k2 pm", "scale_kernel": "k1 pm", "unscale_kernel": "k1 flag pm",
     "norm_blocks_kernel": "k3 mat pm",

@@ -147,6 +147,13 @@ def param_out(p, master, i, x, pm, aux, t, first):
 # k layout of every optimizer: the common part, then its own constants
 LR, COUPLED_WD, GRAD_MUL, PROX_T, DECAY, PROX = range(6)
 
+
+@device
+def at_step(k, kt, t, j):
+    """Constant j of k, or with per-tensor steps (kt: one row of constants per tensor) tensor t's:
+    the optimizers that count steps read their bias corrections through it."""
+    return kt[t, j] if kt.shape[0] != 0 else k[j]
+
 # ---- optimizers: each one's loop over a span (pointers from its first element), then its kernel ----
 # Moments and buffers enter the update as computed, before any rounding to a 16-bit state, as in C.
 
@@ -182,11 +189,11 @@ def adam_moments(gi, mi, vi, c1, beta2, c2):
 
 
 @device
-def adam_span(p, g, m, v, vmax, master, n, k, aux, t, first, pm, sm):
+def adam_span(p, g, m, v, vmax, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, -lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), amsgrad
     wd, mul, prox_t, decay = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm), real(k[DECAY], pm)
     c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    neg_step_size, inv_bc2_sqrt = real(k[10], pm), real(k[11], pm)
+    neg_step_size, inv_bc2_sqrt = real(at_step(k, kt, t, 10), pm), real(at_step(k, kt, t, 11), pm)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -202,13 +209,13 @@ def adam_span(p, g, m, v, vmax, master, n, k, aux, t, first, pm, sm):
 
 
 @kernel
-def adam_kernel(table, k, aux, found_inf, pm, sm):
+def adam_kernel(table, k, kt, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
     t, start, n = chunk_of(table, CHUNK)
     adam_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm),
               span(table, t, 3, start, n, sm), span(table, t, 4, start, n, sm), span(table, t, 5, start, n, F32),
-              n, k, aux, t, start, pm, sm)
+              n, k, kt, aux, t, start, pm, sm)
 
 
 @kernel
@@ -243,7 +250,7 @@ def rmsprop_kernel(table, k, aux, found_inf, pm, sm):
 
 
 @kernel
-def adagrad_kernel(table, k, aux, found_inf, pm, sm):
+def adagrad_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: -lr / (1 + (t - 1) * lr_decay), eps
     if flag_set(found_inf):
         return
@@ -251,7 +258,7 @@ def adagrad_kernel(table, k, aux, found_inf, pm, sm):
     p, g, total = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm)
     master = span(table, t, 3, start, n, F32)
     wd, mul, prox_t = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    neg_clr, eps = real(k[6], pm), real(k[7], pm)
+    neg_clr, eps = real(at_step(k, kt, t, 6), pm), real(k[7], pm)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -261,7 +268,7 @@ def adagrad_kernel(table, k, aux, found_inf, pm, sm):
 
 
 @kernel
-def nadam_kernel(table, k, aux, found_inf, pm, sm):
+def nadam_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta2^t), gradient coefficient, momentum coefficient
     if flag_set(found_inf):
         return
@@ -270,7 +277,8 @@ def nadam_kernel(table, k, aux, found_inf, pm, sm):
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
     wd, mul, prox_t, decay = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm), real(k[DECAY], pm)
     c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    inv_bc2, grad_coef, momentum_coef = real(k[10], pm), real(k[11], pm), real(k[12], pm)
+    inv_bc2, grad_coef = real(at_step(k, kt, t, 10), pm), real(at_step(k, kt, t, 11), pm)
+    momentum_coef = real(at_step(k, kt, t, 12), pm)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -283,7 +291,7 @@ def nadam_kernel(table, k, aux, found_inf, pm, sm):
 
 
 @kernel
-def radam_kernel(table, k, aux, found_inf, pm, sm):
+def radam_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), sqrt(1 - beta2^t), rect, rectified
     if flag_set(found_inf):
         return
@@ -293,7 +301,8 @@ def radam_kernel(table, k, aux, found_inf, pm, sm):
     lr, wd, mul = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm)
     prox_t, decay = real(k[PROX_T], pm), real(k[DECAY], pm)
     c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    inv_bc1, bc2_sqrt, rect = real(k[10], pm), real(k[11], pm), real(k[12], pm)
+    inv_bc1, bc2_sqrt = real(at_step(k, kt, t, 10), pm), real(at_step(k, kt, t, 11), pm)
+    rect, rectified = real(at_step(k, kt, t, 12), pm), at_step(k, kt, t, 13)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -301,7 +310,7 @@ def radam_kernel(table, k, aux, found_inf, pm, sm):
         store(m, i, mi, sm)
         store(v, i, vi, sm)
         step = mi * inv_bc1 * lr
-        if k[13] != 0:
+        if rectified != 0:
             step = step * (bc2_sqrt / (sqrt(vi) + eps)) * rect
         param_out(p, master, i, l1_prox(pi * decay - step, prox_t, k[PROX]), pm, aux, t, start)
 
@@ -449,7 +458,7 @@ def sgd_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
 
 
 @kernel
-def adam_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
+def adam_q8_kernel(table, k, kt, aux, found_inf, block, codebook, pm):
     if flag_set(found_inf):
         return
     m = cuda.shared.array(Q8_TILE, float32)
@@ -459,7 +468,7 @@ def adam_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
     q8_load(table, t, 2, 6, start, n, block, codebook, 0, m)
     q8_load(table, t, 3, 7, start, n, block, codebook, 1, v)
     adam_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), m, v, v,
-              span(table, t, 5, start, n, F32), n, k, aux, t, start, pm, F32)
+              span(table, t, 5, start, n, F32), n, k, kt, aux, t, start, pm, F32)
     cuda.syncthreads()
     q8_store(table, t, 2, 6, start, n, block, codebook, 0, m, shared)
     q8_store(table, t, 3, 7, start, n, block, codebook, 1, v, shared)
@@ -491,7 +500,7 @@ def lamb_direction(mi, vi, pi, inv_bc1, inv_bc2, eps, wd, has_wd):
 # has_wd, prox threshold, prox, -lr, trust (weight decay or nvlamb)
 
 @kernel
-def lamb_moments_kernel(table, k, aux, grad_mul, found_inf, sums, pm, sm):
+def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
     if flag_set(found_inf):
         return
     shared = cuda.shared.array(THREADS, float64)
@@ -499,7 +508,8 @@ def lamb_moments_kernel(table, k, aux, grad_mul, found_inf, sums, pm, sm):
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
     c1, beta2, c2, eps = real(k[0], pm), real(k[1], pm), real(k[2], pm), real(k[3], pm)
-    inv_bc1, inv_bc2, wd, mul = real(k[4], pm), real(k[5], pm), real(k[6], pm), real(grad_mul[0], pm)
+    inv_bc1, inv_bc2 = real(at_step(k, kt, t, 4), pm), real(at_step(k, kt, t, 5), pm)
+    wd, mul = real(k[6], pm), real(grad_mul[0], pm)
     p2 = float64(0)
     u2 = float64(0)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
@@ -536,13 +546,14 @@ def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
 
 
 @kernel
-def lamb_apply_kernel(table, k, aux, found_inf, ratios, pm, sm):
+def lamb_apply_kernel(table, k, kt, aux, found_inf, ratios, pm, sm):
     if flag_set(found_inf):
         return
     t, start, n = chunk_of(table, CHUNK)
     p, master = span(table, t, 0, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    eps, inv_bc1, inv_bc2, wd = real(k[3], pm), real(k[4], pm), real(k[5], pm), real(k[6], pm)
+    eps, wd = real(k[3], pm), real(k[6], pm)
+    inv_bc1, inv_bc2 = real(at_step(k, kt, t, 4), pm), real(at_step(k, kt, t, 5), pm)
     prox_t, neg_lr_ratio = real(k[8], pm), real(ratios[t], pm)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)

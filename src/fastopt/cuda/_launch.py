@@ -276,10 +276,11 @@ def _nadam_mu(beta1, momentum_decay, step):
     return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
 
 
-def _nadam(o):
+def _nadam(o, product=None):
+    """product: the product of mu through this step, when the caller keeps it (per-tensor)."""
     lr = o.common.lr
     mu, mu_next = _nadam_mu(o.beta1, o.momentum_decay, o.step), _nadam_mu(o.beta1, o.momentum_decay, o.step + 1)
-    product = o.mu_product * mu
+    product = o.mu_product * mu if product is None else product
     return _common(o, bool(o.decoupled_weight_decay)) + (
         1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, 1.0 / (1.0 - o.beta2 ** o.step),
         -lr * (1.0 - mu) / (1.0 - product), (-lr * mu_next) / (1.0 - product * mu_next))
@@ -306,15 +307,37 @@ OPTIMIZERS = {"sgd": (K.sgd_kernel, _sgd), "adam": (K.adam_kernel, _adam), "adam
 
 
 Q8_KERNELS = {"sgd": K.sgd_q8_kernel, "adam": K.adam_q8_kernel, "adamw": K.adam_q8_kernel, "lion": K.lion_q8_kernel}
+STEPPED = ("adam", "adamw", "adagrad", "nadam", "radam", "lamb")  # their kernels take per-tensor constants
+
+
+def _per_tensor(call: Call, consts, o, steps, mu_products):
+    """The kernel's per-tensor constants: none (every tensor takes k), or, with per-tensor steps (or
+    NAdam's products through this step), one row of consts(o) per tensor at its own step, uploaded on
+    the stream."""
+    if steps is None and mu_products is None:
+        return call.workspace("no_rows", (0, 1))
+    step = o.step
+    rows, known = [], {}
+    try:
+        for t in range(call.n):
+            key = (int(steps[t]) if steps is not None else step, float(mu_products[t]) if mu_products is not None else 0)
+            if key not in known:
+                o.step = key[0]
+                known[key] = consts(o, key[1]) if mu_products is not None else consts(o)
+            rows.append(known[key])
+    finally:
+        o.step = step
+    return _to_device(call, "per_tensor", np.array(rows, np.float64))
 
 
 def optimizer(fn: str, options, roles, stream=None, found_inf=None, master_params=None, rounding=None,
-              absmax=(), block=0) -> None:
+              absmax=(), block=0, steps=None, mu_products=None) -> None:
     """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors.
 
     roles: (name, arrays or None, written, kind) with kind "state" or "q8" (8-bit codes, their
     scales in absmax, one list per 8-bit state, and block elements per scale); master_params:
-    float32 copies of 16-bit params; rounding: (seed, counter) of stochastic rounding."""
+    float32 copies of 16-bit params; rounding: (seed, counter) of stochastic rounding; steps (and
+    NAdam's mu_products): per-tensor values, or None."""
     roles = list(roles) + [("master_params", master_params, True, "master")] + \
         [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
     call = Call.of(fn, roles, stream, block=block)
@@ -334,35 +357,40 @@ def optimizer(fn: str, options, roles, stream=None, found_inf=None, master_param
     seed, counter = rounding or (0, 0)
     aux = (int(master_params is not None), int(rounding is not None), counter, seed & 0xFFFFFFFF, seed >> 32)
     if fn == "lamb":
-        return _lamb(call, options, aux, flag)
+        return _lamb(call, options, aux, flag, _per_tensor(call, _lamb_consts, options, steps, None))
     kernel, consts = OPTIMIZERS[fn]
+    rows = (_per_tensor(call, consts, options, steps, mu_products),) if fn in STEPPED else ()
     if q8:
         table, blocks = call.table(block)
-        call.launch(Q8_KERNELS[fn], blocks, table, consts(options), aux, flag, block, call.codebook(),
+        call.launch(Q8_KERNELS[fn], blocks, table, consts(options), *rows, aux, flag, block, call.codebook(),
                     call.markers()[0])
         return
     table, blocks = call.table()
-    call.launch(kernel, blocks, table, consts(options), aux, flag, *call.markers())
+    call.launch(kernel, blocks, table, consts(options), *rows, aux, flag, *call.markers())
 
 
-def _lamb(call: Call, o, aux, flag: int) -> None:
+def _lamb_consts(o):
+    c, t = o.common, o.step
+    return (1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, 1.0 / (1.0 - o.beta1 ** t), 1.0 / (1.0 - o.beta2 ** t),
+            c.weight_decay, float(c.weight_decay != 0), c.lr * c.l1_prox, float(c.l1_prox != 0), -c.lr,
+            float(c.weight_decay != 0 or bool(o.use_nvlamb)))
+
+
+def _lamb(call: Call, o, aux, flag: int, rows) -> None:
     c = o.common
     grad_mul = (-1.0 if c.maximize else 1.0) / (c.grad_scale or 1.0)
     if o.max_grad_norm > 0:  # apex: g / max(1, ||g|| / max_grad_norm), the norm over all tensors
         norm = _norm(call.role(1, False), 2.0) * abs(grad_mul)
         if norm > o.max_grad_norm:
             grad_mul = grad_mul / (norm / o.max_grad_norm)
-    t = o.step
-    k = (1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, 1.0 / (1.0 - o.beta1 ** t), 1.0 / (1.0 - o.beta2 ** t),
-         c.weight_decay, float(c.weight_decay != 0), c.lr * c.l1_prox, float(c.l1_prox != 0), -c.lr,
-         float(c.weight_decay != 0 or bool(o.use_nvlamb)))
+    k = _lamb_consts(o)
     table, blocks = call.table()
     sums = call.workspace("sums", (max(blocks, 1), 2))
     mul = _to_device(call, "grad_mul", np.array([grad_mul]))
     ratios = call.workspace("ratios", (call.n,))
-    call.launch(K.lamb_moments_kernel, blocks, table, k, aux, mul, flag, sums, *call.markers())
+    call.launch(K.lamb_moments_kernel, blocks, table, k, rows, aux, mul, flag, sums, *call.markers())
     call.launch(K.lamb_ratio_kernel, (call.n + K.THREADS - 1) // K.THREADS, table, k, flag, sums, ratios)
-    call.launch(K.lamb_apply_kernel, blocks, table, k, aux, flag, ratios, *call.markers())
+    call.launch(K.lamb_apply_kernel, blocks, table, k, rows, aux, flag, ratios, *call.markers())
 
 
 # ---- gradients ----
