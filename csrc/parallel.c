@@ -75,6 +75,27 @@ static struct {
     size_t parts, threads, next, done;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
 
+/* fork() copies the pool's memory but only the forking thread: the child has no workers, and the
+ * mutex may have been held by a thread that does not exist there.  So the forking thread takes the
+ * mutex first (no job changes state mid-fork; the parent's job goes on after), and the child starts
+ * a fresh pool: its first threaded call starts its own workers. */
+static void pool_before_fork(void) { pthread_mutex_lock(&pool.mutex); }
+static void pool_parent_after_fork(void) { pthread_mutex_unlock(&pool.mutex); }
+static void pool_child_after_fork(void)
+{
+    pthread_mutex_init(&pool.mutex, NULL);
+    pthread_cond_init(&pool.work, NULL);
+    pthread_cond_init(&pool.finished, NULL);
+    pool.workers = 0, pool.busy = 0;
+    pool.part = NULL, pool.ctx = NULL, pool.parts = pool.threads = pool.next = pool.done = 0;
+}
+
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+static void register_fork_handlers(void)
+{
+    pthread_atfork(pool_before_fork, pool_parent_after_fork, pool_child_after_fork);
+}
+
 /* Claim c of a job of `parts` parts on `threads` threads: claims that alternate between threads
  * walk separate stretches (claims 0, 2, 4 ... the first half, 1, 3, 5 ... the second with two
  * threads), so each thread streams through memory of its own, as a static schedule would. */
@@ -112,6 +133,7 @@ static void *worker(void *unused)
 /* Runs part(ctx, i, parts) for i in [0, parts) on up to `threads` threads, the caller among them. */
 static void run_parts(fo_part_fn part, const void *ctx, size_t parts, int threads)
 {
+    pthread_once(&fork_handlers_once, register_fork_handlers);
     pthread_mutex_lock(&pool.mutex);
     if (pool.busy) { /* another thread's job holds the pool: this one runs alone */
         pthread_mutex_unlock(&pool.mutex);

@@ -502,8 +502,9 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
     through = None
     if products is not None:  # each tensor's product through this step, rounded to its dtype
         at = steps if steps is not None else np.full(len(products), step)
-        mu = betas[0] * (1.0 - 0.5 * np.power(0.96, at * momentum_decay))
-        through = products * mu.astype(products.dtype)
+        distinct, which = np.unique(at, return_inverse=True)  # mu_t by C's own arithmetic, once a step
+        mu = np.array([lib.fastopt_nadam_mu_product(1.0, betas[0], momentum_decay, int(t)) for t in distinct])
+        through = products * mu[which].astype(products.dtype)
     if common is None:
         return mu_product if products is None else products.copy()
     o = ffi.new("fastopt_nadam_options *", [common, betas[0], betas[1], eps, momentum_decay, mu_product, step,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -200,6 +201,17 @@ _CODEBOOKS: dict = {}
 _CALLS: OrderedDict = OrderedDict()  # validated calls by what validation read, least recently used first
 _CALLS_KEPT = 64
 LAUNCHES: list | None = None  # tests set a list here to see every launch's kernel and arguments
+
+
+def _forget_device_memory() -> None:
+    """In a forked child: the parent's device memory (tables, workspaces, codebooks) belongs to the
+    parent's CUDA context, which the child does not have; anything it launches starts afresh."""
+    _CALLS.clear()
+    _WORKSPACES.clear()
+    _CODEBOOKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_device_memory)
 
 
 def _on(device: int):

@@ -1,0 +1,117 @@
+"""Per-tensor step counts: tensors at different steps in one call, each with its own bias correction.
+
+torch.optim keeps one step count per parameter (a parameter whose gradient is None is skipped and
+its count stays), so one fused call may cover tensors at different steps.  That call must give what
+one call per tensor, at its own step, gives: bit for bit on the CPU and under the CUDA simulator.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cases import CASES, STATE, STEPPED, call, copy, flag_id, make_arrays
+
+import fastopt
+
+SIZES = [257, 3, 0, 1000, 64]
+STEPS = [1, 7, 7, 2, 30]           # repeats and gaps: constants are made once per distinct step
+PRODUCTS = [1.0, 0.3, 0.3, 0.8, 0.05]  # NAdam: each tensor's product of mu before this step
+# LAMB's global-norm clipping spans the call's tensors, so it is compared without it
+STEPPED_CASES = [(n, f) for n in sorted(STEPPED) for f in CASES[n] if f.get("max_grad_norm", 0) == 0]
+
+
+def lists(name, flags, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    per = [make_arrays(name, flags, n, dtype, rng) for n in SIZES]
+    return {k: [p[k] for p in per] for k in per[0]}
+
+
+def one_by_one(name, flags, arrays, steps, products):
+    """Each tensor alone, with its own step (and NAdam product): what the per-tensor call must give."""
+    out = []
+    for i in range(len(SIZES)):
+        single = {k: [v[i]] for k, v in arrays.items()}
+        out.append(call(fastopt, name, single, flags, step=steps[i], mu_product=products[i]))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,flags", STEPPED_CASES, ids=[f"{n}-{flag_id(f)}" for n, f in STEPPED_CASES])
+def test_one_call_at_per_tensor_steps_equals_a_call_per_tensor(name, flags, dtype, isa):
+    arrays = lists(name, flags, dtype)
+    expected = copy(arrays)
+    want = one_by_one(name, flags, expected, STEPS, PRODUCTS)
+    got = call(fastopt, name, arrays, flags, step=np.array(STEPS), mu_product=np.array(PRODUCTS))
+    for role in arrays:
+        for a, b in zip(arrays[role], expected[role]):
+            np.testing.assert_array_equal(a, b, err_msg=role)
+    if name == "nadam":  # each tensor's product through this step, for its next call
+        np.testing.assert_array_equal(got, np.array(want))
+
+
+def test_steps_differ_in_effect():
+    """Guards the test above: the same call at one shared step gives other params."""
+    name, flags = "adam", CASES["adam"][0]
+    a, b = lists(name, flags, np.float64), lists(name, flags, np.float64)
+    call(fastopt, name, a, flags, step=np.array(STEPS))
+    call(fastopt, name, b, flags, step=STEPS[0])
+    assert any(not np.array_equal(x, y) for x, y in zip(a["params"], b["params"]))
+
+
+def test_nadam_products_keep_their_dtype():
+    """A float32 product per tensor is rounded to float32 after its multiplication, as torch's
+    float32 mu_product tensor is; a float64 one is not."""
+    name, flags = "nadam", CASES["nadam"][0]
+    for dtype in (np.float32, np.float64):
+        arrays = lists(name, flags, np.float64)
+        out = call(fastopt, name, arrays, flags, step=np.array(STEPS), mu_product=np.array(PRODUCTS, dtype))
+        assert out.dtype == dtype
+        mu = np.array([0.9 * (1.0 - 0.5 * 0.96 ** (t * 4e-3)) for t in STEPS])  # Python's float arithmetic
+        np.testing.assert_array_equal(out, np.array(PRODUCTS, dtype) * mu.astype(dtype))
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    ([1, 2], ValueError, "step has 2 values, one per tensor"),
+    ([1, 0, 1, 1, 1], ValueError, r"steps\[1\] must be >= 1"),
+    ([1.0] * 5, TypeError, "step must be an integer, or a non-empty sequence of integers"),
+    ([], TypeError, "step must be an integer"),
+])
+def test_bad_steps_are_clear_errors_and_write_nothing(bad, error, match):
+    name, flags = "adam", CASES["adam"][0]
+    arrays = lists(name, flags, np.float32)
+    before = copy(arrays)
+    with pytest.raises(error, match=match):
+        call(fastopt, name, arrays, flags, step=bad)
+    for role in arrays:
+        for a, b in zip(arrays[role], before[role]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_optimizers_without_steps_refuse_them_in_c():
+    """sgd, rmsprop and lion count no steps: the C API refuses steps (it would otherwise ignore them)."""
+    from fastopt._native import ffi, lib
+    steps = ffi.new("int64_t[]", [1])
+    o = ffi.new("fastopt_sgd_options *", [[0.1]])
+    o.common.steps = steps
+    p = np.zeros(1, np.float32)
+    status = lib.fastopt_sgd(lib.FASTOPT_FLOAT32, 1, ffi.new("size_t[]", [1]), ffi.new("void *[]", [ffi.from_buffer(p)]),
+                             ffi.new("void *[]", [ffi.from_buffer(p.copy())]), ffi.NULL, o)
+    assert status == lib.FASTOPT_ERR_ARGUMENT
+    assert "counts no steps" in ffi.string(lib.fastopt_last_error()).decode()
+
+
+@pytest.mark.parametrize("name", ["adam", "nadam", "lamb"])
+def test_per_tensor_steps_on_the_gpu_path_match_the_cpu(name):
+    """The CUDA kernels read per-tensor constant rows: one launch, the CPU's bits (simulator)."""
+    cuda = pytest.importorskip("numba.cuda")
+    from fastopt.cuda import _prims
+    if not _prims.SIMULATOR:
+        pytest.skip("compares bit for bit under the simulator; tests/test_cuda.py covers GPUs")
+    flags = next(f for f in CASES[name] if f.get("max_grad_norm", 0) == 0)
+    host = lists(name, flags, np.float64)
+    dev = {k: [cuda.to_device(a) for a in v] for k, v in host.items()}
+    call(fastopt, name, host, flags, step=np.array(STEPS), mu_product=np.array(PRODUCTS))
+    call(fastopt, name, dev, flags, step=np.array(STEPS), mu_product=np.array(PRODUCTS))
+    for role in host:
+        for d, h in zip(dev[role], host[role]):
+            np.testing.assert_array_equal(d.copy_to_host(), h, err_msg=role)
