@@ -86,9 +86,9 @@ def test_param_groups_have_their_own_hyper_parameters():
 def test_one_c_call_per_group_per_step(monkeypatch):
     calls = []
     real = functional._run
-    monkeypatch.setattr(functional, "_run", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     params = problem()
     opt = optim.Adam([{"params": params[:2]}, {"params": params[2:]}])
+    monkeypatch.setattr(functional, "_run", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     opt.step(gradient(params, 1))
     assert calls == ["adam", "adam"]
 
@@ -200,3 +200,13 @@ def test_resume_is_bit_exact_in_a_new_process(name, tmp_path):
     with np.load(tmp_path / "whole.npz.params.npz") as a, np.load(tmp_path / "resumed.npz.params.npz") as b:
         for k in a.files:
             assert np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32))
+
+
+@pytest.mark.parametrize("cls,kwargs,match", [(optim.AdamW, dict(lr=-1.0), "lr must be"),
+                                              (optim.Adam, dict(betas=(1.5, 0.9)), r"betas\[0\]"),
+                                              (optim.SGD, dict(lr=0.1, nesterov=True), "nesterov"),
+                                              (optim.RMSprop, dict(alpha=2.0), "alpha")])
+def test_bad_hyper_parameters_fail_at_construction(cls, kwargs, match):
+    """As torch.optim's constructors do: not at the first step."""
+    with pytest.raises(ValueError, match=match):
+        cls(problem(), **kwargs)

@@ -149,6 +149,10 @@ def _gather(fn: str, roles):
     dtype = getattr(params[0], "dtype", None)
     if dtype not in C_DTYPES:
         where = f"{first}[0]" if isinstance(roles[0][1], (list, tuple)) else first
+        if isinstance(params[0], numbers.Number):
+            raise TypeError(f"fastopt.{fn}: {first} must be an array or a list of arrays, got a list of "
+                            f"{type(params[0]).__name__}s: an update writes in place, which a Python list of "
+                            f"numbers cannot receive; use a NumPy array (np.asarray(...)) or a tensor")
         if not isinstance(params[0], np.ndarray):
             raise TypeError(f"fastopt.{fn}: {where} must be a numpy.ndarray, got {type(params[0]).__name__}")
         raise TypeError(f"fastopt.{fn}: {where} has dtype {dtype}; supported: {SUPPORTED}")
@@ -181,6 +185,53 @@ def _gather(fn: str, roles):
         pointers.append([pointer(a) for a in arrays])
     state_code = lib.FASTOPT_QUANT8 if state == "q8" else C_DTYPES[state if state is not None else dtype]
     return C_DTYPES[dtype], [p.size for p in params], pointers, state_code
+
+
+def torch_written(fn: str, roles, extra=None) -> list:
+    """The PyTorch tensors a call writes, checked as torch checks an in-place op: a tensor that
+    requires grad is written only under torch.no_grad() (else autograd would not see the write).
+    roles: (name, value, written, ...) as gather takes them; extra: master_params.  A call whose
+    params are not torch tensors has none (a NumPy call pays one type check)."""
+    first = roles[0][1]
+    first = first[0] if isinstance(first, (list, tuple)) and first else first
+    if not type(first).__module__.startswith("torch"):
+        return []
+    import torch
+    out = []
+    for name, value, written, *_ in list(roles) + ([("master_params", extra, True)] if extra is not None else []):
+        if not written or value is UNUSED or value is None:
+            continue
+        for i, t in enumerate(value if isinstance(value, (list, tuple)) else (value,)):
+            if isinstance(t, torch.Tensor):
+                if t.requires_grad and torch.is_grad_enabled():
+                    where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
+                    raise RuntimeError(f"fastopt.{fn}: {where} requires grad; update it under torch.no_grad(), as "
+                                       f"torch's in-place operations require (a leaf that requires grad cannot be "
+                                       f"written in place where autograd records)")
+                out.append(t)
+    return out
+
+
+def bump_versions(tensors: list) -> None:
+    """Tells autograd that the tensors were written in place, as torch's in-place ops do: a graph
+    that saved one of them before the write then refuses to backpropagate through it."""
+    if tensors:
+        import torch
+        torch.autograd.graph.increment_version(tensors)
+
+
+def array_or_list(fn: str, name: str, value):
+    """An optional array argument: None, or an array or list of arrays (of any kind a call takes:
+    NumPy, a torch tensor, a GPU array, an 8-bit QuantizedState); anything else is a TypeError, not
+    a value silently ignored."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    for a in items:
+        if not (isinstance(a, (np.ndarray, Prepared)) or type(a).__module__.startswith("torch") or is_gpu_array(a)
+                or type(a).__name__ == "QuantizedState"):
+            raise TypeError(f"fastopt.{fn}: {name} must be an array or a list of arrays, got {type(a).__name__}")
+    return value
 
 
 def real(fn: str, name: str, value) -> float:

@@ -37,7 +37,8 @@ import math
 
 import numpy as np
 
-from fastopt._arrays import UNUSED, Prepared, gather, host_view, integer, pair, pointer, real
+from fastopt._arrays import (UNUSED, Prepared, array_or_list, bump_versions, gather, host_view, integer, pair, pointer,
+                             real, torch_written)
 from fastopt.cuda._arrays import is_gpu_array
 from fastopt.quant8 import QuantizedState
 from fastopt._native import check, ffi, lib
@@ -128,12 +129,15 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
     mu_products) go into the options."""
     if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
+    written = torch_written(fn, roles, master_params)
     gpu = _on_gpu(roles[0][1])
     roles, absmax, block = _quantized(fn, roles)
     if gpu:
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
-        return _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                        block, steps, mu_products)
+        _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
+                 block, steps, mu_products)
+        bump_versions(written)
+        return
     if master_params is not None:
         roles = roles + [("master_params", master_params, True, "master")]
     dtype, numel, ptrs, state = gather(fn, roles)
@@ -158,6 +162,7 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
         check(status, fn)
+    bump_versions(written)
 
 
 def _quantized(fn: str, roles):
@@ -269,6 +274,8 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     Returns:
       None.
     """
+    if momentum_buffers is not None and type(momentum_buffers) is not np.ndarray:
+        array_or_list("sgd", "momentum_buffers", momentum_buffers)  # never a value silently ignored
     if (grad_scale is None and found_inf is None and stream is None and master_params is None
             and stochastic_rounding is None and _single.sgd(params, grads, momentum_buffers, lr, momentum, dampening,
                                                             weight_decay, l1_prox, nesterov, maximize, first_step)):
@@ -290,6 +297,8 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
           amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
           stochastic_rounding):
+    if max_exp_avg_sqs is not None and type(max_exp_avg_sqs) is not np.ndarray:
+        array_or_list(fn, "max_exp_avg_sqs", max_exp_avg_sqs)  # never a value silently ignored
     if (not amsgrad and grad_scale is None and found_inf is None and stream is None and master_params is None
             and stochastic_rounding is None and type(betas) is tuple and len(betas) == 2
             and _single.adam(params, grads, exp_avgs, exp_avg_sqs, lr, betas[0], betas[1], eps, weight_decay, l1_prox,
@@ -401,6 +410,8 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
       None.
     """
     fn = "rmsprop"
+    grad_avgs, momentum_buffers = (array_or_list(fn, "grad_avgs", grad_avgs),
+                                   array_or_list(fn, "momentum_buffers", momentum_buffers))
     common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     alpha, eps, momentum = real(fn, "alpha", alpha), real(fn, "eps", eps), real(fn, "momentum", momentum)
     if common is None:

@@ -70,13 +70,24 @@ class Optimizer:
                 raise ValueError(f"{name}: a parameter appears in more than one place")
             seen.add(id(p))
         first = len(self.params)
-        self.param_groups.append({**self.defaults, **group, "params": params, "step": 0,
-                                  "index": list(range(first, first + len(params)))})
+        new = {**self.defaults, **group, "params": params, "step": 0, "index": list(range(first, first + len(params)))}
         for k in self.group_scalars:
-            self.param_groups[-1].setdefault(k, self.initial_group_scalar(k))
+            new.setdefault(k, self.initial_group_scalar(k))
+        self._check(new)
+        self.param_groups.append(new)
         self.params += params
         self.grads += [np.zeros_like(p) for p in params]
         self.state += [{} for _ in params]
+
+    def _check(self, group: dict) -> None:
+        """Validates a group's hyper-parameters now, as torch's constructors do, by the library's
+        own checks: the group's update run on one-element arrays (nothing of the group's is written)."""
+        dtype = group["params"][0].dtype
+        trial = {**group, "params": [np.ones(1, dtype)]}
+        lr = group["lr"](1) if callable(group["lr"]) else group["lr"]
+        hyper = {k: group[k] for k in self.defaults if k != "lr"}
+        state = {name: [np.ones(1, dtype)] for name in self.used_state(group)}
+        self.run(trial, [np.ones(1, dtype)], state, 1, lr, hyper, {})
 
     def used_state(self, group: dict) -> list[str]:
         return list(self.state_names)

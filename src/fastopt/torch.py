@@ -93,7 +93,7 @@ class _Bucket:
         self.masters = [_flat(s["master_param"]) for s in self.states] if _has_master(group, params[0]) else None
         self.pointers = [p.data_ptr() for p in params]
         self.watched = self._watched()
-        self.flat_params = [_flat(p) for p in params]
+        self.flat_params = [_flat(p.detach()) for p in params]  # (detached: the same version counter)
         self.written = list(params) + [s[k] for s in (self.states or ()) for k in self.keys] + \
             ([s["master_param"] for s in self.states] if self.masters else [])
         if self.cpu:
@@ -299,12 +299,13 @@ class _Optimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0:
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
-        for group in self.param_groups:
-            grads = [p.grad for p in group["params"]]
-            if all(g is None for g in grads):
-                continue
-            for bucket in self._buckets_of(group, grads):
-                self._step_bucket(group, bucket, grads, scale)
+        with torch.no_grad():
+            for group in self.param_groups:
+                grads = [p.grad for p in group["params"]]
+                if all(g is None for g in grads):
+                    continue
+                for bucket in self._buckets_of(group, grads):
+                    self._step_bucket(group, bucket, grads, scale)
         return loss
 
     _observed_step = torch.optim.Optimizer.profile_hook_step(_fused_step)
@@ -403,8 +404,8 @@ class _Optimizer(torch.optim.Optimizer):
             for i in done:
                 self._unstepped.discard(bucket.params[i])
             bucket.fresh[np.asarray(done, dtype=np.int64)] = False
-        written = bucket.written if idx is None else self._written(bucket, idx)
-        torch.autograd.graph.increment_version(written)
+        if bucket.cpu:  # (tensors' own calls bump what they write: fastopt.functional)
+            torch.autograd.graph.increment_version(bucket.written if idx is None else self._written(bucket, idx))
 
     @staticmethod
     def _written(bucket, idx):

@@ -1,0 +1,224 @@
+"""fastopt.torch in the patterns of real training loops, against torch.optim itself: params added
+mid-run, memory replaced behind a param, shared params, mixed dtypes in a group, channels_last
+convolutions, very many tiny params, GradScaler skipping NaN steps, autograd's version counters."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import fastopt  # noqa: E402
+import fastopt.torch as ft  # noqa: E402
+
+
+def twins(params, name="Adam", **kwargs):
+    """(torch's optimizer over params, fastopt's over copies of them, the copies)."""
+    ours = [torch.nn.Parameter(p.detach().clone(memory_format=torch.preserve_format)) for p in params]
+    return getattr(torch.optim, name)(params, **kwargs), getattr(ft, name)(ours, **kwargs), ours
+
+
+def give(params, ours, grads):
+    for p, q, g in zip(params, ours, grads):
+        p.grad = None if g is None else g.clone(memory_format=torch.preserve_format)
+        q.grad = None if g is None else g.clone(memory_format=torch.preserve_format)
+
+
+def assert_same(params, ours, a=None, b=None):
+    for p, q in zip(params, ours):
+        torch.testing.assert_close(q, p)
+        if a is not None:
+            sa, sb = a.state.get(p, {}), b.state.get(q, {})
+            assert set(sa) == set(sb)
+            for k in sa:
+                torch.testing.assert_close(sb[k], sa[k], msg=k)
+
+
+def test_mixed_dtypes_in_one_group():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(4, dtype=torch.float64))]
+    a, b, ours = twins(params, lr=0.1)
+    for t in range(6):
+        give(params, ours, [torch.randn_like(p) if t % 3 or i else None for i, p in enumerate(params)])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "Adagrad"])
+def test_channels_last_weights_are_stepped_in_place(name):
+    """Dense but not C-contiguous: state with the param's strides, the param's own memory written."""
+    torch.manual_seed(0)
+    w = torch.randn(8, 3, 3, 3).to(memory_format=torch.channels_last)
+    params = [torch.nn.Parameter(w.clone(memory_format=torch.preserve_format))]
+    a, b, ours = twins(params, name, lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    where = ours[0].data_ptr()
+    for _ in range(5):
+        give(params, ours, [torch.randn_like(w)])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+    assert ours[0].data_ptr() == where and not ours[0].is_contiguous()
+    for k, s in b.state[ours[0]].items():
+        if s.dim():
+            assert s.stride() == a.state[params[0]][k].stride(), k
+
+
+def test_a_channels_last_convolution_trains_as_with_torch():
+    torch.manual_seed(0)
+    m = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    m2 = copy.deepcopy(m)
+    a, b = torch.optim.AdamW(m.parameters(), lr=0.01), ft.AdamW(m2.parameters(), lr=0.01)
+    x = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)
+    for _ in range(5):
+        for model, opt in ((m, a), (m2, b)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    assert_same(list(m.parameters()), list(m2.parameters()))
+
+
+def test_a_gradient_with_another_layout_is_a_clear_error():
+    w = torch.nn.Parameter(torch.randn(4, 3, 2, 2).to(memory_format=torch.channels_last))
+    opt = ft.Adam([w])
+    w.grad = torch.randn(4, 3, 2, 2)  # C order
+    before = w.detach().clone()
+    with pytest.raises(RuntimeError, match="memory layout"):
+        opt.step()
+    assert torch.equal(w.detach(), before)
+
+
+def test_add_param_group_mid_run():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5))]
+    a, b, ours = twins(params, lr=0.1)
+    for t in range(8):
+        if t == 3:
+            extra = torch.randn(3)
+            params.append(torch.nn.Parameter(extra.clone()))
+            ours.append(torch.nn.Parameter(extra.clone()))
+            a.add_param_group({"params": [params[-1]], "lr": 0.05, "weight_decay": 0.1})
+            b.add_param_group({"params": [ours[-1]], "lr": 0.05, "weight_decay": 0.1})
+        give(params, ours, [torch.randn_like(p) for p in params])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+
+
+def test_memory_replaced_behind_a_param_and_state_replaced_behind_the_optimizer():
+    """p.data = ... and an engine assigning opt.state[p]: what fastopt caches is checked every step."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(2))]
+    a, b, ours = twins(params, lr=0.1)
+    for t in range(8):
+        if t == 3:
+            fresh = torch.randn(5)
+            params[0].data, ours[0].data = fresh.clone(), fresh.clone()
+        if t == 5:
+            for opt, p in ((a, params[1]), (b, ours[1])):
+                opt.state[p] = {k: v.clone() * (0.5 if k != "step" else 1) for k, v in opt.state[p].items()}
+        give(params, ours, [torch.randn_like(p) for p in params])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+
+
+def test_a_parameter_shared_by_two_modules():
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(4, 4)
+    m1 = torch.nn.Sequential(shared, torch.nn.Tanh(), shared)
+    m2 = copy.deepcopy(m1)
+    a, b = torch.optim.Adam(m1.parameters(), lr=0.1), ft.Adam(m2.parameters(), lr=0.1)
+    x = torch.randn(3, 4)
+    for _ in range(4):
+        for model, opt in ((m1, a), (m2, b)):
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+    assert_same(list(m1.parameters()), list(m2.parameters()))
+
+
+def test_ten_thousand_one_element_params():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(1)) for _ in range(10_000)]
+    a, b, ours = twins(params, lr=0.1)
+    for t in range(3):
+        give(params, ours, [torch.randn(1) if (i + t) % 7 else None for i in range(len(params))])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_grad_scaler_skips_the_nan_step_as_with_torch(name):
+    torch.manual_seed(0)
+    m1 = torch.nn.Linear(4, 2)
+    m2 = copy.deepcopy(m1)
+    kwargs = dict(lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    a, b = getattr(torch.optim, name)(m1.parameters(), **kwargs), getattr(ft, name)(m2.parameters(), **kwargs)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=1024.0) for _ in range(2)]
+    for t in range(6):
+        x = torch.randn(3, 4)
+        if t == 2:
+            x[0, 0] = float("nan")
+        for model, opt, scaler in ((m1, a, scalers[0]), (m2, b, scalers[1])):
+            opt.zero_grad()
+            scaler.scale(model(x).sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert scalers[0].get_scale() == scalers[1].get_scale()
+    assert_same(list(m1.parameters()), list(m2.parameters()), a, b)
+
+
+def test_under_no_grad_and_with_params_made_in_inference_mode():
+    with torch.inference_mode():
+        start = torch.randn(5)
+    params = [torch.nn.Parameter(start.clone())]
+    a, b, ours = twins(params, "SGD", lr=0.1, momentum=0.9)
+    with torch.no_grad():
+        for _ in range(3):
+            give(params, ours, [torch.randn(5)])
+            a.step()
+            b.step()
+    assert_same(params, ours, a, b)
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "NAdam"])
+def test_a_step_bumps_version_counters_as_torch_does(name):
+    """A graph that saved a param before the step is refused after it, as with torch.optim."""
+    for cls in (getattr(torch.optim, name), getattr(ft, name)):
+        w = torch.nn.Parameter(torch.randn(3))
+        opt = cls([w], lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+        saved = (w * w).sum()
+        w.grad = torch.ones(3)
+        opt.step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            saved.backward()
+
+
+def test_the_functional_api_on_torch_tensors_acts_as_an_inplace_op():
+    w = torch.randn(3, requires_grad=True)
+    args = (torch.ones(3), torch.zeros(3), torch.zeros(3))
+    before = w.detach().clone()
+    with pytest.raises(RuntimeError, match=r"fastopt.adam: params requires grad; update it under torch.no_grad"):
+        fastopt.adam(w, *args, step=1)
+    assert torch.equal(w.detach(), before)
+    saved = (w * w).sum()
+    with torch.no_grad():
+        fastopt.adam(w, *args, step=1)
+    assert not torch.equal(w.detach(), before)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        saved.backward()
+
+
+def test_sgd_without_momentum_keeps_no_state_and_adagrad_starts_from_the_constructor():
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = ft.SGD([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    assert opt.state_dict()["state"] == {} and len(opt.state) == 0
+    # torch fills 'sum' from the constructor's initial_accumulator_value, even where a group sets one
+    groups = [{"params": [torch.nn.Parameter(torch.randn(3))], "initial_accumulator_value": 0.5}]
+    theirs = torch.optim.Adagrad(copy.deepcopy(groups), initial_accumulator_value=0.1)
+    ours = ft.Adagrad(groups, initial_accumulator_value=0.1)
+    assert torch.equal(ours.state[groups[0]["params"][0]]["sum"], next(iter(theirs.state.values()))["sum"])
