@@ -115,3 +115,41 @@ def test_per_tensor_steps_on_the_gpu_path_match_the_cpu(name):
     for role in host:
         for d, h in zip(dev[role], host[role]):
             np.testing.assert_array_equal(d.copy_to_host(), h, err_msg=role)
+
+
+@pytest.mark.parametrize("storage", ["8-bit state", "bfloat16 params with float32 masters"])
+def test_per_tensor_steps_with_8_bit_state_and_master_weights(storage):
+    """The other storage paths read the same per-tensor constants: one call equals a call per tensor."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(5)
+    sizes = [300, 5, 2048]
+    steps = [1, 4, 9]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    start = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+
+    def state():
+        if storage == "8-bit state":
+            return {"params": [p.copy() for p in start],
+                    "exp_avgs": [fastopt.QuantizedState(n) for n in sizes],
+                    "exp_avg_sqs": [fastopt.QuantizedState(n, signed=False) for n in sizes], "master_params": None}
+        return {"params": [p.astype(ml_dtypes.bfloat16) for p in start],
+                "exp_avgs": [np.zeros(n, np.float32) for n in sizes], "exp_avg_sqs": [np.zeros(n, np.float32) for n in sizes],
+                "master_params": [p.copy() for p in start]}
+
+    def grads_for(s):
+        return [g.astype(s["params"][0].dtype) for g in grads]
+
+    together, alone = state(), state()
+    fastopt.adamw(together["params"], grads_for(together), together["exp_avgs"], together["exp_avg_sqs"],
+                  step=steps, lr=1e-2, master_params=together["master_params"])
+    for i, t in enumerate(steps):
+        pick = {k: None if v is None else [v[i]] for k, v in alone.items()}
+        fastopt.adamw(pick["params"], [grads_for(alone)[i]], pick["exp_avgs"], pick["exp_avg_sqs"], step=t, lr=1e-2,
+                      master_params=pick["master_params"])
+    for i in range(len(sizes)):
+        np.testing.assert_array_equal(together["params"][i], alone["params"][i])
+        if storage == "8-bit state":
+            np.testing.assert_array_equal(together["exp_avgs"][i].codes, alone["exp_avgs"][i].codes)
+            np.testing.assert_array_equal(together["exp_avg_sqs"][i].absmax, alone["exp_avg_sqs"][i].absmax)
+        else:
+            np.testing.assert_array_equal(together["master_params"][i], alone["master_params"][i])

@@ -222,3 +222,24 @@ def test_sgd_without_momentum_keeps_no_state_and_adagrad_starts_from_the_constru
     theirs = torch.optim.Adagrad(copy.deepcopy(groups), initial_accumulator_value=0.1)
     ours = ft.Adagrad(groups, initial_accumulator_value=0.1)
     assert torch.equal(ours.state[groups[0]["params"][0]]["sum"], next(iter(theirs.state.values()))["sum"])
+
+
+def test_master_weights_follow_torch_on_float32_copies_with_grads_coming_and_going():
+    """bfloat16 params with float32 masters and state: each master is what torch.optim makes of a
+    float32 param given the same (bfloat16) gradients, each param at its own step."""
+    torch.manual_seed(0)
+    start = [torch.randn(7), torch.randn(3, 2)]
+    ref = [torch.nn.Parameter(s.bfloat16().float()) for s in start]
+    ours = [torch.nn.Parameter(s.bfloat16()) for s in start]
+    a = torch.optim.AdamW(ref, lr=0.1)
+    b = ft.AdamW(ours, lr=0.1, master_weights=True, state_dtype=torch.float32)
+    for t in range(8):
+        for i, (p, q) in enumerate(zip(ref, ours)):
+            g = None if (t + i) % 3 == 0 else torch.randn_like(q)
+            q.grad, p.grad = g, None if g is None else g.float()
+        a.step()
+        b.step()
+    for p, q in zip(ref, ours):
+        torch.testing.assert_close(b.state[q]["master_param"], p.detach())
+        assert float(b.state[q]["step"]) == float(a.state[p]["step"])
+        assert torch.equal(q.detach(), p.detach().bfloat16())

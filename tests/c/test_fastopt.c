@@ -86,7 +86,7 @@ static void test_sgd(fastopt_dtype d)
 {
     bufs b;
     make(&b, 3, d, 1, 99);
-    fastopt_sgd_options o = {{0.1, 0.01, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0, 1, 0};
+    fastopt_sgd_options o = {.common = {.lr = 0.1, .weight_decay = 0.01}, .momentum = 0.9, .nesterov = 1};
     EXPECT(fastopt_sgd(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), &o) == FASTOPT_OK, "sgd");
     ELEMENTS(b) {
         double g = R(1) + 0.01 * R(0);
@@ -97,15 +97,19 @@ static void test_sgd(fastopt_dtype d)
     release(&b, 3);
 }
 
-static void test_adam(fastopt_dtype d, int decoupled)
+/* per_tensor: each tensor at its own step (fastopt_common.steps), as torch counts steps per param */
+static void test_adam(fastopt_dtype d, int decoupled, int per_tensor)
 {
+    static const int64_t steps[N_TENSORS] = {3, 1, 7, 3, 12};
     bufs b;
     make(&b, 5, d, 2, 3);
-    fastopt_adam_options o = {{1e-2, 0.1, 0, 0, NULL, 1, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.999, 1e-8, 3, 1, decoupled};
+    fastopt_adam_options o = {.common = {.lr = 1e-2, .weight_decay = 0.1, .maximize = 1}, .beta1 = 0.9, .beta2 = 0.999,
+                              .eps = 1e-8, .step = 3, .amsgrad = 1, .decoupled_weight_decay = decoupled};
+    if (per_tensor) o.common.steps = steps, o.step = 0; /* the options' step is not read */
     EXPECT(fastopt_adam(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3),
                         LIST(b, 4), &o) == FASTOPT_OK, "adam");
-    double bc1 = 1 - pow(0.9, 3), bc2 = 1 - pow(0.999, 3);
     ELEMENTS(b) {
+        double step = per_tensor ? (double)steps[t] : 3, bc1 = 1 - pow(0.9, step), bc2 = 1 - pow(0.999, step);
         double g = -R(1);  /* maximize */
         if (decoupled) R(0) *= 1 - 1e-2 * 0.1;
         else g += 0.1 * R(0);
@@ -114,7 +118,7 @@ static void test_adam(fastopt_dtype d, int decoupled)
         R(4) = fmax(R(4), R(3));
         R(0) -= 1e-2 / bc1 * R(2) / (sqrt(R(4)) / sqrt(bc2) + 1e-8);
     }
-    compare(decoupled ? "adamw" : "adam", &b, 5, d);
+    compare(per_tensor ? "adam at per-tensor steps" : decoupled ? "adamw" : "adam", &b, 5, d);
     release(&b, 5);
 }
 
@@ -129,7 +133,7 @@ static void test_rmsprop(fastopt_dtype d)
             if (d == FASTOPT_FLOAT32) ((float *)b.got[2][t])[i] = (float)s;
             else ((double *)b.got[2][t])[i] = s;
         }
-    fastopt_rmsprop_options o = {{1e-2, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 1e-8, 0.5, 1};
+    fastopt_rmsprop_options o = {.common = {.lr = 1e-2}, .alpha = 0.9, .eps = 1e-8, .momentum = 0.5, .centered = 1};
     EXPECT(fastopt_rmsprop(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3),
                            LIST(b, 4), &o) == FASTOPT_OK, "rmsprop");
     ELEMENTS(b) {
@@ -147,7 +151,8 @@ static void test_adagrad(fastopt_dtype d)
 {
     bufs b;
     make(&b, 3, d, 4, 2);
-    fastopt_adagrad_options o = {{0.1, 0.01, 0.001, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.05, 1e-10, 4};
+    fastopt_adagrad_options o = {.common = {.lr = 0.1, .weight_decay = 0.01, .l1_prox = 0.001}, .lr_decay = 0.05,
+                                 .eps = 1e-10, .step = 4};
     EXPECT(fastopt_adagrad(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), &o) == FASTOPT_OK, "adagrad");
     ELEMENTS(b) {
         double g = R(1) + 0.01 * R(0), p;
@@ -168,10 +173,11 @@ static void test_nadam_radam(fastopt_dtype d)
         double lr = 2e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, mu_prev = 0.4;
         fastopt_status s;
         if (which == 0) {
-            fastopt_nadam_options o = {{lr, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, b1, b2, eps, 4e-3, mu_prev, step, 0};
+            fastopt_nadam_options o = {.common = {.lr = lr}, .beta1 = b1, .beta2 = b2, .eps = eps, .momentum_decay = 4e-3,
+                                       .mu_product = mu_prev, .step = step};
             s = fastopt_nadam(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3), &o);
         } else {
-            fastopt_radam_options o = {{lr, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, b1, b2, eps, step, 0};
+            fastopt_radam_options o = {.common = {.lr = lr}, .beta1 = b1, .beta2 = b2, .eps = eps, .step = step};
             s = fastopt_radam(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3), &o);
         }
         EXPECT(s == FASTOPT_OK, "nadam/radam");
@@ -199,7 +205,7 @@ static void test_lion(fastopt_dtype d)
 {
     bufs b;
     make(&b, 3, d, 7, 99);
-    fastopt_lion_options o = {{1e-3, 0.1, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.99};
+    fastopt_lion_options o = {.common = {.lr = 1e-3, .weight_decay = 0.1}, .beta1 = 0.9, .beta2 = 0.99};
     EXPECT(fastopt_lion(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), &o) == FASTOPT_OK, "lion");
     ELEMENTS(b) {
         double c = 0.1 * R(1) + 0.9 * R(2);
@@ -214,7 +220,8 @@ static void test_lamb(fastopt_dtype d)
 {
     bufs b;
     make(&b, 4, d, 8, 3);
-    fastopt_lamb_options o = {{1e-2, 0.01, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.999, 1e-6, 1.0, 2, 0};
+    fastopt_lamb_options o = {.common = {.lr = 1e-2, .weight_decay = 0.01}, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6,
+                              .max_grad_norm = 1.0, .step = 2};
     EXPECT(fastopt_lamb(d, N_TENSORS, SIZES, LIST(b, 0), (const void *const *)LIST(b, 1), LIST(b, 2), LIST(b, 3), &o) == FASTOPT_OK, "lamb");
     double gnorm = 0, bc1 = 1 - 0.9 * 0.9, bc2 = 1 - 0.999 * 0.999;
     ELEMENTS(b) gnorm += R(1) * R(1);
@@ -273,8 +280,9 @@ static void test_adamw_quant8(void)
             want[1][t][i] = m, want[2][t][i] = v;
         }
     }
-    fastopt_adam_options o = {{lr, wd, 0, 0, NULL, 0, FASTOPT_QUANT8, NULL, 0, 0, 0, BLOCK,
-                               {(void *const *)scales[0], (void *const *)scales[1]}}, 0.9, 0.999, 1e-8, 2, 0, 1};
+    fastopt_adam_options o = {.common = {.lr = lr, .weight_decay = wd, .state_dtype = FASTOPT_QUANT8, .quant_block = BLOCK,
+                                         .absmax = {(void *const *)scales[0], (void *const *)scales[1]}},
+                              .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .step = 2, .decoupled_weight_decay = 1};
     EXPECT(fastopt_adam(FASTOPT_FLOAT32, N_TENSORS, SIZES, p, (const void *const *)g, codes[0], codes[1], NULL, &o) == FASTOPT_OK,
            "adamw with 8-bit state: %s", fastopt_last_error());
     for (int t = 0; t < N_TENSORS; t++) {
@@ -349,9 +357,15 @@ static void test_status_codes(void)
     size_t n = 8, huge[2] = {SIZE_MAX / 2, SIZE_MAX / 2};
     void *P[] = {p}, *M[] = {m}, *V[] = {v}, *NUL[] = {NULL}, *MIS[] = {(char *)p + 1};
     const void *G[] = {g};
-    fastopt_adam_options ok = {{1e-3, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0, 0, {NULL, NULL}}, 0.9, 0.999, 1e-8, 1, 0, 0}, bad = ok;
+    fastopt_adam_options ok = {.common = {.lr = 1e-3}, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .step = 1}, bad = ok;
     bad.beta1 = 1.0;
+    const int64_t zero_step[1] = {0};
+    fastopt_adam_options bad_steps = ok;
+    bad_steps.common.steps = zero_step;
+    fastopt_sgd_options sgd_steps = {.common = {.lr = 0.1, .steps = zero_step}};
     struct { const char *what; fastopt_status got, want; } cases[] = {
+        {"steps[0] = 0", fastopt_adam(FASTOPT_FLOAT32, 1, &n, P, G, M, V, NULL, &bad_steps), FASTOPT_ERR_HYPERPARAMETER},
+        {"steps to sgd", fastopt_sgd(FASTOPT_FLOAT32, 1, &n, P, G, NULL, &sgd_steps), FASTOPT_ERR_ARGUMENT},
         {"null options", fastopt_adam(FASTOPT_FLOAT32, 1, &n, P, G, M, V, NULL, NULL), FASTOPT_ERR_NULL_POINTER},
         {"null buffer", fastopt_adam(FASTOPT_FLOAT32, 1, &n, NUL, G, M, V, NULL, &ok), FASTOPT_ERR_NULL_POINTER},
         {"null list", fastopt_adam(FASTOPT_FLOAT32, 1, &n, P, G, NULL, V, NULL, &ok), FASTOPT_ERR_NULL_POINTER},
@@ -425,8 +439,9 @@ int main(void)
         for (int dt = 0; dt < 2; dt++) {
             fastopt_dtype d = dt ? FASTOPT_FLOAT64 : FASTOPT_FLOAT32;
             test_sgd(d);
-            test_adam(d, 0);
-            test_adam(d, 1);
+            test_adam(d, 0, 0);
+            test_adam(d, 1, 0);
+            test_adam(d, 1, 1);
             test_rmsprop(d);
             test_adagrad(d);
             test_nadam_radam(d);
