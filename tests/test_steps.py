@@ -153,3 +153,24 @@ def test_per_tensor_steps_with_8_bit_state_and_master_weights(storage):
             np.testing.assert_array_equal(together["exp_avg_sqs"][i].absmax, alone["exp_avg_sqs"][i].absmax)
         else:
             np.testing.assert_array_equal(together["master_params"][i], alone["master_params"][i])
+
+
+def test_per_tensor_steps_with_8_bit_state_on_the_gpu_path_match_the_cpu():
+    cuda = pytest.importorskip("numba.cuda")
+    from fastopt.cuda import _prims
+    if not _prims.SIMULATOR:
+        pytest.skip("compares bit for bit under the simulator; tests/test_cuda.py covers GPUs")
+    rng = np.random.default_rng(9)
+    sizes, steps = [300, 5], [2, 6]
+    start = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    host_p = [p.copy() for p in start]
+    host_m, host_v = [fastopt.QuantizedState(n) for n in sizes], [fastopt.QuantizedState(n, signed=False) for n in sizes]
+    dev_p, dev_g = [cuda.to_device(p) for p in start], [cuda.to_device(g) for g in grads]
+    dev_m = [fastopt.QuantizedState(n, like=p) for n, p in zip(sizes, dev_p)]
+    dev_v = [fastopt.QuantizedState(n, signed=False, like=p) for n, p in zip(sizes, dev_p)]
+    fastopt.adamw(host_p, grads, host_m, host_v, step=steps, lr=1e-2)
+    fastopt.adamw(dev_p, dev_g, dev_m, dev_v, step=steps, lr=1e-2)
+    for i in range(len(sizes)):
+        np.testing.assert_array_equal(dev_p[i].copy_to_host(), host_p[i])
+        np.testing.assert_array_equal(dev_m[i].codes.copy_to_host(), host_m[i].codes)

@@ -243,3 +243,34 @@ def test_master_weights_follow_torch_on_float32_copies_with_grads_coming_and_goi
         torch.testing.assert_close(b.state[q]["master_param"], p.detach())
         assert float(b.state[q]["step"]) == float(a.state[p]["step"])
         assert torch.equal(q.detach(), p.detach().bfloat16())
+
+
+@pytest.mark.parametrize("name", ["LAMB", "Lion"])
+def test_lamb_and_lion_with_grads_coming_and_going(name):
+    """Not in torch.optim: each param against fastopt.reference stepped alone at its own step count
+    (LAMB without its global clipping, which spans the call's tensors)."""
+    np = pytest.importorskip("numpy")
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n, dtype=torch.float64)) for n in (6, 3, 1)]
+    kwargs = dict(lr=1e-2, **({"max_grad_norm": 0.0} if name == "LAMB" else {}))
+    opt = getattr(ft, name)(params, **kwargs)
+    ref = [p.detach().numpy().copy() for p in params]
+    state = [[np.zeros_like(r) for r in ref] for _ in range(2 if name == "LAMB" else 1)]
+    steps = [0] * len(params)
+    for t in range(9):
+        for i, p in enumerate(params):
+            p.grad = None if (t + i) % 3 == 0 else torch.randn_like(p)
+        opt.step()
+        for i, p in enumerate(params):
+            if p.grad is None:
+                continue
+            steps[i] += 1
+            g = [p.grad.numpy()]
+            if name == "LAMB":
+                fastopt.reference.lamb([ref[i]], g, [state[0][i]], [state[1][i]], step=steps[i], **kwargs)
+            else:
+                fastopt.reference.lion([ref[i]], g, [state[0][i]], **kwargs)
+    for p, r, s in zip(params, ref, steps):
+        np.testing.assert_allclose(p.detach().numpy(), r, rtol=1e-12, atol=1e-14)
+        if name == "LAMB":
+            assert float(opt.state[p]["step"]) == s
