@@ -1,6 +1,19 @@
 import pytest
 
-import fastopt
+
+def _has_cuda_driver() -> bool:
+    import ctypes.util
+    return ctypes.util.find_library("cuda") is not None
+
+
+# Without a GPU the CUDA backend is tested under Numba's simulator; it must be chosen before numba
+# is imported.
+if not _has_cuda_driver():
+    import os
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+import fastopt  # noqa: E402  (after the simulator is chosen: fastopt.info() asks numba about CUDA)
 
 ISAS = fastopt.info()["isas_available"]
 
@@ -21,13 +34,3 @@ def threads():
     fastopt.set_num_threads(before)
 
 
-def _has_cuda_driver() -> bool:
-    import ctypes.util
-    return ctypes.util.find_library("cuda") is not None
-
-
-# Without a GPU the CUDA backend is tested under Numba's simulator; it must be chosen before numba
-# is imported.
-if not _has_cuda_driver():
-    import os
-    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")

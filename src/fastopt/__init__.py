@@ -28,13 +28,26 @@ __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion
 
 
 def info() -> dict:
-    """The library's version, the SIMD level in use, the levels available here and the thread count."""
+    """The library's version, the SIMD level in use, the levels available here, the thread count,
+    where the C library is, and whether the CUDA backend can run here (a GPU, or Numba's simulator,
+    with numba-cuda installed)."""
+    from fastopt import cuda
     return {
         "version": __version__,
         "isa": _c_string(_lib.fastopt_isa()),
         "isas_available": _c_string(_lib.fastopt_isas_available()).split(","),
         "num_threads": _lib.fastopt_get_num_threads(),
+        "library_dir": get_library_dir(),
+        "cuda": cuda.available(),
     }
+
+
+def __getattr__(name: str):
+    """``fastopt.torch`` after ``import fastopt``: imported on first use (it imports torch)."""
+    if name == "torch":
+        import importlib
+        return importlib.import_module("fastopt.torch")
+    raise AttributeError(f"module 'fastopt' has no attribute {name!r}")
 
 
 def set_num_threads(n: int) -> None:
@@ -57,6 +70,6 @@ def set_isa(name: str | None = None) -> None:
 
 
 _forced = _os.environ.get("FASTOPT_ISA")
-if _forced and _forced != "auto" and info()["isa"] != _forced:
-    _warnings.warn(f"FASTOPT_ISA={_forced} is not available here; using {info()['isa']}", RuntimeWarning,
-                   stacklevel=2)
+if _forced and _forced != "auto" and _c_string(_lib.fastopt_isa()) != _forced:
+    _warnings.warn(f"FASTOPT_ISA={_forced} is not available here; using {_c_string(_lib.fastopt_isa())}",
+                   RuntimeWarning, stacklevel=2)

@@ -1,4 +1,5 @@
-"""``python -m fastopt --cmake-dir | --includes | --libs | --info``: build flags for C and C++ users."""
+"""``python -m fastopt [--info | --cmake-dir | --includes | --libs]``: what this install is (the default,
+as JSON), and build flags for C and C++ users."""
 import argparse
 import json
 
@@ -6,11 +7,12 @@ import fastopt
 from fastopt._paths import get_cmake_dir, get_include, get_library_dir
 
 ap = argparse.ArgumentParser(prog="python -m fastopt", description=__doc__)
-group = ap.add_mutually_exclusive_group(required=True)
+group = ap.add_mutually_exclusive_group()
 group.add_argument("--cmake-dir", action="store_true", help="the folder of fastoptConfig.cmake")
 group.add_argument("--includes", action="store_true", help="-I flags for fastopt.h")
 group.add_argument("--libs", action="store_true", help="linker flags for libfastopt")
-group.add_argument("--info", action="store_true", help="version, SIMD levels and threads, as JSON")
+group.add_argument("--info", action="store_true", help="version, SIMD levels, threads, library folder and "
+                   "whether CUDA can run, as JSON (the default)")
 args = ap.parse_args()
 if args.cmake_dir:
     print(get_cmake_dir())

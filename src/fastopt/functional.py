@@ -52,6 +52,9 @@ __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale"]
 
 
+_ARRAY_TYPES = (np.ndarray, Prepared)  # taken as they are; anything else is checked by array_or_list
+
+
 def _flag(fn: str, found_inf):
     """found_inf as C takes it: a float* (NULL for none), or None when the step is to be skipped."""
     if found_inf is None:
@@ -129,7 +132,7 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
     mu_products) go into the options."""
     if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
-    written = torch_written(fn, roles, master_params)
+    written = torch_written(fn, roles, master_params) if type(roles[0][1]) is not Prepared else ()
     gpu = _on_gpu(roles[0][1])
     roles, absmax, block = _quantized(fn, roles)
     if gpu:
@@ -274,7 +277,7 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     Returns:
       None.
     """
-    if momentum_buffers is not None and type(momentum_buffers) is not np.ndarray:
+    if momentum_buffers is not None and type(momentum_buffers) not in _ARRAY_TYPES:
         array_or_list("sgd", "momentum_buffers", momentum_buffers)  # never a value silently ignored
     if (grad_scale is None and found_inf is None and stream is None and master_params is None
             and stochastic_rounding is None and _single.sgd(params, grads, momentum_buffers, lr, momentum, dampening,
@@ -297,7 +300,7 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
           amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
           stochastic_rounding):
-    if max_exp_avg_sqs is not None and type(max_exp_avg_sqs) is not np.ndarray:
+    if max_exp_avg_sqs is not None and type(max_exp_avg_sqs) not in _ARRAY_TYPES:
         array_or_list(fn, "max_exp_avg_sqs", max_exp_avg_sqs)  # never a value silently ignored
     if (not amsgrad and grad_scale is None and found_inf is None and stream is None and master_params is None
             and stochastic_rounding is None and type(betas) is tuple and len(betas) == 2

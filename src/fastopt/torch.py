@@ -25,8 +25,8 @@ gradients, complex parameters and ``differentiable=True`` raise; ``foreach``, ``
 """
 from __future__ import annotations
 
+import collections
 import inspect
-import operator
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion
 _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOAT64,
              torch.float16: lib.FASTOPT_FLOAT16, torch.bfloat16: lib.FASTOPT_BFLOAT16}
 _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_increment_version = torch._C._increment_version  # of a list of tensors (torch.autograd.graph.increment_version)
 
 
 def _flat(t):
@@ -65,10 +66,10 @@ class _Bucket:
     take their first momentum step).
 
     Each param keeps its own step count, as in torch: its ``state["step"]`` is a 0-d view into the
-    bucket's ``step_counts``, so one in-place add advances every param stepped, and the per-tensor
-    counts reach the kernels as one array, each tensor with its own bias correction.  NAdam's
-    ``mu_product`` likewise.  What the bucket keeps (pointers, state tensors) is a cache of the
-    optimizer's state, checked every step by :meth:`valid`, never the truth.
+    bucket's ``step_counts``, so one in-place add (through ``counts``, a NumPy view of the same
+    memory) advances every param stepped, and the per-tensor counts reach the kernels as one array,
+    each tensor with its own bias correction.  NAdam's ``mu_product`` likewise.  What the bucket
+    keeps (pointers, state) is a cache, checked every step by :meth:`valid`, never the truth.
     """
 
     def __init__(self, opt, group, params, index, grads):
@@ -77,22 +78,26 @@ class _Bucket:
         self.cpu = self.device.type == "cpu"
         self.keys = opt._state_keys(group)
         self.states = [opt.state[p] for p in params] if opt._keeps_state(group, params[0]) else None
-        self.fresh = np.array([p in opt._unstepped for p in params]) if self.states else np.zeros(len(params), bool)
-        self.step_counts = self.mu_products = None
+        self.container, self.generation = opt.state, opt.state.generation  # (after the look-ups above)
+        self.fresh = [p in opt._unstepped for p in params] if self.states else [False] * len(params)
+        self.any_fresh = any(self.fresh)
+        self.counts = self.mu_products = None
         if opt._stepped:
-            self.step_counts = torch.tensor([float(s["step"]) for s in self.states], dtype=torch.float32)
+            step_counts = torch.tensor([float(s["step"]) for s in self.states], dtype=torch.float32)
             for i, s in enumerate(self.states):
-                s["step"] = self.step_counts[i]
-            self.steps = self.step_counts.numpy().astype(np.int64)  # the counts as the kernels take them
+                s["step"] = step_counts[i]
+            self.counts = step_counts.numpy()
+            self.uniform = bool((self.counts == self.counts[0]).all())  # every member at one step
         if self.states and "mu_product" in self.states[0]:  # in the dtype torch keeps them in (float32, or
             # the params' after torch's load_state_dict)
-            self.mu_products = torch.stack([s["mu_product"].detach().cpu().reshape(()) for s in self.states])
+            mu_products = torch.stack([s["mu_product"].detach().cpu().reshape(()) for s in self.states])
             for i, s in enumerate(self.states):
-                s["mu_product"] = self.mu_products[i]
+                s["mu_product"] = mu_products[i]
+            self.mu_products = mu_products.numpy()
         self.state = {k: [_flat(s[k]) for s in self.states] for k in self.keys}
         self.masters = [_flat(s["master_param"]) for s in self.states] if _has_master(group, params[0]) else None
         self.pointers = [p.data_ptr() for p in params]
-        self.watched = self._watched()
+        self.checked = [None] * len(params)  # the gradients last checked, by identity
         self.flat_params = [_flat(p.detach()) for p in params]  # (detached: the same version counter)
         self.written = list(params) + [s[k] for s in (self.states or ()) for k in self.keys] + \
             ([s["master_param"] for s in self.states] if self.masters else [])
@@ -112,24 +117,22 @@ class _Bucket:
             self.numel = [p.numel() for p in params]
             self.full = None  # the prepared roles of a call over every param, made when first used
 
-    def _watched(self):
-        """The state objects the bucket keeps: each param's state dict and its tensors."""
-        if not self.states:
-            return []
-        return self.states + [s[k] for s in self.states for k in (*self.keys, "step", "mu_product", "master_param")
-                              if k in s]
-
     def valid(self, opt) -> bool:
-        """Whether the params' memory and the optimizer's state are still what the bucket keeps:
-        ``p.data = ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
+        """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
+        ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
         if [p.data_ptr() for p in self.params] != self.pointers:
             return False
-        if self.states is None:
-            return True
-        get = opt.state.get
-        if not all(map(operator.is_, [get(p) for p in self.params], self.states)):
-            return False
-        return all(map(operator.is_, self._watched(), self.watched))
+        return opt.state is self.container and opt.state.generation == self.generation
+
+    def check_grads(self, positions, grads) -> None:
+        """Checks the gradients not seen before (a training loop passes the same ones, or new ones
+        from the same backward, each step)."""
+        checked = self.checked
+        for i, g in zip(positions, grads):
+            if g is not checked[i]:
+                if g.is_sparse or g.stride() != self.params[i].stride():
+                    _check_grad(self.params[i], g)
+                checked[i] = g
 
     def call_arrays(self, idx, grads):
         """(params, grads, {state key: arrays}, master copies or None) of a call over the members at
@@ -139,22 +142,48 @@ class _Bucket:
             return (pick(self.flat_params), [_flat(g) for g in grads], {k: pick(v) for k, v in self.state.items()},
                     pick(self.masters) if self.masters else None)
         if idx is None:
-            if self.full is None:
+            if self.full is None:  # every member: made once, the gradients' addresses refreshed in place
                 self.full = {role: self._prepared(role, None) for role in self.addresses}
+                self.full["grads"] = self._prepared("params", None)
+                self.full["grads"].code = self.codes["grads"]
             roles = self.full
+            roles["grads"].keep[0:len(grads)] = [t.data_ptr() for t in grads]
         else:
             roles = {role: self._prepared(role, idx) for role in self.addresses}
-        numel = roles["params"].numel
-        addresses = ffi.new("uintptr_t[]", [t.data_ptr() for t in grads])
-        g = Prepared(self.codes["grads"], numel, ffi.cast("void *const *", addresses), addresses)
-        return (roles["params"], g, {k: roles[k] for k in self.state},
-                roles.get("master_params"))
+            addresses = ffi.new("uintptr_t[]", [t.data_ptr() for t in grads])
+            roles["grads"] = Prepared(self.codes["grads"], roles["params"].numel, ffi.cast("void *const *", addresses),
+                                      addresses)
+        return roles["params"], roles["grads"], {k: roles[k] for k in self.state}, roles.get("master_params")
 
     def _prepared(self, role, idx):
         addresses = self.addresses[role] if idx is None else [self.addresses[role][i] for i in idx]
         numel = self.numel if idx is None else [self.numel[i] for i in idx]
         array = ffi.new("uintptr_t[]", addresses)
         return Prepared(self.codes[role], ffi.new("size_t[]", numel), ffi.cast("void *const *", array), array)
+
+
+class _State(collections.defaultdict):
+    """torch.optim's per-param state, a ``defaultdict(dict)`` that counts the entries set, replaced or
+    removed (an engine assigning ``opt.state[p] = {...}``): a bucket tells in O(1) that the state
+    it keeps is still the optimizer's."""
+
+    def __init__(self, entries=()):
+        super().__init__(dict, entries)
+        self.generation = 0
+
+    def _changed(name):
+        def method(self, *args, **kwargs):
+            self.generation += 1
+            return getattr(collections.defaultdict, name)(self, *args, **kwargs)
+        method.__name__ = name
+        return method
+
+    for _name in ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update", "setdefault", "__ior__"):
+        locals()[_name] = _changed(_name)
+    del _name, _changed
+
+    def __reduce__(self):  # pickles (and deep-copies) as torch's own state does
+        return (collections.defaultdict, (dict, dict(self)))
 
 
 def _has_master(group, p) -> bool:
@@ -202,7 +231,14 @@ class _Optimizer(torch.optim.Optimizer):
         self._buckets: dict = {}
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
+        self.state = _State(self.state)
         self._step_supports_amp_scaling = True  # GradScaler passes grad_scale / found_inf
+
+    def __setstate__(self, state: dict) -> None:
+        """torch's load_state_dict and unpickling (copy.deepcopy) set the state through here."""
+        super().__setstate__(state)
+        self.state = _State(self.state)
+        self._buckets, self._unstepped = {}, set()
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -299,13 +335,12 @@ class _Optimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0:
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
-        with torch.no_grad():
-            for group in self.param_groups:
-                grads = [p.grad for p in group["params"]]
-                if all(g is None for g in grads):
-                    continue
-                for bucket in self._buckets_of(group, grads):
-                    self._step_bucket(group, bucket, grads, scale)
+        for group in self.param_groups:
+            grads = [p.grad for p in group["params"]]
+            if all(g is None for g in grads):
+                continue
+            for bucket in self._buckets_of(group, grads):
+                self._step_bucket(group, bucket, grads, scale)
         return loss
 
     _observed_step = torch.optim.Optimizer.profile_hook_step(_fused_step)
@@ -327,11 +362,11 @@ class _Optimizer(torch.optim.Optimizer):
         """The group's buckets, rebuilt when a param gets its first gradient or what a bucket keeps
         no longer matches the params and the state."""
         params = group["params"]
-        ids = tuple(map(id, params))
         cached = self._buckets.get(id(group))
         if cached is not None:
-            cached_ids, members, buckets = cached
-            if cached_ids == ids and all(g is None or m for g, m in zip(grads, members)) and \
+            cached_params, ids, members, buckets = cached  # members: None when every param is one
+            if (params is cached_params and len(params) == len(ids) or ids == tuple(map(id, params))) and \
+                    (members is None or all(g is None or m for g, m in zip(grads, members))) and \
                     all(b.valid(self) for b in buckets):
                 return buckets
         for p, g in zip(params, grads):
@@ -347,65 +382,66 @@ class _Optimizer(torch.optim.Optimizer):
         for index in by.values():  # (members without a gradient now: checked as zeros of their layout)
             bucket_grads = [grads[i] if grads[i] is not None else torch.zeros_like(params[i]) for i in index]
             buckets.append(_Bucket(self, group, [params[i] for i in index], index, bucket_grads))
-        self._buckets[id(group)] = (ids, members, buckets)
+            buckets[-1].whole = index == list(range(len(params)))  # every param of the group, in order
+        self._buckets[id(group)] = (params, tuple(map(id, params)), None if all(members) else members, buckets)
         return buckets
 
     def _step_bucket(self, group, bucket: _Bucket, grads, scale) -> None:
-        have = np.array([grads[i] is not None for i in bucket.index])
-        if not have.any():
+        mine = grads if bucket.whole else [grads[i] for i in bucket.index]
+        if not bucket.any_fresh and all(g is not None for g in mine):
+            self._call(group, bucket, None, mine, scale, first=False)
             return
-        if have.all() and not bucket.fresh.any():
-            self._call(group, bucket, None, [grads[i] for i in bucket.index], scale, first=False)
-            return
-        calls = [(first, np.flatnonzero(have & (bucket.fresh == first))) for first in (True, False)]
+        have = [g is not None for g in mine]
+        calls = [(first, [i for i, (h, f) in enumerate(zip(have, bucket.fresh)) if h and f == first])
+                 for first in (True, False)]  # (made before any call: a call clears fresh)
         for first, idx in calls:  # SGD's first momentum step is its own call
-            if len(idx):
-                self._call(group, bucket, idx, [grads[bucket.index[i]] for i in idx], scale, first)
+            if idx:
+                self._call(group, bucket, np.array(idx), [mine[i] for i in idx], scale, first)
 
     def _call(self, group, bucket: _Bucket, idx, grads, scale, first: bool) -> None:
         """One fastopt call over the bucket's members at positions idx (None: all) and its bookkeeping:
         step counts, NAdam's mu_product, autograd's version counters."""
-        for i, g in zip(range(len(grads)) if idx is None else idx, grads):
-            if g.is_sparse or g.stride() != bucket.params[i].stride():
-                _check_grad(bucket.params[i], g)
+        bucket.check_grads(range(len(grads)) if idx is None else idx, grads)
         params, grads_in, state, masters = bucket.call_arrays(idx, grads)
         kwargs = self._hyper(group, first=first)
         for key, kw in self._keyword.items():
             if key in state:
                 kwargs[kw] = state[key]
-        steps = None
-        if self._stepped:
-            steps = (bucket.steps if idx is None else bucket.steps[idx]) + 1
-            if self._takes_step:
+        counts = bucket.counts
+        if self._takes_step:  # the step being taken: each member's count + 1
+            if idx is None and bucket.uniform:
+                kwargs["step"] = int(counts[0]) + 1
+            else:
+                steps = (counts if idx is None else counts[idx]).astype(np.int64) + 1
                 kwargs["step"] = int(steps[0]) if (steps == steps[0]).all() else steps
         if bucket.mu_products is not None:
-            mu = bucket.mu_products if idx is None else bucket.mu_products[torch.from_numpy(idx)]
-            kwargs["mu_product"] = mu.numpy()
+            kwargs["mu_product"] = bucket.mu_products if idx is None else bucket.mu_products[idx]
         if scale is not None:
             kwargs["grad_scale"] = scale
         if masters is not None:
             kwargs["master_params"] = masters
         positional = [state.get(k) for k in self._positional]
-        out = self._function(group)(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
-        if self._stepped:
+        update = self._function(group)
+        if bucket.cpu:  # (through pointers: autograd sees nothing, and is told below)
+            out = update(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
+        else:  # tensors written in place, under no_grad as torch.optim writes them
+            with torch.no_grad():
+                out = update(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
+        if counts is not None:  # (in place: the params' step tensors are views of the same memory)
             if idx is None:
-                bucket.steps += 1
-                bucket.step_counts.add_(1)
+                counts += 1
             else:
-                bucket.steps[idx] += 1
-                bucket.step_counts[torch.from_numpy(idx)] += 1
+                counts[idx] += 1
+                bucket.uniform = bool((counts == counts[0]).all())
         if bucket.mu_products is not None:  # the products through this step, in their dtype
-            if idx is None:
-                bucket.mu_products.copy_(torch.from_numpy(out))
-            else:
-                bucket.mu_products[torch.from_numpy(idx)] = torch.from_numpy(out)
-        if first or bucket.fresh.any():
-            done = range(len(bucket.params)) if idx is None else idx
-            for i in done:
+            bucket.mu_products[slice(None) if idx is None else idx] = out
+        if bucket.any_fresh:
+            for i in (range(len(bucket.params)) if idx is None else idx):
                 self._unstepped.discard(bucket.params[i])
-            bucket.fresh[np.asarray(done, dtype=np.int64)] = False
+                bucket.fresh[i] = False
+            bucket.any_fresh = any(bucket.fresh)
         if bucket.cpu:  # (tensors' own calls bump what they write: fastopt.functional)
-            torch.autograd.graph.increment_version(bucket.written if idx is None else self._written(bucket, idx))
+            _increment_version(bucket.written if idx is None else self._written(bucket, idx))
 
     @staticmethod
     def _written(bucket, idx):

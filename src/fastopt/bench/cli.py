@@ -82,7 +82,8 @@ def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> l
 
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="fastopt-bench", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="examples:\n" + "\n".join(__doc__.splitlines()[1:]).strip("\n"))
     ap.add_argument("--quick", action="store_true", help="AdamW float32 at 4k, 1m, 32m and a small MLP (< 1 minute)")
     ap.add_argument("--optimizer", help=f"comma-separated, of {','.join(OPTIMIZERS)}")
     ap.add_argument("--dtype", help="comma-separated: float32, float64")
