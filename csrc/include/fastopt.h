@@ -111,7 +111,7 @@ typedef struct fastopt_sgd_options {
 typedef struct fastopt_adam_options {
     fastopt_common common;
     double beta1, beta2;         /* in [0, 1) */
-    double eps;                  /* > 0 */
+    double eps;                  /* >= 0 */
     int64_t step;                /* >= 1, the step being taken (bias correction) */
     int amsgrad;
     int decoupled_weight_decay;  /* 1: AdamW (p *= 1 - lr*wd); 0: Adam (g += wd*p) */
@@ -122,7 +122,7 @@ typedef struct fastopt_adam_options {
 typedef struct fastopt_rmsprop_options {
     fastopt_common common;
     double alpha;     /* in [0, 1] */
-    double eps;       /* > 0 */
+    double eps;       /* >= 0 */
     double momentum;  /* >= 0 */
     int centered;
 } fastopt_rmsprop_options;
@@ -131,7 +131,7 @@ typedef struct fastopt_rmsprop_options {
 typedef struct fastopt_adagrad_options {
     fastopt_common common;
     double lr_decay;  /* >= 0 */
-    double eps;       /* > 0 */
+    double eps;       /* >= 0 */
     int64_t step;     /* >= 1 */
 } fastopt_adagrad_options;
 
