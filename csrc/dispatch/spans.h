@@ -28,21 +28,19 @@
 #define AUX_AT(at, n) RANDOM_BITS(at, n); const fo_aux aux_ = {MASTER_AT(at), random_}, *aux = &aux_
 #define AUX AUX_AT(begin, end - begin)
 /* Runs `loop` with `prox` a compile-time 0 or 1: the fused soft threshold is compiled in only where
- * l1_prox asks for it (it costs ~3% of AdamW at the memory roofline). */
+ * l1_prox asks for it (elsewhere it would cost every update a compare and a select an element). */
 #define WITH_PROX(k, loop) do { if ((k)->c.prox_threshold != 0) { const int prox = 1; loop; } else { const int prox = 0; loop; } } while (0)
 /* Spans of large tensors run in chunks of FO_CHUNK elements, and before each chunk they ask for
  * the cache lines FO_AHEAD elements on, in every buffer the call has.  Why: an update with a square
  * root and a divide fills the core's out-of-order window before enough of its loads are in flight,
  * and the hardware prefetcher alone does not run far enough ahead; asked for ahead, the lines are
- * there in time (AdamW float32 at 32M: 87% -> 97% of the probe's bandwidth).  The chunk is small so
- * that a chunk's prefetches do not stall the core in one burst.  Tensors under FO_STREAMED elements
- * run in one chunk: they are likely in cache, where chunks only cost (13% at 4K and 64K elements).
- * So do 16-bit params alone: their updates are bound by the conversions, not by memory, and chunks
- * only cost there too (bf16 AdamW at 32M: 14.8 -> 17.2 ms; with stochastic rounding, whose random
- * bits come a span at a time, 0.83x -> 0.40x torch fused).  With a float32 master copy and float32
- * state they stream again: the update reads and writes 4-byte master and state besides (32M: 21.8
- * -> 19.4 ms at AVX-512, 22.4 -> 20.4 at AVX2); with 16-bit state it converts too much to gain
- * (20.9 -> 24.8 ms at AVX2).
+ * there in time.  The chunk is small so that a chunk's prefetches do not stall the core in one
+ * burst.  Tensors under FO_STREAMED elements run in one chunk: they are likely in cache, where
+ * chunks only cost.  So do 16-bit params alone: their updates are bound by the conversions, not by
+ * memory (with stochastic rounding, whose random bits come a span at a time, chunks cost most).
+ * With a float32 master copy and float32 state they stream again: the update reads and writes
+ * 4-byte master and state besides; with 16-bit state it converts too much to gain.
+ * (docs/benchmarks.md: the figures behind each choice.)
  * The body is inlined once, into the chunk loop. */
 #define FO_CHUNK ((size_t)64)
 #define FO_AHEAD ((size_t)512)
@@ -159,8 +157,7 @@ SPAN(lamb_apply_span)
 #define FO_Q8_MAX_BLOCK 2048
 
 /* GCC with 512-bit vectors looks the values up with zmm gathers; with 256-bit ones (x86 only)
- * it loads them one by one, which is faster here: 0.30 against 0.43 ns an element, an 8-bit AdamW
- * step at AVX-512 55 -> 51 ms. */
+ * it loads them one by one, which is faster on the x86 cores measured (docs/mixed-precision.md). */
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define FO_Q8_LOOKUP __attribute__((noinline, target("prefer-vector-width=256")))
 #else

@@ -1,9 +1,8 @@
 /* The 8-bit dynamic code of Dettmers et al. 2022 (bitsandbytes' create_dynamic_map, 7 exponent
- * bits).  Values are looked up, in a table of fo_q8_value's 256: a lookup an element (0.30 ns here,
- * see q8_load) is cheaper than computing them (0.96 ns at AVX2, 0.50 at AVX-512).
- * Codes are computed, without tables (0.7 ns an element at AVX-512, 1.2 at AVX2): finding the
- * nearest value by lookups took two dependent gathers an element, and an 8-bit AdamW step took
- * 95 ms at AVX-512 where it now takes 48.5 (at AVX2, 70 and 68).  fastopt.quant8 (NumPy) and the
+ * bits).  Values are looked up, in a table of fo_q8_value's 256: one load an element (see q8_load)
+ * is cheaper than computing them.  Codes are computed, without tables: finding the nearest value
+ * by lookups would take two dependent gathers an element (docs/mixed-precision.md has the costs of
+ * each).  fastopt.quant8 (NumPy) and the
  * CUDA kernels compute the same floats in the same order, so the codes agree bit for bit (but on a
  * GPU, where NVVM may fuse a multiply-add, for values within a rounding of a midpoint).
  *
@@ -68,8 +67,8 @@ static inline uint8_t fo_q8_code_of(float x, int is_signed)
     float y = fo_f32_of_bits(is_signed ? bits & 0x7FFFFFFFu : fo_select(x > 0, bits, 0));
     int32_t i = 0;                                         /* x's decade */
     /* the same count, written for the vectorizer: with AVX-512's masks a conditional increment is
-     * one masked add (encoding 0.79 -> 0.68 ns an element, 8-bit AdamW 51 -> 48.5 ms at 32M); at
-     * AVX2 it becomes a blend, and the sum of compares is cheaper (1.19 against 1.42 ns) */
+     * one masked add, cheaper than a sum of compares; at AVX2 it becomes a blend, and the sum of
+     * compares is the cheaper */
     for (int32_t k = 1; k <= 6; k++)
 #ifdef __AVX512F__
         i = y >= fo_q8_unit(k) ? i + 1 : i;

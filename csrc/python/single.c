@@ -1,9 +1,9 @@
 /* fastopt._single: the latency path of fastopt.sgd, adam and adamw, for one NumPy array per role
- * (the CPython API, beside the cffi binding, which has everything else).  A 4K-element AdamW update
- * is about 2 us of C; through cffi, building its arguments (an option struct, pointer lists, a
- * buffer export per array) and checking the arrays cost Python 3 us more.  Here the checks that
- * only the Python objects allow (type, dtype, shape, C-contiguity, writability) read each array's
- * buffer in C.  Each function returns True when it made the update and False when the call is not
+ * (the CPython API, beside the cffi binding, which has everything else).  For a small update the
+ * C work is a few microseconds, and through cffi building its arguments (an option struct, pointer
+ * lists, a buffer export per array) and checking the arrays would cost more than that.  Here the
+ * checks that only the Python objects allow (type, dtype, shape, C-contiguity, writability) read
+ * each array's buffer in C.  Each function returns True when it made the update and False when the call is not
  * one for it or anything is refused: the general path then runs and names the problem (the C API
  * validates before it writes, so nothing has been written). */
 #define PY_SSIZE_T_CLEAN

@@ -100,8 +100,8 @@ def gather(fn: str, roles):
 def _gather_single(roles):
     """gather() for one well-formed array per role, the latency-critical case; None otherwise.
 
-    Costs about 0.3 us an array: one flags look-up, and a pointer from the buffer protocol (the
-    writability it would check is in the flags already).
+    Per array: one flags look-up, and a pointer from the buffer protocol (the writability it would
+    check is in the flags already).
     """
     first = roles[0][1]
     if type(first) is not np.ndarray:
