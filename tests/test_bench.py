@@ -87,3 +87,38 @@ def test_deepspeed_backend_when_installed():
     rows = cli.run_case("adamw", "float32", "4k", repeats=1, on_sample=None)
     by = {r["backend"]: r for r in rows}
     assert "deepspeed" in by and not by["deepspeed"]["wrong"]
+
+
+def test_the_table_flags_what_it_cannot_vouch_for_and_fits_80_columns(capsys):
+    """A noisy time, the ratios resting on it, and a share of the probe above 100% are marked and
+    explained; in 80 columns no cell is cut."""
+    from fastopt.bench import report
+    base = dict(optimizer="adamw", dtype="float32", problem="4k", numel=4096, tensors=1, wrong=False,
+                elements_per_s=1e9, gbps=10.0, samples=5, min_s=1e-6)
+    rows = [dict(base, backend="roofline", median_s=2e-6, spread=0.1, roofline_pct=100.0, vs_numpy=None, vs_torch=None),
+            dict(base, backend="fastopt", median_s=1e-6, spread=0.6, roofline_pct=130.0, vs_numpy=5.0, vs_torch=9.0),
+            dict(base, backend="numpy", median_s=5e-6, spread=0.1, roofline_pct=20.0, vs_numpy=1.0, vs_torch=1.8),
+            dict(base, backend="torch-fused", median_s=9e-6, spread=0.1, roofline_pct=10.0, vs_numpy=0.5, vs_torch=1.0)]
+    report.table(rows, "t", width=80)
+    out = capsys.readouterr().out
+    assert "1.0 us~" in out and "5.00x~" in out and "130%!" in out and "20%!" not in out
+    assert "spread over 25%" in out and "read low" in out
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
+
+
+def test_an_interrupted_run_keeps_what_it_measured(tmp_path, monkeypatch, capsys):
+    real = cli.run_case
+    calls = []
+
+    def run_case(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cli, "run_case", run_case)
+    code = cli.main(["--optimizer", "sgd", "--sizes", "4k,1m", "--repeats", "2", "--json", str(tmp_path / "i.json")])
+    assert code == 130
+    rows = json.loads((tmp_path / "i.json").read_text())["rows"]
+    assert {r["problem"] for r in rows} == {"4k"}
+    captured = capsys.readouterr()
+    assert "interrupted: 1 of 2 cases measured" in captured.err and "sgd float32 4k" in captured.out

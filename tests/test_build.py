@@ -11,6 +11,8 @@ import pytest
 
 import fastopt
 
+pytestmark = pytest.mark.slow  # builds
+
 LIBRARY = sorted(glob.glob(os.path.join(os.path.dirname(fastopt.__file__), "lib", "libfastopt.so*")))[0]
 
 

@@ -12,8 +12,9 @@ import pytest
 import fastopt
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-pytestmark = pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("cc") and shutil.which("c++")),
-                                reason="needs cmake and a C/C++ compiler")
+pytestmark = [pytest.mark.slow,  # builds, sanitizers, valgrind
+              pytest.mark.skipif(not (shutil.which("cmake") and shutil.which("cc") and shutil.which("c++")),
+                                 reason="needs cmake and a C/C++ compiler")]
 
 
 def sh(*cmd, **kw):

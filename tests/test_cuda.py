@@ -24,7 +24,7 @@ from cases import CASES, STATE, assert_close, call, flag_id, make_arrays, refere
 
 SIM = _prims.SIMULATOR
 # NumPy scalars warn where the device computes inf - inf in silence (the simulator runs on them)
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning")]  # the simulator is slow
 SIZES = [200, 7, 0, 129] if SIM else [1 << 20 | 3, 4097, 0, 1000]
 BF16 = ml_dtypes.bfloat16
 

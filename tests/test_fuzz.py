@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fuzzing
+
 pytest.importorskip("atheris")
 HARNESS = os.path.join(os.path.dirname(__file__), "fuzz_c_api.py")
 

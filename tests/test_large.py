@@ -5,7 +5,10 @@ import os
 import numpy as np
 import pytest
 
+
 import fastopt
+
+pytestmark = pytest.mark.slow  # arrays of several GB
 
 
 def available_gib() -> float:

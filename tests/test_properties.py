@@ -13,8 +13,7 @@ from cases import CASES, call, copy, state_names
 import fastopt
 from fastopt import reference
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                    print_blob=True)
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)  # examples: the profile's
 
 
 @st.composite

@@ -7,6 +7,33 @@ import json
 COLUMNS = [("case", "case"), ("backend", "backend"), ("time", "median_s"), ("±", "spread"),
            ("Melem/s", "elements_per_s"), ("GB/s", "gbps"), ("roofline", "roofline_pct"),
            ("x numpy", "vs_numpy"), ("x torch", "vs_torch")]
+# below this width (an 80-column terminal): no rates, short headers and cases
+NARROW = 100
+NARROW_COLUMNS = [("case", "case"), ("backend", "backend"), ("time", "median_s"), ("±", "spread"),
+                  ("roof", "roofline_pct"), ("x np", "vs_numpy"), ("x torch", "vs_torch")]
+SPREAD_FLAG = 0.25  # interquartile range over the median beyond which a row is marked noisy
+NOTES = {"~": "~ : samples spread over 25% (a busy machine): the time and its ratios are uncertain; rerun",
+         "!": "! : above the roofline probe, which then read low (noise): not a real share"}
+
+
+def _flags(rows: list[dict]) -> dict:
+    """Per row (by id): the markers its cells get, "~" on a time or ratio that rests on a noisy row,
+    "!" on a share of the probe above 100%."""
+    by_case = {}
+    for r in rows:
+        by_case.setdefault(_case(r), {})[r["backend"]] = r
+    out = {}
+    for r in rows:
+        case = by_case[_case(r)]
+        torch_row = case.get("torch-fused") or case.get("torch-foreach")
+        noisy = r.get("spread", 0) > SPREAD_FLAG
+        out[id(r)] = {
+            "median_s": "~" if noisy else "",
+            "vs_numpy": "~" if noisy or case.get("numpy", {}).get("spread", 0) > SPREAD_FLAG else "",
+            "vs_torch": "~" if noisy or (torch_row or {}).get("spread", 0) > SPREAD_FLAG else "",
+            "roofline_pct": "!" if (r.get("roofline_pct") or 0) > 100 and r["backend"] != "roofline" else "",
+        }
+    return out
 
 
 def _format(key: str, value) -> str:
@@ -27,26 +54,41 @@ def _format(key: str, value) -> str:
     return str(value)
 
 
-def _case(r: dict) -> str:
-    return f"{r['optimizer']} {r['dtype']} {r['problem']}"
+def _case(r: dict, narrow: bool = False) -> str:
+    dtype = r["dtype"].replace("float", "f") if narrow else r["dtype"]
+    return f"{r['optimizer']} {dtype} {r['problem']}"
 
 
-def table(rows: list[dict], title: str) -> None:
-    rows = [{**r, "case": _case(r)} for r in rows]
-    cells = [[("WRONG" if r.get("wrong") and key == "median_s" else _format(key, r.get(key)))
-              for _, key in COLUMNS] for r in rows]
+def table(rows: list[dict], title: str, width: int | None = None) -> None:
+    """The rows, a section per case; markers (see NOTES) where a figure is not to be trusted, and
+    a narrow layout under NARROW columns.  width: the terminal's (default: asked)."""
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _) in enumerate(COLUMNS)]
+        Console = None
+    if width is None:
+        import shutil
+        width = Console().width if Console and Console().is_terminal else shutil.get_terminal_size((120, 24)).columns
+    narrow = width < NARROW
+    columns = NARROW_COLUMNS if narrow else COLUMNS
+    flags = _flags(rows)
+    rows = [{**r, "case": _case(r, narrow), "_flags": flags[id(r)]} for r in rows]
+    cells = [[("WRONG" if r.get("wrong") and key == "median_s" else
+               _format(key, r.get(key)) + (r["_flags"].get(key, "") if r.get(key) is not None else ""))
+              for _, key in columns] for r in rows]
+    used = sorted({m for r in rows for m in r["_flags"].values() if m})
+    if Console is None:
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _) in enumerate(columns)]
         print(title)
-        print("  ".join(h.rjust(w) for (h, _), w in zip(COLUMNS, widths)))
+        print("  ".join(h.rjust(w) for (h, _), w in zip(columns, widths)))
         for c in cells:
             print("  ".join(x.rjust(w) for x, w in zip(c, widths)))
+        for m in used:
+            print(NOTES[m])
         return
-    t = Table(title=title, show_lines=False)
-    for header, _ in COLUMNS:
+    t = Table(title=title, show_lines=False, caption="\n".join(NOTES[m] for m in used) or None)
+    for header, _ in columns:
         t.add_column(header, justify="left" if header in ("case", "backend") else "right")
     previous = None
     for r, c in zip(rows, cells):
@@ -55,9 +97,7 @@ def table(rows: list[dict], title: str) -> None:
         c[0] = c[0] if r["case"] != previous else ""
         previous = r["case"]
         t.add_row(*c, style="bold green" if r["backend"] == "fastopt" else ("red" if r.get("wrong") else None))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 110))
+    console = Console() if Console().is_terminal else Console(width=width)
     console.print(t)
 
 
