@@ -555,10 +555,10 @@ fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t
     REQUIRE(in_range(o->momentum_decay, 0, INFINITY, 1), "momentum_decay must be a finite number >= 0, got %g", o->momentum_decay);
     if (o->mu_products)
         for (size_t t = 0; t < n_tensors; t++)
-            REQUIRE(in_range(o->mu_products[t], 0, 1, 0) && o->mu_products[t] > 0,
-                    "mu_products[%zu] must be in (0, 1], got %g", t, o->mu_products[t]);
-    else
-        REQUIRE(in_range(o->mu_product, 0, 1, 0) && o->mu_product > 0, "mu_product must be in (0, 1], got %g", o->mu_product);
+            REQUIRE(in_range(o->mu_products[t], 0, 1, 0), "mu_products[%zu] must be in [0, 1], got %g", t,
+                    o->mu_products[t]);
+    else /* (0 with beta1 = 0, which torch allows) */
+        REQUIRE(in_range(o->mu_product, 0, 1, 0), "mu_product must be in [0, 1], got %g", o->mu_product);
     const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
                              {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
     return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, NULL, &k, sizeof k, o->step,

@@ -27,6 +27,7 @@ def test_quick_benchmark_runs_and_writes_outputs(tmp_path, capsys):
     assert "fastopt" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # half a minute: the README's main job, whole
 def test_the_readme_main_job_runs(tmp_path):
     """`fastopt-bench --quick`, the README's first command, exactly: a smoke test (no timing asserts)."""
     import os

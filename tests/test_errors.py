@@ -79,7 +79,7 @@ CASES = {
     "rmsprop alpha > 1": (case(fastopt.rmsprop, adam_args()[:3], {"alpha": 1.5}), ValueError, "alpha must be in [0, 1]"),
     "adagrad negative lr_decay": (case(fastopt.adagrad, adam_args()[:3], {"step": 1, "lr_decay": -1.0}), ValueError, "lr_decay must be"),
     "adagrad eps < 0": (case(fastopt.adagrad, adam_args()[:3], {"step": 1, "eps": -1.0}), ValueError, "eps must be"),
-    "nadam mu_product 0": (case(fastopt.nadam, adam_args(), {"step": 2, "mu_product": 0.0}), ValueError, "mu_product must be in (0, 1]"),
+    "nadam mu_product > 1": (case(fastopt.nadam, adam_args(), {"step": 2, "mu_product": 1.5}), ValueError, "mu_product must be in [0, 1]"),
     "radam step 0": (case(fastopt.radam, adam_args(), {"step": 0}), ValueError, "step must be >= 1"),
     "lion beta > 1": (case(fastopt.lion, adam_args()[:3], {"betas": (0.9, 1.5)}), ValueError, "betas[1] must be in [0, 1]"),
     "lamb negative max_grad_norm": (case(fastopt.lamb, adam_args(), {"step": 1, "max_grad_norm": -1.0}), ValueError, "max_grad_norm must be"),

@@ -143,10 +143,10 @@ typedef struct fastopt_nadam_options {
     fastopt_common common;
     double beta1, beta2, eps;
     double momentum_decay;       /* >= 0 */
-    double mu_product;           /* in (0, 1] */
+    double mu_product;           /* in [0, 1] (0 with beta1 = 0) */
     int64_t step;                /* >= 1 */
     int decoupled_weight_decay;
-    const double *mu_products;   /* NULL, or mu_products[i] in (0, 1): tensor i's product through this step */
+    const double *mu_products;   /* NULL, or mu_products[i] in [0, 1]: tensor i's product through this step */
 } fastopt_nadam_options;
 
 /* torch.optim.RAdam. */

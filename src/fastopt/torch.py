@@ -26,7 +26,9 @@ gradients, complex parameters and ``differentiable=True`` raise; ``foreach``, ``
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
+import weakref
 
 import numpy as np
 import torch
@@ -78,26 +80,36 @@ class _Bucket:
         self.cpu = self.device.type == "cpu"
         self.keys = opt._state_keys(group)
         self.states = [opt.state[p] for p in params] if opt._keeps_state(group, params[0]) else None
-        self.container, self.generation = opt.state, opt.state.generation  # (after the look-ups above)
         self.fresh = [p in opt._unstepped for p in params] if self.states else [False] * len(params)
         self.any_fresh = any(self.fresh)
         self.counts = self.mu_products = None
+        self.versioned = []  # tensors written only by the bucket: a torch in-place op elsewhere moves their version
         if opt._stepped:
             step_counts = torch.tensor([float(s["step"]) for s in self.states], dtype=torch.float32)
             for i, s in enumerate(self.states):
                 s["step"] = step_counts[i]
             self.counts = step_counts.numpy()
             self.uniform = bool((self.counts == self.counts[0]).all())  # every member at one step
+            self.versioned.append(step_counts)
         if self.states and "mu_product" in self.states[0]:  # in the dtype torch keeps them in (float32, or
-            # the params' after torch's load_state_dict)
+            # the params' after torch's load_state_dict; 16-bit ones in float32)
             mu_products = torch.stack([s["mu_product"].detach().cpu().reshape(()) for s in self.states])
+            if mu_products.dtype not in (torch.float32, torch.float64):
+                mu_products = mu_products.float()
             for i, s in enumerate(self.states):
                 s["mu_product"] = mu_products[i]
             self.mu_products = mu_products.numpy()
+            self.versioned.append(mu_products)
+        for p, s in zip(params, self.states or ()):  # state laid out as its param (a checkpoint of
+            for k in (*self.keys, "master_param"):   # another layout): the update pairs elements in memory
+                if k in s and s[k].stride() != p.stride() and not (s[k].is_contiguous() and p.is_contiguous()):
+                    s[k] = torch.empty_like(p, dtype=s[k].dtype).copy_(s[k])
         self.state = {k: [_flat(s[k]) for s in self.states] for k in self.keys}
         self.masters = [_flat(s["master_param"]) for s in self.states] if _has_master(group, params[0]) else None
         self.pointers = [p.data_ptr() for p in params]
-        self.checked = [None] * len(params)  # the gradients last checked, by identity
+        self.container, self.generation = opt.state, opt.state.generation
+        self.versions = [t._version for t in self.versioned]
+        self.checked = [None] * len(params)  # weak references to the gradients last checked
         self.flat_params = [_flat(p.detach()) for p in params]  # (detached: the same version counter)
         self.written = list(params) + [s[k] for s in (self.states or ()) for k in self.keys] + \
             ([s["master_param"] for s in self.states] if self.masters else [])
@@ -122,17 +134,18 @@ class _Bucket:
         ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
         if [p.data_ptr() for p in self.params] != self.pointers:
             return False
-        return opt.state is self.container and opt.state.generation == self.generation
+        return opt.state is self.container and opt.state.generation == self.generation and \
+            [t._version for t in self.versioned] == self.versions
 
     def check_grads(self, positions, grads) -> None:
         """Checks the gradients not seen before (a training loop passes the same ones, or new ones
         from the same backward, each step)."""
         checked = self.checked
         for i, g in zip(positions, grads):
-            if g is not checked[i]:
+            if checked[i] is None or checked[i]() is not g:
                 if g.is_sparse or g.stride() != self.params[i].stride():
                     _check_grad(self.params[i], g)
-                checked[i] = g
+                checked[i] = weakref.ref(g)
 
     def call_arrays(self, idx, grads):
         """(params, grads, {state key: arrays}, master copies or None) of a call over the members at
@@ -162,28 +175,73 @@ class _Bucket:
         return Prepared(self.codes[role], ffi.new("size_t[]", numel), ffi.cast("void *const *", array), array)
 
 
-class _State(collections.defaultdict):
-    """torch.optim's per-param state, a ``defaultdict(dict)`` that counts the entries set, replaced or
-    removed (an engine assigning ``opt.state[p] = {...}``): a bucket tells in O(1) that the state
-    it keeps is still the optimizer's."""
+_MUTATORS = ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update", "setdefault", "__ior__")
 
-    def __init__(self, entries=()):
-        super().__init__(dict, entries)
-        self.generation = 0
 
-    def _changed(name):
+def _counting(base):
+    """base's mutating methods, each bumping ``self._owner().generation`` first (but for fastopt's
+    own changes: see _State.own_changes)."""
+    def wrap(name):
         def method(self, *args, **kwargs):
-            self.generation += 1
-            return getattr(collections.defaultdict, name)(self, *args, **kwargs)
+            owner = self._owner()
+            owner.generation += not owner.own
+            return getattr(base, name)(self, *args, **kwargs)
         method.__name__ = name
         return method
+    return {name: wrap(name) for name in _MUTATORS}
 
-    for _name in ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update", "setdefault", "__ior__"):
-        locals()[_name] = _changed(_name)
-    del _name, _changed
+
+class _State(collections.defaultdict):
+    """torch.optim's per-param state, a ``defaultdict(dict)`` that counts every change of its
+    entries and of their own entries (an engine assigning ``opt.state[p] = {...}``, a loop resetting
+    ``opt.state[p]["step"]``): a bucket tells in O(1) that the state it keeps is still the
+    optimizer's.  Each param's dict is a _ParamState counting into this one."""
+
+    locals().update(_counting(collections.defaultdict))
+
+    def __init__(self, entries=()):
+        super().__init__(dict)
+        self.generation, self.own = 0, False
+        for key, value in dict(entries).items():
+            self[key] = value
+
+    def _owner(self):
+        return self
+
+    @contextlib.contextmanager
+    def own_changes(self):
+        """fastopt's own changes (state made, step views put in place) leave the count as it is."""
+        self.own = True
+        try:
+            yield
+        finally:
+            self.own = False
+
+    def __setitem__(self, key, value):
+        self.generation += not self.own
+        if type(value) is dict:  # (a plain dict of the caller's: counted from now on)
+            value = _ParamState(self, value)
+        super().__setitem__(key, value)
+
+    def __missing__(self, key):
+        value = self[key] = _ParamState(self)
+        return value
 
     def __reduce__(self):  # pickles (and deep-copies) as torch's own state does
-        return (collections.defaultdict, (dict, dict(self)))
+        return (collections.defaultdict, (dict, {k: dict(v) for k, v in self.items()}))
+
+
+class _ParamState(dict):
+    """One param's state dict, counting its changes into the optimizer's _State."""
+
+    locals().update(_counting(dict))
+
+    def __init__(self, owner, entries=()):
+        super().__init__(entries)
+        self._owner = weakref.ref(owner)
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
 
 
 def _has_master(group, p) -> bool:
@@ -286,7 +344,7 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's layout; every parameter's own 'step' (and 'mu_product') as a tensor of its own,
         as torch's optimizers expect when they load it."""
         sd = super().state_dict()
-        sd["state"] = {i: {k: (v.clone() if k in ("step", "mu_product") else v) for k, v in s.items()}
+        sd["state"] = {i: {k: (v.clone() if k in ("step", "mu_product") and torch.is_tensor(v) else v) for k, v in s.items()}
                        for i, s in sd["state"].items()}
         return sd
 
@@ -316,7 +374,7 @@ class _Optimizer(torch.optim.Optimizer):
         if self._stepped and "step" not in state:
             state["step"] = torch.tensor(0.0)
         for k in keys:
-            if k not in state:
+            if state.get(k) is None:  # (None: reset by the user, e.g. SGD's momentum_buffer, as torch allows)
                 state[k] = self._init_state(k, p, group)
                 made = True
         if _has_master(group, p) and "master_param" not in state:
@@ -341,6 +399,10 @@ class _Optimizer(torch.optim.Optimizer):
                 continue
             for bucket in self._buckets_of(group, grads):
                 self._step_bucket(group, bucket, grads, scale)
+        if scale is not None:  # the grads left unscaled, as torch's fused optimizers leave them
+            with torch.no_grad():
+                torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
+                                    scale)
         return loss
 
     _observed_step = torch.optim.Optimizer.profile_hook_step(_fused_step)
@@ -356,19 +418,28 @@ class _Optimizer(torch.optim.Optimizer):
             return self._observed_step(closure)
         return self._fused_step(closure)
 
+    # Dynamo runs the step as it is (a call into C through pointers it cannot trace), not in pieces
+    step = torch.compiler.disable(step)
     step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
 
     def _buckets_of(self, group, grads):
         """The group's buckets, rebuilt when a param gets its first gradient or what a bucket keeps
         no longer matches the params and the state."""
         params = group["params"]
+        if type(self.state) is not _State:  # reassigned (a reset): counted from now on
+            self.state = _State(self.state)
         cached = self._buckets.get(id(group))
         if cached is not None:
-            cached_params, ids, members, buckets = cached  # members: None when every param is one
-            if (params is cached_params and len(params) == len(ids) or ids == tuple(map(id, params))) and \
+            ids, keys, members, buckets = cached  # members: None when every param is one
+            if ids == tuple(map(id, params)) and keys == self._state_keys(group) and \
                     (members is None or all(g is None or m for g, m in zip(grads, members))) and \
                     all(b.valid(self) for b in buckets):
                 return buckets
+        with self.state.own_changes():
+            return self._rebuild(group, grads)
+
+    def _rebuild(self, group, grads):
+        params = group["params"]
         for p, g in zip(params, grads):
             if g is not None:
                 _check_grad(p, g)
@@ -383,7 +454,8 @@ class _Optimizer(torch.optim.Optimizer):
             bucket_grads = [grads[i] if grads[i] is not None else torch.zeros_like(params[i]) for i in index]
             buckets.append(_Bucket(self, group, [params[i] for i in index], index, bucket_grads))
             buckets[-1].whole = index == list(range(len(params)))  # every param of the group, in order
-        self._buckets[id(group)] = (params, tuple(map(id, params)), None if all(members) else members, buckets)
+        self._buckets[id(group)] = (tuple(map(id, params)), self._state_keys(group), None if all(members) else members,
+                                    buckets)
         return buckets
 
     def _step_bucket(self, group, bucket: _Bucket, grads, scale) -> None:

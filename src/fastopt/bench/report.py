@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 COLUMNS = [("case", "case"), ("backend", "backend"), ("time", "median_s"), ("±", "spread"),
            ("Melem/s", "elements_per_s"), ("GB/s", "gbps"), ("roofline", "roofline_pct"),
@@ -67,9 +68,9 @@ def table(rows: list[dict], title: str, width: int | None = None) -> None:
         from rich.table import Table
     except ImportError:
         Console = None
-    if width is None:
+    if width is None:  # a terminal's, else (a pipe, a file) wide
         import shutil
-        width = Console().width if Console and Console().is_terminal else shutil.get_terminal_size((120, 24)).columns
+        width = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
     narrow = width < NARROW
     columns = NARROW_COLUMNS if narrow else COLUMNS
     flags = _flags(rows)
