@@ -24,6 +24,15 @@ def give(params, ours, grads):
         q.grad = None if g is None else g.clone(memory_format=torch.preserve_format)
 
 
+def run_both(a, b, params, ours, steps, event=lambda t: None):
+    """steps of both optimizers on the same fresh gradients; event(t) first, each step."""
+    for t in range(steps):
+        event(t)
+        give(params, ours, [torch.randn_like(p) for p in params])
+        a.step()
+        b.step()
+
+
 def assert_same(params, ours, a=None, b=None):
     for p, q in zip(params, ours):
         torch.testing.assert_close(q, p)
@@ -92,16 +101,14 @@ def test_add_param_group_mid_run():
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5))]
     a, b, ours = twins(params, lr=0.1)
-    for t in range(8):
+    def event(t):
         if t == 3:
             extra = torch.randn(3)
             params.append(torch.nn.Parameter(extra.clone()))
             ours.append(torch.nn.Parameter(extra.clone()))
             a.add_param_group({"params": [params[-1]], "lr": 0.05, "weight_decay": 0.1})
             b.add_param_group({"params": [ours[-1]], "lr": 0.05, "weight_decay": 0.1})
-        give(params, ours, [torch.randn_like(p) for p in params])
-        a.step()
-        b.step()
+    run_both(a, b, params, ours, 8, event)
     assert_same(params, ours, a, b)
 
 
@@ -110,16 +117,18 @@ def test_memory_replaced_behind_a_param_and_state_replaced_behind_the_optimizer(
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(2))]
     a, b, ours = twins(params, lr=0.1)
-    for t in range(8):
+    def event(t):
         if t == 3:
             fresh = torch.randn(5)
             params[0].data, ours[0].data = fresh.clone(), fresh.clone()
         if t == 5:
             for opt, p in ((a, params[1]), (b, ours[1])):
                 opt.state[p] = {k: v.clone() * (0.5 if k != "step" else 1) for k, v in opt.state[p].items()}
-        give(params, ours, [torch.randn_like(p) for p in params])
-        a.step()
-        b.step()
+        if t == 6:  # an entry replaced inside the same dict, and a step count reset in place
+            for opt, p in ((a, params[0]), (b, ours[0])):
+                opt.state[p]["exp_avg"] = opt.state[p]["exp_avg"].clone() * 0.5
+                opt.state[p]["step"].zero_()
+    run_both(a, b, params, ours, 9, event)
     assert_same(params, ours, a, b)
 
 
