@@ -99,7 +99,7 @@ def run_cpp_example(cmake_dir, build_dir):
     out = sh(build_dir / "linear_regression")
     losses = [float(x) for x in re.findall(r"loss ([0-9.]+)", out)]
     assert len(losses) == 10 and losses[-1] < losses[0] / 10, out
-    assert "bad input: hyper-parameter out of range: betas[0]" in out
+    assert "as expected: beta1 = 1.5 was refused (hyper-parameter out of range: betas[0]" in out
     return out
 
 

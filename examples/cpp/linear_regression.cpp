@@ -85,7 +85,7 @@ int main()
         adam.beta1 = 1.5;
         fastopt::adam(w.data(), grad.data(), m.data(), v.data(), d, adam);
     } catch (const fastopt::error &e) {
-        std::printf("bad input: %s\n", e.what());
+        std::printf("error handling, as expected: beta1 = 1.5 was refused (%s), and nothing was written\n", e.what());
     }
     return 0;
 }

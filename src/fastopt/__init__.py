@@ -63,7 +63,8 @@ def get_num_threads() -> int:
 
 
 def set_isa(name: str | None = None) -> None:
-    """Forces a SIMD level ("baseline", "avx2", "avx512", "neon"), or the best one for None/"auto"."""
+    """Forces the SIMD level named by name ("baseline", "avx2", "avx512", "neon"), or the best one for
+    None or "auto"."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"fastopt.set_isa: name must be a str or None, got {type(name).__name__}")
     _check(_lib.fastopt_set_isa(_ffi.NULL if name is None else name.encode()), "set_isa")

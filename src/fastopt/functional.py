@@ -33,6 +33,7 @@ Every optimizer also takes these keywords, fused into its one pass:
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -261,7 +262,7 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     learning" (the Nesterov form is torch's).
 
     Args:
-      params: parameter array or list of arrays (float32/float64), updated in place.
+      params: parameter array or list of arrays (float32, float64, float16 or bfloat16), updated in place.
       grads: gradients, same shapes and dtype; only read.
       momentum_buffers: momentum state, updated in place; required when momentum != 0.
       lr: learning rate, >= 0.
@@ -339,7 +340,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
     "On the Convergence of Adam and Beyond" (amsgrad).
 
     Args:
-      params: parameter array or list of arrays (float32/float64), updated in place.
+      params: parameter array or list of arrays (float32, float64, float16 or bfloat16), updated in place.
       grads: gradients, same shapes and dtype; only read.
       exp_avgs, exp_avg_sqs: first and second moment state, updated in place (start at zeros).
       step: the step being taken, >= 1 (bias correction); or one per tensor (a sequence or 1-D
@@ -349,7 +350,8 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       betas: (beta1, beta2), each in [0, 1).
       eps: added to the denominator, >= 0.
       weight_decay: L2 penalty coefficient, >= 0.
-      amsgrad: use the running maximum of v (needs max_exp_avg_sqs, updated in place).
+      amsgrad: use the running maximum of v.
+      max_exp_avg_sqs: that maximum, updated in place; required with amsgrad.
       maximize: maximize the objective instead of minimizing it.
       l1_prox, grad_scale, found_inf: see the module docstring.
 
@@ -549,7 +551,8 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
     References: Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond".
 
     Args:
-      As :func:`adam`, and decoupled_weight_decay (AdamW-style weight decay).
+      As :func:`adam`, and:
+      decoupled_weight_decay: AdamW-style weight decay.
 
     Returns:
       None.
@@ -650,18 +653,20 @@ def elastic_net_grad(grads, params, *, l1, l2, stream=None):
       grads: gradient array(s), updated in place.
       params: parameter array(s), same shapes and dtype; only read.
       l1, l2: coefficients, >= 0.
+      stream: GPU arrays only: the CUDA stream to launch on.
     """
     _elastic("elastic_net_grad", grads, params, l1, l2, stream=stream)
 
 
 def l2_grad(grads, params, *, lam, stream=None):
-    """Adds an L2 penalty's gradient to grads, in place: ``grads = grads + lam * params``."""
+    """Adds an L2 penalty's gradient to grads, in place: ``grads = grads + lam * params`` (lam >= 0;
+    stream: as :func:`elastic_net_grad`)."""
     _elastic("l2_grad", grads, params, 0.0, lam, "lam", stream=stream)
 
 
 def l1_grad(grads, params, *, lam, stream=None):
     """Adds an L1 penalty's subgradient to grads, in place: ``grads = grads + lam * sign(params)``
-    (0 where params == 0)."""
+    (0 where params == 0; lam >= 0; stream: as :func:`elastic_net_grad`)."""
     _elastic("l1_grad", grads, params, lam, 0.0, "lam", stream=stream)
 
 
@@ -692,8 +697,9 @@ def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
     sums are rescaled by a power of two when they would overflow or underflow.
 
     Args:
-      grads: array or list of arrays (float32/float64); only read.
+      grads: array or list of arrays (float32, float64, float16 or bfloat16); only read.
       norm_type: p > 0, or float('inf').
+      stream: GPU arrays only: the CUDA stream to launch on.
 
     Returns:
       The norm, a float (NaN if any element is NaN).
@@ -725,6 +731,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, *, stream=None) -> float:
       grads: array or list of arrays, updated in place.
       max_norm: >= 0.
       norm_type: p > 0, or float('inf').
+      stream: GPU arrays only: the CUDA stream to launch on.
 
     Returns:
       The total norm before clipping.
@@ -752,6 +759,7 @@ def unscale(grads, inv_scale, found_inf=None, *, stream=None) -> bool | None:
       inv_scale: 1 / the loss scale.
       found_inf: optional one-element float32 array, set to 1.0 when found (else left as it is), so
         that several calls accumulate one flag to pass to an optimizer's found_inf.
+      stream: GPU arrays only: the CUDA stream to launch on.
 
     Returns:
       Whether this call found an inf or NaN.
@@ -774,3 +782,65 @@ def unscale(grads, inv_scale, found_inf=None, *, stream=None) -> bool | None:
     if found and found_inf is not None:
         found_inf[...] = 1.0
     return found
+
+
+# ---- docstrings: every optimizer's Args name every argument; what several share is written once ----
+
+_SHARED_ARGS = """\
+      l1_prox: >= 0; after the update, p = sign(p) * max(|p| - lr * l1_prox, 0) (0: off).
+      grad_scale: gradients are read as grad / grad_scale (> 0; None: 1), as torch's fused
+        optimizers take GradScaler's scale; the grads are not written.
+      found_inf: None, a bool or number, or a one-element float32 array (host or GPU): when
+        non-zero the step is skipped and nothing is written.
+      master_params: float32 copies of float16/bfloat16 params, one per tensor: the update reads
+        and writes them and writes the params rounded from them.
+      stochastic_rounding: bfloat16 params without masters are rounded stochastically: a seed
+        (counted by the step), or (seed, counter) for an optimizer without a step count.
+      stream: GPU arrays only: the CUDA stream to launch on (default: the arrays' framework's
+        current stream)."""
+_MAXIMIZE = "      maximize: maximize the objective instead of minimizing it.\n"
+
+
+def _args(fn) -> list[str]:
+    doc = fn.__doc__
+    body = doc[doc.index("    Args:\n") + len("    Args:\n"):doc.index("\n\n    Returns:")]
+    return body.split("\n")
+
+
+def _own(fn, lines: list[str]) -> list[str]:
+    """The entries of lines (with their continuation lines) that name only fn's own arguments."""
+    names, out, keep = set(inspect.signature(fn).parameters), [], False
+    for line in lines:
+        if not line.startswith("        "):  # an entry: "name, name: text"
+            keep = all(n.strip() in names for n in line.split(":")[0].split(","))
+        if keep:
+            out.append(line)
+    return out
+
+
+def _complete(fn) -> None:
+    """Expands fn's "As :func:`adam`" and "params, grads: as :func:`sgd`" lines with those
+    functions' own, and its pointer to the module docstring with the shared keywords."""
+    out = []
+    for line in _args(fn):
+        text = line.strip()
+        if text.startswith("As :func:`adam`"):
+            out += _own(fn, [a for a in _args(adam) if "module docstring" not in a and a.strip()])
+            rest = text[len("As :func:`adam`"):].lstrip(";, ").removeprefix("and:").strip()
+            if rest:
+                out.append(f"      ({rest.removeprefix('and ')})")
+            out += [_SHARED_ARGS] if fn is not adam else []
+        elif text == "params, grads: as :func:`sgd`.":
+            out += [a for a in _args(sgd) if a.strip().startswith(("params:", "grads:"))]
+        elif "module docstring" in text:
+            out.append((_MAXIMIZE if text.startswith("maximize") else "") + _SHARED_ARGS)
+        else:
+            out.append(line)
+    doc = fn.__doc__
+    start, end = doc.index("    Args:\n") + len("    Args:\n"), doc.index("\n\n    Returns:")
+    fn.__doc__ = doc[:start] + "\n".join(out) + doc[end:]
+
+
+for _fn in (adamw, nadam, radam, lamb, rmsprop, adagrad, lion, sgd, adam):  # (adam and sgd last: the others read theirs)
+    _complete(_fn)
+del _fn
