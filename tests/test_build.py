@@ -42,7 +42,7 @@ def test_unavailable_isa_in_environment_warns():
     assert run.stdout.strip() == fastopt.info()["isas_available"][-1]
 
 
-@pytest.mark.skipif(not shutil.which("nm"), reason="needs binutils")
+@pytest.mark.skipif(not shutil.which("nm"), reason="needs binutils: nm, objdump (Debian: apt install binutils)")
 def test_only_fastopt_symbols_are_exported():
     out = subprocess.run(["nm", "-D", "--defined-only", LIBRARY], capture_output=True, text=True, check=True).stdout
     names = [line.split()[-1] for line in out.splitlines() if line.split()[1] in "TDRB"]
@@ -61,7 +61,7 @@ def disassembly(function: str) -> str:
 REGISTERS = {"baseline": "xmm", "avx2": "ymm", "avx512": "zmm", "neon": "v"}
 
 
-@pytest.mark.skipif(not shutil.which("objdump"), reason="needs binutils")
+@pytest.mark.skipif(not shutil.which("objdump"), reason="needs binutils: nm, objdump (Debian: apt install binutils)")
 @pytest.mark.parametrize("dtype,suffix", [("f32", "ps"), ("f64", "pd")])
 @pytest.mark.parametrize("isa", [i for i in REGISTERS if i in fastopt.info()["isas_available"] and i != "neon"])
 def test_adam_hot_loop_is_vectorized(isa, dtype, suffix):

@@ -74,7 +74,7 @@ def test_python_suite_against_the_sanitized_library(sanitized):
     assert " passed" in out and "failed" not in out
 
 
-@pytest.mark.skipif(not shutil.which("valgrind"), reason="needs valgrind")
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="needs valgrind (Debian: apt install valgrind)")
 def test_c_tests_are_clean_under_valgrind(installed):
     """memcheck over the C tests (valgrind's virtual CPU has no AVX-512: they run the other levels)."""
     run = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
@@ -115,7 +115,7 @@ def test_cpp_example_against_the_wheel(tmp_path):
     run_cpp_example(cmake_dir, tmp_path)
 
 
-@pytest.mark.skipif(not shutil.which("pkg-config"), reason="needs pkg-config")
+@pytest.mark.skipif(not shutil.which("pkg-config"), reason="needs pkg-config (Debian: apt install pkg-config)")
 def test_pkg_config(installed, tmp_path):
     prefix = installed / "prefix"
     libdir = next(d for d in ("lib", "lib64") if (prefix / d).exists())

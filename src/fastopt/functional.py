@@ -133,17 +133,22 @@ def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=N
     mu_products) go into the options."""
     if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
-    written = torch_written(fn, roles, master_params) if type(roles[0][1]) is not Prepared else ()
-    gpu = _on_gpu(roles[0][1])
-    roles, absmax, block = _quantized(fn, roles)
-    if gpu:
-        rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
-        _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                 block, steps, mu_products)
-        bump_versions(written)
-        return
-    if master_params is not None:
-        roles = roles + [("master_params", master_params, True, "master")]
+    if type(roles[0][1]) is Prepared:  # arrays their owner validated (fastopt.torch): as they are
+        written, absmax, block = (), (), 0
+        if master_params is not None:
+            roles = roles + [("master_params", master_params, True, "master")]
+    else:
+        written = torch_written(fn, roles, master_params)
+        gpu = _on_gpu(roles[0][1])
+        roles, absmax, block = _quantized(fn, roles)
+        if gpu:
+            rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
+            _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
+                     block, steps, mu_products)
+            bump_versions(written)
+            return
+        if master_params is not None:
+            roles = roles + [("master_params", master_params, True, "master")]
     dtype, numel, ptrs, state = gather(fn, roles)
     if options is not None:
         common = options.common
