@@ -44,6 +44,7 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion
 _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOAT64,
              torch.float16: lib.FASTOPT_FLOAT16, torch.bfloat16: lib.FASTOPT_BFLOAT16}
 _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_is_compiling = torch.compiler.is_compiling
 _increment_version = torch._C._increment_version  # of a list of tensors (torch.autograd.graph.increment_version)
 
 
@@ -413,14 +414,19 @@ class _Optimizer(torch.optim.Optimizer):
         Params whose grad is None are skipped, their step counts unchanged, as torch skips them.
         Step hooks and the profiler's record_function run as torch.optim runs them, when there are
         any (torch wraps every step in them, which costs ~10 us a step on its own)."""
+        if _is_compiling():  # under torch.compile: run whole, outside the graph (C through pointers)
+            return self._eager_step(closure)
         if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _profiler._is_profiler_enabled
                 or _torch_optim._global_optimizer_pre_hooks or _torch_optim._global_optimizer_post_hooks):
             return self._observed_step(closure)
         return self._fused_step(closure)
 
-    # Dynamo runs the step as it is (a call into C through pointers it cannot trace), not in pieces
-    step = torch.compiler.disable(step)
     step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
+
+    @torch.compiler.disable
+    def _eager_step(self, closure=None):
+        """step() as Dynamo must not trace it (a graph break, then this, eagerly)."""
+        return self._observed_step(closure)
 
     def _buckets_of(self, group, grads):
         """The group's buckets, rebuilt when a param gets its first gradient or what a bucket keeps
