@@ -56,13 +56,13 @@ static int in_range(double x, double lo, double hi, int hi_open)
 
 /* ---- buffers ---- */
 
-enum { FO_PARAMS, FO_STATE, FO_MASTER, FO_ABSMAX }; /* what a role holds: its element type follows */
+enum { FO_KIND_PARAMS, FO_KIND_STATE, FO_KIND_MASTER, FO_KIND_ABSMAX }; /* what a role holds: its element type follows */
 
 typedef struct fo_role {
     const char *name;  /* NULL: a role this call does not use (its place is kept) */
     void *const *list; /* list[t] is tensor t's buffer of this role */
     int written;
-    int kind;          /* FO_PARAMS (params, grads; the call's dtype), FO_STATE, FO_MASTER or FO_ABSMAX */
+    int kind;          /* FO_KIND_PARAMS (params, grads; the call's dtype), FO_KIND_STATE, FO_KIND_MASTER or FO_KIND_ABSMAX */
 } fo_role;
 
 typedef struct fo_extent {
@@ -82,7 +82,7 @@ static int by_lo(const void *a, const void *b)
 /* Bytes of tensor t's buffer of role r: numel elements, or one float per quantization block. */
 static size_t extent_of(const fo_role *role, size_t numel, const size_t *esize, size_t quant_block)
 {
-    return role->kind == FO_ABSMAX ? (numel + quant_block - 1) / quant_block * 4 : numel * esize[role->kind];
+    return role->kind == FO_KIND_ABSMAX ? (numel + quant_block - 1) / quant_block * 4 : numel * esize[role->kind];
 }
 
 static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
@@ -125,7 +125,7 @@ static fastopt_status check_buffers(const fo_role *roles, size_t n_roles, size_t
     return check_buffers_q8(roles, n_roles, n, numel, esize, 1, total);
 }
 
-/* check_buffers, with FO_ABSMAX roles of ceil(numel / quant_block) floats. */
+/* check_buffers, with FO_KIND_ABSMAX roles of ceil(numel / quant_block) floats. */
 static fastopt_status check_buffers_q8(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
                                        const size_t *esize, size_t quant_block, size_t *total)
 {
@@ -213,15 +213,15 @@ static fastopt_status combination(fastopt_dtype dtype, const fastopt_common *c, 
 static fastopt_status optimizer_sizes(fastopt_dtype dtype, const fastopt_common *c, size_t esize[4], int *combo)
 {
     int d;
-    if (!(esize[FO_PARAMS] = dtype_size(dtype, &d))) return FASTOPT_ERR_DTYPE;
-    esize[FO_MASTER] = esize[FO_ABSMAX] = 4;
+    if (!(esize[FO_KIND_PARAMS] = dtype_size(dtype, &d))) return FASTOPT_ERR_DTYPE;
+    esize[FO_KIND_MASTER] = esize[FO_KIND_ABSMAX] = 4;
     if (c->state_dtype == FASTOPT_QUANT8) { /* uint8 codes, computed as float32 state */
         fastopt_common as_f32 = *c;
         as_f32.state_dtype = FASTOPT_FLOAT32;
-        esize[FO_STATE] = 1;
+        esize[FO_KIND_STATE] = 1;
         return combination(dtype, &as_f32, combo);
     }
-    if (!(esize[FO_STATE] = dtype_size(c->state_dtype ? c->state_dtype : dtype, &d))) return FASTOPT_ERR_DTYPE;
+    if (!(esize[FO_KIND_STATE] = dtype_size(c->state_dtype ? c->state_dtype : dtype, &d))) return FASTOPT_ERR_DTYPE;
     return combination(dtype, c, combo);
 }
 
@@ -311,8 +311,8 @@ static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, siz
 static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles, size_t n_roles,
                               const fo_consts_list *consts, const fastopt_common *c)
 {
-    for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_PARAMS};
-    all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_MASTER};
+    for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_KIND_PARAMS};
+    all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_KIND_MASTER};
     fo_call call = {.n_tensors = n, .numel = numel, .consts = consts->k, .consts_stride = consts->stride,
                     .sr_step = (uint32_t)c->rounding_step, .sr_key0 = (uint32_t)c->rounding_seed,
                     .sr_key1 = (uint32_t)(c->rounding_seed >> 32), .span_limit = c->stochastic_rounding ? FO_SR_CHUNK : 0};
@@ -341,15 +341,15 @@ static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel,
     pthread_once(&q8_once, q8_make_values);
     int states = 0;
     for (size_t r = 0; r < n_roles && states < 2; r++) {
-        if (roles[r].kind != FO_STATE || !roles[r].name) continue;
+        if (roles[r].kind != FO_KIND_STATE || !roles[r].name) continue;
         int is_signed = strcmp(roles[r].name, "exp_avg_sqs") != 0; /* second moments are >= 0 */
         if (!c->absmax[states])
             return fo_fail(FASTOPT_ERR_NULL_POINTER, "absmax[%d] (the scales of %s) is NULL", states, roles[r].name);
         q.is_signed[states] = is_signed, q.value[states] = q8_values[is_signed], q.absmax[states] = c->absmax[states];
-        all[FO_MAX_ROLES + states] = (fo_role){names[states], c->absmax[states], 1, FO_ABSMAX};
+        all[FO_MAX_ROLES + states] = (fo_role){names[states], c->absmax[states], 1, FO_KIND_ABSMAX};
         states++;
     }
-    for (int j = states; j < 2; j++) all[FO_MAX_ROLES + j] = (fo_role){NULL, NULL, 0, FO_ABSMAX};
+    for (int j = states; j < 2; j++) all[FO_MAX_ROLES + j] = (fo_role){NULL, NULL, 0, FO_KIND_ABSMAX};
     CHECK(check_buffers_q8(all, FO_MAX_ROLES + 2, n, numel, esize, c->quant_block, &total));
     if (!kernel[combo]) return fo_fail(FASTOPT_ERR_DTYPE, "8-bit state needs float32, float16 or bfloat16 params");
     if (c->found_inf && *c->found_inf != 0) return FASTOPT_OK;
@@ -367,7 +367,7 @@ static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, co
 {
     size_t esize[4], total;
     int combo, has_state = 0;
-    for (size_t r = 0; r < n_roles; r++) has_state |= roles[r].kind == FO_STATE && roles[r].name;
+    for (size_t r = 0; r < n_roles; r++) has_state |= roles[r].kind == FO_KIND_STATE && roles[r].name;
     if (has_state && common->state_dtype == FASTOPT_QUANT8)
         return run_q8(dtype, n, numel, roles, n_roles, q8_kernel, consts, common);
     fastopt_common stateless = *common; /* no state (SGD without momentum): any state type will do */
@@ -448,8 +448,8 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
     REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
     REQUIRE(!o->nesterov || (o->momentum > 0 && o->dampening == 0),
             "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS},
-                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS},
+                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_KIND_STATE}};
     return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, ONE_CONSTS(k), &o->common);
 }
 
@@ -475,8 +475,8 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
-                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
+                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1, FO_KIND_STATE}};
     return run_stepped(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, k.amsgrad ? NULL : fo_kernels()->adam_q8,
                        &k, sizeof k, o->step, NULL, adam_at_step, o, &o->common);
 }
@@ -493,9 +493,9 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     REQUIRE(in_range(o->alpha, 0, 1, 0), "alpha must be in [0, 1], got %g", o->alpha);
     REQUIRE(in_range(o->eps, 0, INFINITY, 1), "eps must be a finite number >= 0, got %g", o->eps);
     REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"square_avgs", square_avgs, 1, FO_STATE},
-                             {k.centered ? "grad_avgs" : NULL, grad_avgs, 1, FO_STATE},
-                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"square_avgs", square_avgs, 1, FO_KIND_STATE},
+                             {k.centered ? "grad_avgs" : NULL, grad_avgs, 1, FO_KIND_STATE},
+                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_KIND_STATE}};
     return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, ONE_CONSTS(k), &o->common);
 }
 
@@ -515,7 +515,7 @@ fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size
     CHECK(common_consts(&o->common, 0, &k.c));
     REQUIRE(in_range(o->lr_decay, 0, INFINITY, 1), "lr_decay must be a finite number >= 0, got %g", o->lr_decay);
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"state_sums", state_sums, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"state_sums", state_sums, 1, FO_KIND_STATE}};
     return run_stepped(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, NULL, &k, sizeof k, o->step, NULL,
                        adagrad_at_step, o, &o->common);
 }
@@ -559,8 +559,8 @@ fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t
                     o->mu_products[t]);
     else /* (0 with beta1 = 0, which torch allows) */
         REQUIRE(in_range(o->mu_product, 0, 1, 0), "mu_product must be in [0, 1], got %g", o->mu_product);
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
-                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
+                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}};
     return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, NULL, &k, sizeof k, o->step,
                        o->mu_products, nadam_at_step, o, &o->common);
 }
@@ -589,8 +589,8 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
-                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
+                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}};
     return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, NULL, &k, sizeof k, o->step, NULL,
                        radam_at_step, o, &o->common);
 }
@@ -605,7 +605,7 @@ fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(check_steps(&o->common, n_tensors, 0));
     k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
     CHECK(check_betas(o->beta1, o->beta2, 1));
-    const fo_role roles[] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE}};
+    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE}};
     return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8, ONE_CONSTS(k), &o->common);
 }
 
@@ -664,7 +664,7 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
     int d = 0;
     size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", READ(grads), 0, FO_PARAMS}};
+    const fo_role roles[] = {{"grads", READ(grads), 0, FO_KIND_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {READ(grads)}};
     return norm_of(&call, total, d, norm_type, norm);
@@ -673,7 +673,7 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
 fastopt_status fastopt_scale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads, double factor)
 {
     fo_scale_consts k = {factor};
-    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}};
     return run_grads(dtype, n_tensors, numel, roles, 1, fo_kernels()->scale, &k);
 }
 
@@ -686,7 +686,7 @@ fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, con
     int d = 0;
     size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {grads}};
     CHECK(norm_of(&call, total, d, norm_type, total_norm));
@@ -707,7 +707,7 @@ fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size
     int d = 0;
     size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_scale_consts k = {inv_scale};
     fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {grads}, .consts = &k};
@@ -726,7 +726,7 @@ fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, c
     REQUIRE(in_range(l1, 0, INFINITY, 1), "l1 must be a finite number >= 0, got %g", l1);
     REQUIRE(in_range(l2, 0, INFINITY, 1), "l2 must be a finite number >= 0, got %g", l2);
     fo_elastic_consts k = {l1, l2};
-    const fo_role roles[] = {{"grads", grads, 1, FO_PARAMS}, {"params", READ(params), 0, FO_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}, {"params", READ(params), 0, FO_KIND_PARAMS}};
     return run_grads(dtype, n_tensors, numel, roles, 2, fo_kernels()->elastic_net, &k);
 }
 
@@ -759,8 +759,8 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
                                              "amsgrad, and lion");
     CHECK(optimizer_sizes(dtype, &o->common, esize, &combo));
     dtype_size(dtype, &d);
-    fo_role roles[FO_MAX_ROLES] = {{"params", params, 1, FO_PARAMS}, {"grads", READ(grads), 0, FO_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_STATE},
-                                   {"exp_avg_sqs", exp_avg_sqs, 1, FO_STATE}};
+    fo_role roles[FO_MAX_ROLES] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
+                                   {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}};
     fo_call moments = optimizer_call(n_tensors, numel, roles, 4, ONE_CONSTS(k), &o->common);
     CHECK(check_buffers(roles, FO_MAX_ROLES, n_tensors, numel, esize, &total));
     if (o->common.found_inf && *o->common.found_inf != 0) return FASTOPT_OK;
@@ -806,8 +806,8 @@ fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, const void *in, siz
 {
     if (n_inout < 1 || n_inout > 5) return fo_fail(FASTOPT_ERR_ARGUMENT, "n_inout must be in [1, 5], got %zu", n_inout);
     if (!inout) return fo_fail(FASTOPT_ERR_NULL_POINTER, "inout is NULL");
-    fo_role roles[6] = {{"in", (void *const *)&in, 0, FO_PARAMS}};
-    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1, FO_PARAMS};
+    fo_role roles[6] = {{"in", (void *const *)&in, 0, FO_KIND_PARAMS}};
+    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1, FO_KIND_PARAMS};
     fo_stream_consts k = {1, n_inout};
     return run_grads(dtype, 1, &n, roles, 1 + n_inout, fo_kernels()->stream, &k);
 }
