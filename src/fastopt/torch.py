@@ -345,7 +345,8 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's layout; every parameter's own 'step' (and 'mu_product') as a tensor of its own,
         as torch's optimizers expect when they load it."""
         sd = super().state_dict()
-        sd["state"] = {i: {k: (v.clone() if k in ("step", "mu_product") and torch.is_tensor(v) else v) for k, v in s.items()}
+        own = ("step", "mu_product")
+        sd["state"] = {i: {k: (v.clone() if k in own and torch.is_tensor(v) else v) for k, v in s.items()}
                        for i, s in sd["state"].items()}
         return sd
 
@@ -499,12 +500,10 @@ class _Optimizer(torch.optim.Optimizer):
         if masters is not None:
             kwargs["master_params"] = masters
         positional = [state.get(k) for k in self._positional]
-        update = self._function(group)
-        if bucket.cpu:  # (through pointers: autograd sees nothing, and is told below)
-            out = update(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
-        else:  # tensors written in place, under no_grad as torch.optim writes them
-            with torch.no_grad():
-                out = update(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
+        # CUDA tensors are written in place under no_grad, as torch.optim writes them; CPU buckets go
+        # through pointers, autograd sees nothing and is told below
+        with contextlib.nullcontext() if bucket.cpu else torch.no_grad():
+            out = self._function(group)(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
         if counts is not None:  # (in place: the params' step tensors are views of the same memory)
             if idx is None:
                 counts += 1
