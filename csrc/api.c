@@ -284,7 +284,7 @@ static fastopt_status check_steps(const fastopt_common *c, size_t n, int counts_
 }
 
 /* Completes k (size bytes) by at_step: once, at `step`; or, when steps or keys (another per-tensor
- * input of the step's constants, NaDam's mu_products) are given, once per tensor into a fresh list.
+ * input of the step's constants, NAdam's mu_products) are given, once per tensor into a fresh list.
  * A tensor whose step and key repeat the previous tensor's copies its constants. */
 static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, size_t n, const int64_t *steps,
                                   int64_t step, const double *keys, fo_at_step_fn at_step, const void *options)
