@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastopt import functional, optim, schedules
+from fastopt import _calls, functional, optim, schedules
 
 CLASSES = {"sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
            "adam": (optim.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=0.1)),
@@ -85,10 +85,10 @@ def test_param_groups_have_their_own_hyper_parameters():
 
 def test_one_c_call_per_group_per_step(monkeypatch):
     calls = []
-    real = functional._run
+    real = _calls.run
     params = problem()
     opt = optim.Adam([{"params": params[:2]}, {"params": params[2:]}])
-    monkeypatch.setattr(functional, "_run", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(_calls, "run", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     opt.step(gradient(params, 1))
     assert calls == ["adam", "adam"]
 
@@ -139,15 +139,31 @@ def test_state_dict_round_trip_and_errors():
         opt.step(gradient(params, t))
     sd = opt.state_dict()
     assert sd["param_groups"][0]["params"] == [0, 1, 2] and sd["param_groups"][0]["step"] == 3
-    assert set(sd["state"][0]) == {"exp_avgs", "exp_avg_sqs"}
+    assert set(sd["state"][0]) == {"exp_avg", "exp_avg_sq"}
     other = optim.NAdam(problem())
     other.load_state_dict(sd)
     assert other.param_groups[0]["mu_product"] == opt.param_groups[0]["mu_product"]
-    bad = {**sd, "state": {0: {"exp_avgs": np.zeros(7)}}}
+    bad = {**sd, "state": {0: {"exp_avg": np.zeros(7)}}}
     with pytest.raises(ValueError, match="has shape"):
         other.load_state_dict(bad)
     with pytest.raises(ValueError, match="expected 1 param groups"):
         other.load_state_dict({"param_groups": [], "state": {}})
+
+
+@pytest.mark.parametrize("name,hyper", [("SGD", dict(momentum=0.9)), ("Adam", dict(amsgrad=True)), ("AdamW", {}),
+                                        ("RMSprop", dict(momentum=0.9, centered=True)), ("Adagrad", {}),
+                                        ("NAdam", {}), ("RAdam", {})])
+def test_state_keys_are_torchs(name, hyper):
+    """A state dict names each param's state as torch.optim's does (torch also keeps a 'step', and
+    NAdam a 'mu_product', per param; fastopt.optim keeps them per group)."""
+    torch = pytest.importorskip("torch")
+    ours = getattr(optim, name)(problem(), **hyper)
+    ours.step(gradient(problem(), 1))
+    w = torch.nn.Parameter(torch.zeros(3))
+    theirs = getattr(torch.optim, name)([w], **hyper)
+    w.grad = torch.ones(3)
+    theirs.step()
+    assert set(ours.state_dict()["state"][0]) == set(theirs.state_dict()["state"][0]) - {"step", "mu_product"}
 
 
 @pytest.mark.parametrize("bad,error,words", [

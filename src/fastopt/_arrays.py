@@ -68,17 +68,6 @@ def _problem(a, dtype, shape, written: bool, first: str = "params", whose: str |
 UNUSED = object()  # a role that a call does not use: its pointer list is NULL (None is a user's value)
 
 
-class Prepared:
-    """One role of a multi-tensor call whose arrays their owner has validated already (fastopt.torch
-    does it once per param set): C's element type, sizes and pointer array, passed on as they are.
-    C still checks the pointers (NULL, alignment, overlap) on every call."""
-
-    __slots__ = ("code", "numel", "pointers", "keep")
-
-    def __init__(self, code, numel, pointers, keep=None):
-        self.code, self.numel, self.pointers, self.keep = code, numel, pointers, keep
-
-
 def gather(fn: str, roles):
     """Validates a call's arrays and returns (dtype code, numel list, one pointer list per role,
     state dtype code).
@@ -86,13 +75,8 @@ def gather(fn: str, roles):
     roles: (name, array or list of arrays, written[, kind]) tuples; the first is params, which sets
     the list length, the dtype and the shape that every other role's entries must match.  Roles of
     kind "state" share a dtype of their own (the first one's: fastopt_common.state_dtype), roles of
-    kind "master" are float32.  A role whose value is UNUSED gets ffi.NULL.  Prepared roles (all of
-    a call, or none) pass through.
+    kind "master" are float32.  A role whose value is UNUSED gets ffi.NULL.
     """
-    first = roles[0][1]
-    if type(first) is Prepared:
-        state = next((r[1].code for r in roles if len(r) > 3 and r[1] is not UNUSED), first.code)
-        return first.code, first.numel, [ffi.NULL if r[1] is UNUSED else r[1].pointers for r in roles], state
     fast = _gather_single(roles)
     return fast if fast is not None else _gather(fn, roles)
 
@@ -228,7 +212,7 @@ def array_or_list(fn: str, name: str, value):
         return None
     items = value if isinstance(value, (list, tuple)) else (value,)
     for a in items:
-        if not (isinstance(a, (np.ndarray, Prepared)) or type(a).__module__.startswith("torch") or is_gpu_array(a)
+        if not (isinstance(a, np.ndarray) or type(a).__module__.startswith("torch") or is_gpu_array(a)
                 or type(a).__name__ == "QuantizedState"):
             raise TypeError(f"fastopt.{fn}: {name} must be an array or a list of arrays, got {type(a).__name__}")
     return value

@@ -38,11 +38,10 @@ import math
 
 import numpy as np
 
-from fastopt._arrays import (UNUSED, Prepared, array_or_list, bump_versions, gather, host_view, integer, pair, pointer,
-                             real, torch_written)
-from fastopt.cuda._arrays import is_gpu_array
-from fastopt.quant8 import QuantizedState
+from fastopt import _calls
+from fastopt._arrays import array_or_list, gather, host_view, real
 from fastopt._native import check, ffi, lib
+from fastopt._optimizers import OPTIMIZERS
 # One NumPy array per role, Python-float hyper-parameters, no extras: sgd, adam and adamw go
 # through fastopt._single (csrc/python/single.c), which checks the arrays' buffers in C and calls
 # the C API at a third of the general path's Python cost; it returns False for anything else, or
@@ -53,201 +52,53 @@ __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale"]
 
 
-_ARRAY_TYPES = (np.ndarray, Prepared)  # taken as they are; anything else is checked by array_or_list
-
-
-def _flag(fn: str, found_inf):
-    """found_inf as C takes it: a float* (NULL for none), or None when the step is to be skipped."""
-    if found_inf is None:
-        return ffi.NULL
-    if isinstance(found_inf, (bool, np.bool_)):
-        return None if found_inf else ffi.NULL
-    if is_gpu_array(found_inf):
-        return ffi.NULL  # read on the device by the kernels (fastopt.cuda)
-    found_inf = host_view(found_inf)
-    if isinstance(found_inf, np.ndarray):
-        if found_inf.dtype != np.float32 or found_inf.size != 1 or not found_inf.flags.c_contiguous:
-            raise TypeError(f"fastopt.{fn}: found_inf must be a one-element float32 array, a bool or a number")
-        return ffi.from_buffer("float[]", found_inf)
-    return None if real(fn, "found_inf", found_inf) != 0 else ffi.NULL
-
-
-def _scale(fn: str, grad_scale) -> float:
-    if grad_scale is None:
-        return 0.0  # C's "no scaling"
-    grad_scale = host_view(grad_scale)
-    if isinstance(grad_scale, np.ndarray) and grad_scale.size == 1:
-        grad_scale = grad_scale.item()
-    scale = real(fn, "grad_scale", grad_scale)
-    if not scale > 0:
-        raise ValueError(f"fastopt.{fn}: grad_scale must be > 0, got {scale}")
-    return scale
-
-
-def _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf):
-    """The fastopt_common initializer, or None when found_inf says the step is skipped."""
-    # inline fast paths first: a small step costs a few microseconds, and much of it is here
-    flag = ffi.NULL if found_inf is None else _flag(fn, found_inf)
-    if flag is None:
+def _update(fn, params, grads, state: dict, hyper: dict, lr, weight_decay, maximize, l1_prox, grad_scale,
+            found_inf, stream, master_params, stochastic_rounding, mu_product=None):
+    """One optimizer call: its options from the hyper-parameters (by the optimizer's table row),
+    its state roles from state {functional argument: arrays}, then the call (see fastopt._calls).
+    NAdam's mu_product: the products before this step; returns them through it."""
+    optimizer = OPTIMIZERS[fn]
+    for r in optimizer.state:  # an optional array given as something else: never a value silently ignored
+        if r.when is not None and state[r.arg] is not None and type(state[r.arg]) is not np.ndarray:
+            array_or_list(fn, r.arg, state[r.arg])
+    c = _calls.common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
+    if "betas" in hyper:
+        hyper["beta1"], hyper["beta2"] = _calls.betas(fn, hyper.pop("betas"))
+    step = steps = None
+    if optimizer.takes_step:
+        step, steps = _calls.step(fn, hyper["step"])
+        hyper["step"] = step
+    products = through = None
+    if mu_product is not None:
+        products, hyper["mu_product"] = _products(fn, mu_product, steps)
+        if products is not None:  # each tensor's product through this step, rounded to its dtype
+            through = _calls.nadam_products(hyper["beta1"], real(fn, "momentum_decay", hyper["momentum_decay"]),
+                                            step, steps, products)
+    o = _calls.options(optimizer, fn, c if c is not None else [], hyper)
+    if c is None:  # found_inf: skipped, nothing written
+        return None if mu_product is None else products.copy() if products is not None else hyper["mu_product"]
+    roles = [("params", params, True), ("grads", grads, False)] + _calls.state_roles(optimizer, fn, hyper, state)
+    _calls.run(fn, getattr(lib, f"fastopt_{optimizer.c_name}"), o, roles, stream=stream, found_inf=found_inf,
+               master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps,
+               mu_products=None if through is None else through.astype(np.float64))
+    if mu_product is None:
         return None
-    return [lr if type(lr) is float else real(fn, "lr", lr),
-            weight_decay if type(weight_decay) is float else real(fn, "weight_decay", weight_decay),
-            l1_prox if type(l1_prox) is float else real(fn, "l1_prox", l1_prox),
-            0.0 if grad_scale is None else _scale(fn, grad_scale), flag, bool(maximize)]
+    return through if through is not None else lib.fastopt_nadam_mu_product(o.mu_product, o.beta1,
+                                                                              o.momentum_decay, step)
 
 
-def _betas(fn, betas):
-    if type(betas) is tuple and len(betas) == 2 and type(betas[0]) is float and type(betas[1]) is float:
-        return betas
-    return pair(fn, "betas", betas)
-
-
-def _step(fn, step):
-    """(the step, None), or with one step per tensor (a sequence or 1-D integer array): (its first,
-    the steps as an int64 array)."""
-    if type(step) is int:
-        return step, None
-    if isinstance(step, (list, tuple)) or getattr(host_view(step), "ndim", 0) == 1:
-        steps = np.asarray(host_view(step))
-        if steps.ndim != 1 or not steps.size or steps.dtype.kind not in "iu":
-            raise TypeError(f"fastopt.{fn}: step must be an integer, or a non-empty sequence of integers (one per "
-                            f"tensor), got {type(step).__name__} of dtype {steps.dtype}")
-        steps = np.ascontiguousarray(steps, np.int64)
-        return int(steps[0]), steps
-    return integer(fn, "step", step), None
-
-
-def _per_tensor(fn: str, name: str, values: np.ndarray, n: int):
-    """A per-tensor array (int64 or float64) as C takes it (it reads n values), checked to have one
-    value per tensor; the array must outlive the call."""
-    if len(values) != n:
-        raise ValueError(f"fastopt.{fn}: {name} has {len(values)} values, one per tensor of params ({n}) is required")
-    return ffi.from_buffer("int64_t[]" if values.dtype == np.int64 else "double[]", values)
-
-
-def _run(fn: str, c_function, options, roles, *scalars, stream=None, found_inf=None, master_params=None,
-         stochastic_rounding=None, step=None, steps=None, mu_products=None):
-    """Validates the arrays of roles, (name, array(s) or UNUSED, written[, "state"]), and calls C
-    with the options struct, or with the scalars when there is none; GPU arrays go to fastopt.cuda.
-    The state arrays' dtype, master_params, stochastic rounding and per-tensor steps (and NAdam's
-    mu_products) go into the options."""
-    if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
-        raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
-    if type(roles[0][1]) is Prepared:  # arrays their owner validated (fastopt.torch): as they are
-        written, absmax, block = (), (), 0
-        if master_params is not None:
-            roles = roles + [("master_params", master_params, True, "master")]
-    else:
-        written = torch_written(fn, roles, master_params)
-        gpu = _on_gpu(roles[0][1])
-        roles, absmax, block = _quantized(fn, roles)
-        if gpu:
-            rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
-            _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                     block, steps, mu_products)
-            bump_versions(written)
-            return
-        if master_params is not None:
-            roles = roles + [("master_params", master_params, True, "master")]
-    dtype, numel, ptrs, state = gather(fn, roles)
-    if options is not None:
-        common = options.common
-        if steps is not None:
-            common.steps = kept_steps = _per_tensor(fn, "step", steps, len(numel))
-        if mu_products is not None:
-            options.mu_products = kept_mu = _per_tensor(fn, "mu_product", mu_products, len(numel))
-        if state != dtype:
-            common.state_dtype = state
-        if absmax:
-            scales = [ffi.new("void *[]", [pointer(a) for a in arrays]) for arrays in absmax]
-            common.quant_block, common.absmax = block, scales + [ffi.NULL] * (2 - len(scales))
-        if master_params is not None:
-            masters = ptrs.pop()  # a pointer list, or a Prepared role's pointer array (alive for the call)
-            common.master_params = masters = masters if isinstance(masters, ffi.CData) else ffi.new("void *[]", masters)
-        if stochastic_rounding is not None:
-            common.stochastic_rounding = 1
-            common.rounding_seed, common.rounding_step = _rounding(fn, stochastic_rounding, step)
-    status = c_function(dtype, len(numel), numel, *ptrs, options) if options is not None else \
-        c_function(dtype, len(numel), numel, *ptrs, *scalars)
-    if status:
-        check(status, fn)
-    bump_versions(written)
-
-
-def _quantized(fn: str, roles):
-    """roles with QuantizedState state replaced by their codes (kind "q8"), the absmax arrays of
-    each such role, and the block size; unchanged roles when there is none."""
-    for role in roles:  # the common case first, cheaply: no QuantizedState anywhere
-        value = role[1]
-        if type(value) is np.ndarray or value is UNUSED or len(role) < 4 or role[3] != "state":
-            continue
-        if isinstance(value[0] if isinstance(value, (list, tuple)) and value else value, QuantizedState):
-            break
-    else:
-        return roles, [], 0
-    out, absmax, blocks = [], [], set()
-    for name, value, written, *kind in roles:
-        if not (kind == ["state"] and value is not UNUSED):
-            out.append((name, value, written, *kind))
-            continue
-        states = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not all(isinstance(q, QuantizedState) for q in states):
-            raise TypeError(f"fastopt.{fn}: {name} mixes 8-bit and other state; with 8-bit state every state "
-                            f"array is a fastopt.QuantizedState")
-        if name == "max_exp_avg_sqs":
-            raise ValueError(f"fastopt.{fn}: 8-bit state is supported by sgd with momentum, adam/adamw without "
-                             f"amsgrad, and lion")
-        signed = name != "exp_avg_sqs"
-        if any(q.signed != signed for q in states):
-            raise TypeError(f"fastopt.{fn}: {name} needs QuantizedState(..., signed={signed}) "
-                            f"({'second moments are >= 0' if not signed else 'it takes both signs'})")
-        blocks.update(q.block_size for q in states)
-        codes = [q.codes for q in states]
-        out.append((name, codes if isinstance(value, (list, tuple)) else codes[0], written, "q8"))
-        absmax.append([q.absmax for q in states])
-    if len(blocks) != 1:
-        raise ValueError(f"fastopt.{fn}: the QuantizedStates of one call need one block_size, got {sorted(blocks)}")
-    return out, absmax, blocks.pop()
-
-
-def _rounding(fn: str, stochastic_rounding, step) -> tuple[int, int]:
-    """(seed, counter) of stochastic rounding: a seed and the optimizer's step, or (seed, counter)."""
-    value = stochastic_rounding
-    if isinstance(value, tuple) and len(value) == 2:
-        seed, counter = integer(fn, "stochastic_rounding[0]", value[0]), integer(fn, "stochastic_rounding[1]", value[1])
-    elif step is not None:
-        seed, counter = integer(fn, "stochastic_rounding", value), step
-    else:
-        raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) for an optimizer without a step "
-                        f"count (a new counter every call), got {value!r}")
-    if not (0 <= seed < 2**64 and 0 <= counter < 2**32):
-        raise ValueError(f"fastopt.{fn}: stochastic_rounding needs 0 <= seed < 2**64 and 0 <= counter < 2**32")
-    return seed, counter
-
-
-def _on_gpu(value) -> bool:
-    first = value[0] if isinstance(value, (list, tuple)) and value else value
-    return type(first) is not np.ndarray and type(first) is not Prepared and is_gpu_array(first)
-
-
-def _run_gpu(fn, c_function, options, roles, scalars, stream, found_inf, master_params, rounding, absmax, block,
-             steps=None, mu_products=None):
-    """The GPU path of _run: C validates the hyper-parameters (a call over no tensors), the CUDA
-    backend the arrays, then launches."""
-    from fastopt.cuda import _launch
-    nulls = [ffi.NULL] * len(roles)
-    check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, *nulls, *([options] if options is not None else scalars)), fn)
-    roles = [(name, None if value is UNUSED else value, written, *kind) for name, value, written, *kind in roles]
-    if options is None:
-        return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
-    _launch.optimizer(fn, options, roles, stream=stream, found_inf=found_inf, master_params=master_params,
-                      rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products)
-
-
-def _require(fn: str, name: str, value, why: str):
-    if value is None:
-        raise ValueError(f"fastopt.{fn}: {name} is required {why}")
-    return value
+def _products(fn, mu_product, steps):
+    """(the per-tensor products as an array, or None; the first product, a float)."""
+    if isinstance(mu_product, (list, tuple, np.ndarray)) or getattr(host_view(mu_product), "ndim", 0) == 1:
+        products = np.asarray(host_view(mu_product))
+        if products.ndim != 1 or not products.size or products.dtype.kind != "f":
+            raise TypeError(f"fastopt.{fn}: mu_product must be a real number, or a non-empty sequence of them (one "
+                            f"per tensor), got {type(mu_product).__name__}")
+        if products.dtype != np.float32:
+            products = products.astype(np.float64)
+        return products, float(products[0])
+    first = real(fn, "mu_product", mu_product)
+    return (None if steps is None else np.full(len(steps), first)), first
 
 
 def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
@@ -283,48 +134,31 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
     Returns:
       None.
     """
-    if momentum_buffers is not None and type(momentum_buffers) not in _ARRAY_TYPES:
+    if momentum_buffers is not None and type(momentum_buffers) is not np.ndarray:
         array_or_list("sgd", "momentum_buffers", momentum_buffers)  # never a value silently ignored
     if (grad_scale is None and found_inf is None and stream is None and master_params is None
             and stochastic_rounding is None and _single.sgd(params, grads, momentum_buffers, lr, momentum, dampening,
                                                             weight_decay, l1_prox, nesterov, maximize, first_step)):
         return  # the latency path (fastopt._single) made the update
-    fn = "sgd"
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    momentum, dampening = real(fn, "momentum", momentum), real(fn, "dampening", dampening)
-    if common is None:
-        return
-    o = ffi.new("fastopt_sgd_options *", [common, momentum, dampening, bool(nesterov), bool(first_step)])
-    if momentum != 0:
-        _require(fn, "momentum_buffers", momentum_buffers, "when momentum != 0")
-    _run(fn, lib.fastopt_sgd, o, [("params", params, True), ("grads", grads, False),
-                                  ("momentum_buffers", momentum_buffers if momentum != 0 else UNUSED, True, "state")],
-         stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=None)
+    _update("sgd", params, grads, {"momentum_buffers": momentum_buffers},
+            dict(momentum=momentum, dampening=dampening, nesterov=nesterov, first_step=first_step), lr, weight_decay,
+            maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, eps, weight_decay,
           amsgrad, max_exp_avg_sqs, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
           stochastic_rounding):
-    if max_exp_avg_sqs is not None and type(max_exp_avg_sqs) not in _ARRAY_TYPES:
+    """adam and adamw."""
+    if max_exp_avg_sqs is not None and type(max_exp_avg_sqs) is not np.ndarray:
         array_or_list(fn, "max_exp_avg_sqs", max_exp_avg_sqs)  # never a value silently ignored
     if (not amsgrad and grad_scale is None and found_inf is None and stream is None and master_params is None
             and stochastic_rounding is None and type(betas) is tuple and len(betas) == 2
             and _single.adam(params, grads, exp_avgs, exp_avg_sqs, lr, betas[0], betas[1], eps, weight_decay, l1_prox,
                              step, decoupled, maximize)):
         return  # the latency path (fastopt._single) made the update
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
-    if common is None:
-        return
-    o = ffi.new("fastopt_adam_options *", [common, betas[0], betas[1], eps, step, bool(amsgrad), decoupled])
-    if amsgrad:
-        _require(fn, "max_exp_avg_sqs", max_exp_avg_sqs, "when amsgrad=True")
-    _run(fn, lib.fastopt_adam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
-                                   ("exp_avg_sqs", exp_avg_sqs, True, "state"),
-                                   ("max_exp_avg_sqs", max_exp_avg_sqs if amsgrad else UNUSED, True, "state")],
-         stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
+    _update(fn, params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, max_exp_avg_sqs=max_exp_avg_sqs),
+            dict(betas=betas, eps=eps, step=step, amsgrad=amsgrad), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+            master_params, stochastic_rounding)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -419,24 +253,10 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
     Returns:
       None.
     """
-    fn = "rmsprop"
-    grad_avgs, momentum_buffers = (array_or_list(fn, "grad_avgs", grad_avgs),
-                                   array_or_list(fn, "momentum_buffers", momentum_buffers))
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    alpha, eps, momentum = real(fn, "alpha", alpha), real(fn, "eps", eps), real(fn, "momentum", momentum)
-    if common is None:
-        return
-    o = ffi.new("fastopt_rmsprop_options *", [common, alpha, eps, momentum, bool(centered)])
-    if centered:
-        _require(fn, "grad_avgs", grad_avgs, "when centered=True")
-    if momentum > 0:
-        _require(fn, "momentum_buffers", momentum_buffers, "when momentum > 0")
-    _run(fn, lib.fastopt_rmsprop, o, [("params", params, True), ("grads", grads, False),
-                                      ("square_avgs", square_avgs, True, "state"),
-                                      ("grad_avgs", grad_avgs if centered else UNUSED, True, "state"),
-                                      ("momentum_buffers", momentum_buffers if momentum > 0 else UNUSED, True, "state")],
-         stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=None)
+    _update("rmsprop", params, grads,
+            dict(square_avgs=square_avgs, grad_avgs=grad_avgs, momentum_buffers=momentum_buffers),
+            dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+            master_params, stochastic_rounding)
 
 
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
@@ -463,15 +283,9 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
     Returns:
       None.
     """
-    fn = "adagrad"
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    lr_decay, eps, (step, steps) = real(fn, "lr_decay", lr_decay), real(fn, "eps", eps), _step(fn, step)
-    if common is None:
-        return
-    o = ffi.new("fastopt_adagrad_options *", [common, lr_decay, eps, step])
-    _run(fn, lib.fastopt_adagrad, o, [("params", params, True), ("grads", grads, False),
-                                      ("state_sums", state_sums, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
+    _update("adagrad", params, grads, dict(state_sums=state_sums), dict(lr_decay=lr_decay, eps=eps, step=step),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+            master_params, stochastic_rounding)
 
 
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
@@ -503,40 +317,11 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
       step was skipped by found_inf.  With per-tensor steps or products: an array of them, one per
       tensor (float64, or the dtype of the mu_product array given).
     """
-    fn = "nadam"
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
-    momentum_decay = real(fn, "momentum_decay", momentum_decay)
-    products = None  # per tensor: the products before this step
-    if isinstance(mu_product, (list, tuple, np.ndarray)) or getattr(host_view(mu_product), "ndim", 0) == 1:
-        products = np.asarray(host_view(mu_product))
-        if products.ndim != 1 or not products.size or products.dtype.kind != "f":
-            raise TypeError(f"fastopt.{fn}: mu_product must be a real number, or a non-empty sequence of them (one "
-                            f"per tensor), got {type(mu_product).__name__}")
-        if products.dtype != np.float32:
-            products = products.astype(np.float64)
-        mu_product = float(products[0])
-    else:
-        mu_product = real(fn, "mu_product", mu_product)
-    if steps is not None and products is None:
-        products = np.full(len(steps), mu_product)
-    through = None
-    if products is not None:  # each tensor's product through this step, rounded to its dtype
-        at = steps if steps is not None else np.full(len(products), step)
-        distinct, which = np.unique(at, return_inverse=True)  # mu_t by C's own arithmetic, once a step
-        mu = np.array([lib.fastopt_nadam_mu_product(1.0, betas[0], momentum_decay, int(t)) for t in distinct])
-        through = products * mu[which].astype(products.dtype)
-    if common is None:
-        return mu_product if products is None else products.copy()
-    o = ffi.new("fastopt_nadam_options *", [common, betas[0], betas[1], eps, momentum_decay, mu_product, step,
-                                            bool(decoupled_weight_decay)])
-    _run(fn, lib.fastopt_nadam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
-                                    ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps,
-         mu_products=None if through is None else through.astype(np.float64))
-    if through is None:
-        return lib.fastopt_nadam_mu_product(mu_product, betas[0], momentum_decay, step)
-    return through
+    return _update("nadam", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
+                   dict(betas=betas, eps=eps, step=step, momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+                   master_params, stochastic_rounding,
+                   mu_product=mu_product)
 
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -562,15 +347,9 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
     Returns:
       None.
     """
-    fn = "radam"
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
-    if common is None:
-        return
-    o = ffi.new("fastopt_radam_options *", [common, betas[0], betas[1], eps, step, bool(decoupled_weight_decay)])
-    _run(fn, lib.fastopt_radam, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
-                                    ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
+    _update("radam", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
+            dict(betas=betas, eps=eps, step=step, decoupled_weight_decay=decoupled_weight_decay), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+            master_params, stochastic_rounding)
 
 
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
@@ -596,15 +375,8 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
     Returns:
       None.
     """
-    fn = "lion"
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas = _betas(fn, betas)
-    if common is None:
-        return
-    o = ffi.new("fastopt_lion_options *", [common, betas[0], betas[1]])
-    _run(fn, lib.fastopt_lion, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state")],
-         stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=None)
+    _update("lion", params, grads, dict(exp_avgs=exp_avgs), dict(betas=betas), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+            master_params, stochastic_rounding)
 
 
 def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
@@ -632,16 +404,9 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
     Returns:
       None.
     """
-    fn = "lamb"
-    common = _common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
-    betas, (step, steps), eps = _betas(fn, betas), _step(fn, step), real(fn, "eps", eps)
-    max_grad_norm = real(fn, "max_grad_norm", max_grad_norm)
-    if common is None:
-        return
-    o = ffi.new("fastopt_lamb_options *", [common, betas[0], betas[1], eps, max_grad_norm, step, bool(use_nvlamb)])
-    _run(fn, lib.fastopt_lamb, o, [("params", params, True), ("grads", grads, False), ("exp_avgs", exp_avgs, True, "state"),
-                                   ("exp_avg_sqs", exp_avg_sqs, True, "state")], stream=stream, found_inf=found_inf,
-         master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps)
+    _update("lamb", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
+            dict(betas=betas, eps=eps, step=step, max_grad_norm=max_grad_norm, use_nvlamb=use_nvlamb), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
+            master_params, stochastic_rounding)
 
 
 # ---- regularization gradients ----
@@ -682,7 +447,7 @@ def _elastic(fn, grads, params, l1, l2, name=None, stream=None):
         l2 = real(fn, name or "l2", l2)
     if name and not (math.isfinite(l1 + l2) and l1 + l2 >= 0):  # C would name l1 or l2, not lam
         raise ValueError(f"fastopt.{fn}: {name} must be a finite number >= 0, got {l1 + l2}")
-    _run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2,
+    _calls.run(fn, lib.fastopt_elastic_net_grad, None, [("grads", grads, True), ("params", params, False)], l1, l2,
          stream=stream)
 
 
@@ -712,7 +477,7 @@ def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
     fn = "global_norm"
     norm_type = _norm_type(fn, norm_type)
     out = ffi.new("double *")
-    if _on_gpu(grads):
+    if _calls.on_gpu(grads):
         check(lib.fastopt_global_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, norm_type, out), fn)
         from fastopt.cuda import _launch
         return _launch.global_norm(fn, grads, norm_type, stream)
@@ -744,7 +509,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, *, stream=None) -> float:
     fn = "clip_grad_norm"
     max_norm, norm_type = real(fn, "max_norm", max_norm), _norm_type(fn, norm_type)
     out = ffi.new("double *")
-    if _on_gpu(grads):
+    if _calls.on_gpu(grads):
         check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
         from fastopt.cuda import _launch
         return _launch.clip_grad_norm(fn, grads, max_norm, norm_type, stream)
@@ -772,7 +537,7 @@ def unscale(grads, inv_scale, found_inf=None, *, stream=None) -> bool | None:
     fn = "unscale"
     inv_scale = real(fn, "inv_scale", inv_scale)
     flag = np.zeros(1, np.float32)
-    if _on_gpu(grads):
+    if _calls.on_gpu(grads):
         check(lib.fastopt_unscale(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, inv_scale,
                                   ffi.from_buffer("float[]", flag)), fn)
         from fastopt.cuda import _launch

@@ -20,6 +20,7 @@ import numpy as np
 
 from fastopt import functional
 from fastopt._arrays import C_DTYPES
+from fastopt._optimizers import OPTIMIZERS, used_state
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
 
@@ -27,14 +28,17 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "
 class Optimizer:
     """The base class: param groups, state, gradient buffers, step, state_dict, save and load.
 
-    A subclass names its functional update (``update``), its state arrays in the update's
-    positional order (``state_names``), and which of them a group uses (``used_state``).
+    A subclass names its functional update (``update``); that optimizer's row of the table
+    (fastopt._optimizers) names its state, as torch.optim's state dicts do, and which of it a
+    group uses.
     """
 
     update = None                 # the fastopt.functional update
-    state_names: tuple = ()       # positional state arrays of update
-    stepped = False               # update takes step=
     group_scalars: tuple = ()     # per-group state kept across steps besides 'step' (e.g. NAdam's mu_product)
+
+    @property
+    def _row(self):
+        return OPTIMIZERS[type(self).update.__name__]
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -90,7 +94,8 @@ class Optimizer:
         self.run(trial, [np.ones(1, dtype)], state, 1, lr, hyper, {})
 
     def used_state(self, group: dict) -> list[str]:
-        return list(self.state_names)
+        """The state keys a group's steps use (torch's names: "exp_avg", "momentum_buffer", ...)."""
+        return [r.key for r in used_state(self._row, group)]
 
     def initial_state(self, name: str, param: np.ndarray, group: dict) -> np.ndarray:
         return np.zeros_like(param)
@@ -134,11 +139,12 @@ class Optimizer:
                      dict(grad_scale=grad_scale))
             group["step"] = step
 
-    def run(self, group, grads, state, step, lr, hyper, fused) -> None:
-        positional = [state.get(name) for name in self.state_names]
-        if self.stepped:
+    def run(self, group, grads, state, step, lr, hyper, fused):
+        """One call of the update over a group: state {key: arrays} passed as the update's arguments."""
+        if self._row.takes_step:
             hyper["step"] = step
-        type(self).update(group["params"], grads, *positional, lr=lr, **hyper, **fused)
+        arrays = {r.arg: state.get(r.key) for r in self._row.state}
+        return type(self).update(group["params"], grads, **arrays, lr=lr, **hyper, **fused)
 
     # ---- checkpoints ----
 
@@ -196,38 +202,25 @@ class Optimizer:
 class SGD(Optimizer):
     """SGD with momentum (torch.optim.SGD arguments and defaults); see :func:`fastopt.sgd`."""
     update = functional.sgd
-    state_names = ("momentum_buffers",)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
                  maximize=False, l1_prox=0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize, l1_prox=l1_prox))
 
-    def used_state(self, group):
-        return ["momentum_buffers"] if group["momentum"] != 0 else []
-
     def run(self, group, grads, state, step, lr, hyper, fused):
-        functional.sgd(group["params"], grads, state.get("momentum_buffers"), lr=lr, first_step=step == 1,
-                       **hyper, **fused)
+        super().run(group, grads, state, step, lr, {**hyper, "first_step": step == 1}, fused)
 
 
 class Adam(Optimizer):
     """Adam (torch.optim.Adam arguments and defaults); see :func:`fastopt.adam`."""
     update = functional.adam
-    state_names = ("exp_avgs", "exp_avg_sqs")
-    stepped = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  maximize=False, l1_prox=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, l1_prox=l1_prox))
 
-    def used_state(self, group):
-        return ["exp_avgs", "exp_avg_sqs"] + (["max_exp_avg_sqs"] if group["amsgrad"] else [])
-
-    def run(self, group, grads, state, step, lr, hyper, fused):
-        type(self).update(group["params"], grads, state["exp_avgs"], state["exp_avg_sqs"], step=step, lr=lr,
-                          max_exp_avg_sqs=state.get("max_exp_avg_sqs"), **hyper, **fused)
 
 
 class AdamW(Adam):
@@ -242,23 +235,17 @@ class AdamW(Adam):
 class RMSprop(Optimizer):
     """RMSprop (torch.optim.RMSprop arguments and defaults); see :func:`fastopt.rmsprop`."""
     update = functional.rmsprop
-    state_names = ("square_avgs", "grad_avgs", "momentum_buffers")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, *,
                  maximize=False, l1_prox=0.0):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered, maximize=maximize, l1_prox=l1_prox))
 
-    def used_state(self, group):
-        return (["square_avgs"] + (["grad_avgs"] if group["centered"] else [])
-                + (["momentum_buffers"] if group["momentum"] > 0 else []))
 
 
 class Adagrad(Optimizer):
     """Adagrad (torch.optim.Adagrad arguments and defaults); see :func:`fastopt.adagrad`."""
     update = functional.adagrad
-    state_names = ("state_sums",)
-    stepped = True
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, *,
                  maximize=False, l1_prox=0.0):
@@ -277,8 +264,6 @@ class Adagrad(Optimizer):
 class NAdam(Optimizer):
     """NAdam (torch.optim.NAdam arguments and defaults); see :func:`fastopt.nadam`."""
     update = functional.nadam
-    state_names = ("exp_avgs", "exp_avg_sqs")
-    stepped = True
     group_scalars = ("mu_product",)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, *,
@@ -291,15 +276,13 @@ class NAdam(Optimizer):
         return 1.0
 
     def run(self, group, grads, state, step, lr, hyper, fused):
-        group["mu_product"] = functional.nadam(group["params"], grads, state["exp_avgs"], state["exp_avg_sqs"],
-                                               step=step, lr=lr, mu_product=group["mu_product"], **hyper, **fused)
+        group["mu_product"] = super().run(group, grads, state, step, lr, {**hyper, "mu_product": group["mu_product"]},
+                                          fused)
 
 
 class RAdam(Optimizer):
     """RAdam (torch.optim.RAdam arguments and defaults); see :func:`fastopt.radam`."""
     update = functional.radam
-    state_names = ("exp_avgs", "exp_avg_sqs")
-    stepped = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  decoupled_weight_decay=False, maximize=False, l1_prox=0.0):
@@ -311,7 +294,6 @@ class RAdam(Optimizer):
 class Lion(Optimizer):
     """Lion (optax.lion defaults, lr 1e-4); see :func:`fastopt.lion`."""
     update = functional.lion
-    state_names = ("exp_avgs",)
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, *, maximize=False, l1_prox=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize,
@@ -321,8 +303,6 @@ class Lion(Optimizer):
 class LAMB(Optimizer):
     """LAMB (apex FusedLAMB defaults); see :func:`fastopt.lamb`."""
     update = functional.lamb
-    state_names = ("exp_avgs", "exp_avg_sqs")
-    stepped = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, max_grad_norm=1.0, *,
                  use_nvlamb=False, maximize=False, l1_prox=0.0):

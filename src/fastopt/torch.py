@@ -35,9 +35,10 @@ import torch
 import torch.autograd.profiler as _profiler
 import torch.optim.optimizer as _torch_optim
 
-from fastopt import functional
-from fastopt._arrays import Prepared, gather, host_view
-from fastopt._native import ffi, lib
+from fastopt import _calls, functional
+from fastopt._arrays import gather, host_view
+from fastopt._native import check, ffi, lib
+from fastopt._optimizers import OPTIMIZERS, used_state
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
 
@@ -124,11 +125,10 @@ class _Bucket:
             self.addresses.update({k: [t.data_ptr() for t in v] for k, v in self.state.items()})
             if self.masters:
                 self.addresses["master_params"] = [t.data_ptr() for t in self.masters]
-            self.codes = {"params": _C_DTYPES[self.dtype], "grads": _C_DTYPES[self.dtype],
-                          "master_params": lib.FASTOPT_FLOAT32}
-            self.codes.update({k: _C_DTYPES[v[0].dtype] for k, v in self.state.items()})
             self.numel = [p.numel() for p in params]
-            self.full = None  # the prepared roles of a call over every param, made when first used
+            self.state_code = _C_DTYPES[next(iter(self.state.values()))[0].dtype] if self.state else None
+            self.full = None  # the pointer arrays of a call over every param, made when first used
+            self.options = self.options_key = None  # the C options struct, and the group's values it was made from
 
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
@@ -149,31 +149,76 @@ class _Bucket:
                 checked[i] = weakref.ref(g)
 
     def call_arrays(self, idx, grads):
-        """(params, grads, {state key: arrays}, master copies or None) of a call over the members at
-        positions idx (None: all), as the fastopt call takes them."""
-        if not self.cpu:
-            pick = (lambda xs: xs) if idx is None else (lambda xs: [xs[i] for i in idx])
-            return (pick(self.flat_params), [_flat(g) for g in grads], {k: pick(v) for k, v in self.state.items()},
-                    pick(self.masters) if self.masters else None)
-        if idx is None:
-            if self.full is None:  # every member: made once, the gradients' addresses refreshed in place
-                self.full = {role: self._prepared(role, None) for role in self.addresses}
-                self.full["grads"] = self._prepared("params", None)
-                self.full["grads"].code = self.codes["grads"]
-            roles = self.full
-            roles["grads"].keep[0:len(grads)] = [t.data_ptr() for t in grads]
-        else:
-            roles = {role: self._prepared(role, idx) for role in self.addresses}
-            addresses = ffi.new("uintptr_t[]", [t.data_ptr() for t in grads])
-            roles["grads"] = Prepared(self.codes["grads"], roles["params"].numel, ffi.cast("void *const *", addresses),
-                                      addresses)
-        return roles["params"], roles["grads"], {k: roles[k] for k in self.state}, roles.get("master_params")
+        """(params, grads, {state key: tensors}, master copies or None) of a GPU call over the
+        members at positions idx (None: all), as fastopt.functional takes them."""
+        pick = (lambda xs: xs) if idx is None else (lambda xs: [xs[i] for i in idx])
+        return (pick(self.flat_params), [_flat(g) for g in grads], {k: pick(v) for k, v in self.state.items()},
+                pick(self.masters) if self.masters else None)
 
-    def _prepared(self, role, idx):
-        addresses = self.addresses[role] if idx is None else [self.addresses[role][i] for i in idx]
-        numel = self.numel if idx is None else [self.numel[i] for i in idx]
-        array = ffi.new("uintptr_t[]", addresses)
-        return Prepared(self.codes[role], ffi.new("size_t[]", numel), ffi.cast("void *const *", array), array)
+    def run(self, opt, group, function, idx, grads, scale, first, step, steps, products):
+        """One C call over the CPU members at positions idx (None: all), through the pointers the
+        bucket validated; returns NAdam's products through this step (else None)."""
+        optimizer = OPTIMIZERS[function.__name__]
+        o = self._options(opt, group, optimizer, scale, first)
+        pointers = self._pointers(idx, grads)
+        c = o.common
+        if optimizer.takes_step:
+            o.step = step
+            c.steps = ffi.NULL if steps is None else ffi.from_buffer("int64_t[]", steps)
+        through = wide = None
+        if products is not None:  # each member's product kept in its dtype, as torch keeps it
+            through = _calls.nadam_products(o.beta1, o.momentum_decay, step, steps, products)
+            wide = through.astype(np.float64)
+            o.mu_product, o.mu_products = float(products[0]), ffi.from_buffer("double[]", wide)
+        c.master_params = pointers["master_params"] if self.masters else ffi.NULL
+        numel = pointers["numel"]
+        status = getattr(lib, f"fastopt_{optimizer.c_name}")(
+            _C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
+            *[pointers.get(r.key, ffi.NULL) for r in optimizer.state], o)
+        if status:
+            check(status, optimizer.name)
+        return through
+
+    def _options(self, opt, group, optimizer, scale, first):
+        """The group's C options struct, made again only when its hyper-parameters change."""
+        key = [optimizer.name, float(group["lr"]), scale, first] + [v for k, v in group.items() if k != "params"]
+        if key == self.options_key:
+            return self.options
+        hyper = opt._hyper(group, first)
+        c = _calls.common(optimizer.name, key[1], hyper.pop("weight_decay"), hyper.pop("maximize"),
+                          hyper.pop("l1_prox"), scale)
+        if "betas" in hyper:
+            hyper["beta1"], hyper["beta2"] = hyper.pop("betas")
+        o = _calls.options(optimizer, optimizer.name, c, {"step": 1, "mu_product": 1.0, **hyper})
+        if self.state_code is not None:
+            o.common.state_dtype = self.state_code
+        # a tensor among the values may change in place: then the struct is made every step
+        cacheable = not any(torch.is_tensor(v) or (type(v) is tuple and any(map(torch.is_tensor, v))) for v in key)
+        self.options, self.options_key = o, key if cacheable else None
+        return o
+
+    def _pointers(self, idx, grads) -> dict:
+        """{role: pointer array} and "numel" of a call over the members at positions idx (None:
+        all); the array over every member is made once, its gradients' addresses refreshed."""
+        if idx is None:
+            if self.full is None:
+                self.full = {role: self._array(addresses) for role, addresses in self.addresses.items()}
+                self.full["grads"] = self._array(self.pointers)
+                self.full["numel"] = ffi.new("size_t[]", self.numel)
+            out = self.full
+            ffi.cast("uintptr_t *", out["grads"])[0:len(grads)] = [t.data_ptr() for t in grads]
+            return out
+        out = {role: self._array([addresses[i] for i in idx]) for role, addresses in self.addresses.items()}
+        out["grads"] = self._array([t.data_ptr() for t in grads])
+        out["numel"] = ffi.new("size_t[]", [self.numel[i] for i in idx])
+        return out
+
+    @staticmethod
+    def _array(addresses):
+        """A C array of pointers (which owns its memory) holding these addresses."""
+        array = ffi.new("void *[]", len(addresses))
+        ffi.cast("uintptr_t *", array)[0:len(addresses)] = addresses
+        return array
 
 
 _MUTATORS = ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update", "setdefault", "__ior__")
@@ -263,19 +308,22 @@ def _check_grad(p, g) -> None:
 class _Optimizer(torch.optim.Optimizer):
     """The shared machinery: buckets, the fused step, state dicts, GradScaler's handshake.
 
-    A subclass sets ``_update`` (the fastopt.functional function), ``_positional`` (torch state keys
-    in the function's positional order), and implements ``_state_keys`` (those a group uses),
-    ``_hyper`` (the function's keyword arguments from a group) and optionally ``_init_state``.
+    A subclass sets ``_update`` (the fastopt.functional function: its row of the optimizer table
+    names the state and says whether a step is counted), implements ``_hyper`` (the function's
+    keyword arguments from a group) and optionally ``_init_state``.
     """
 
     _update = None
-    _positional: tuple = ()
-    _keyword: dict = {}    # torch state key -> keyword argument of _update
-    _stepped = True        # has a 'step' in its state
-    _takes_step = True     # _update takes step=
+    _stepped = True        # has a 'step' in its state (from the table)
+    _takes_step = True     # _update takes step= (from the table)
     _init_eagerly = False  # state made at construction (Adagrad), as torch does
 
     _torch = None  # the torch.optim class this one replaces: its constructor validates as torch's does
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        row = OPTIMIZERS[cls._update.__name__]
+        cls._stepped, cls._takes_step = row.keeps_step, row.takes_step
 
     def __init__(self, params, defaults):
         if self._torch is not None:
@@ -319,13 +367,10 @@ class _Optimizer(torch.optim.Optimizer):
         lr = group["lr"]
         if torch.is_tensor(lr) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-        keys = [k for k in self._positional if k in self._state_keys(group)]
-        one = {k: np.ones(1) for k in ("params", "grads", *keys, *self._keyword)}
-        kwargs = {kw: one[key] for key, kw in self._keyword.items() if key in self._state_keys(group)}
-        if self._takes_step:
-            kwargs["step"] = 1
-        self._function(group)(one["params"], one["grads"], *[one[k] if k in keys else None for k in self._positional],
-                              lr=float(lr), **kwargs, **self._hyper(group, first=True))
+        function = self._function(group)
+        state = {r.arg: np.ones(1) for r in OPTIMIZERS[function.__name__].state}
+        function(np.ones(1), np.ones(1), **state, **({"step": 1} if self._takes_step else {}), lr=float(lr),
+                 **self._hyper(group, first=True))
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
@@ -353,7 +398,8 @@ class _Optimizer(torch.optim.Optimizer):
     # ---- state ----
 
     def _state_keys(self, group) -> list[str]:
-        return list(self._positional)
+        """The state keys a group's steps use, as torch names them."""
+        return [r.key for r in used_state(OPTIMIZERS[self._function(group).__name__], group)]
 
     def _function(self, group):
         """The fastopt.functional update this group steps with."""
@@ -481,29 +527,30 @@ class _Optimizer(torch.optim.Optimizer):
         """One fastopt call over the bucket's members at positions idx (None: all) and its bookkeeping:
         step counts, NAdam's mu_product, autograd's version counters."""
         bucket.check_grads(range(len(grads)) if idx is None else idx, grads)
-        params, grads_in, state, masters = bucket.call_arrays(idx, grads)
-        kwargs = self._hyper(group, first=first)
-        for key, kw in self._keyword.items():
-            if key in state:
-                kwargs[kw] = state[key]
-        counts = bucket.counts
+        function, counts = self._function(group), bucket.counts
+        step = steps = None
         if self._takes_step:  # the step being taken: each member's count + 1
             if idx is None and bucket.uniform:
-                kwargs["step"] = int(counts[0]) + 1
+                step = int(counts[0]) + 1
             else:
                 steps = (counts if idx is None else counts[idx]).astype(np.int64) + 1
-                kwargs["step"] = int(steps[0]) if (steps == steps[0]).all() else steps
-        if bucket.mu_products is not None:
-            kwargs["mu_product"] = bucket.mu_products if idx is None else bucket.mu_products[idx]
-        if scale is not None:
-            kwargs["grad_scale"] = scale
-        if masters is not None:
-            kwargs["master_params"] = masters
-        positional = [state.get(k) for k in self._positional]
-        # CUDA tensors are written in place under no_grad, as torch.optim writes them; CPU buckets go
-        # through pointers, autograd sees nothing and is told below
-        with contextlib.nullcontext() if bucket.cpu else torch.no_grad():
-            out = self._function(group)(params, grads_in, *positional, lr=float(group["lr"]), **kwargs)
+                step = int(steps[0])
+                steps = None if (steps == step).all() else steps
+        products = None if bucket.mu_products is None else bucket.mu_products if idx is None else \
+            bucket.mu_products[idx]
+        if bucket.cpu:
+            out = bucket.run(self, group, function, idx, grads, scale, first, step, steps, products)
+        else:  # CUDA tensors: fastopt.functional, written in place under no_grad as torch.optim writes them
+            params, grads_in, state, masters = bucket.call_arrays(idx, grads)
+            kwargs = self._hyper(group, first=first)
+            kwargs.update({r.arg: state[r.key] for r in OPTIMIZERS[function.__name__].state if r.key in state})
+            if self._takes_step:
+                kwargs["step"] = step if steps is None else steps
+            if products is not None:
+                kwargs["mu_product"] = products
+            with torch.no_grad():
+                out = function(params, grads_in, lr=float(group["lr"]), grad_scale=scale, master_params=masters,
+                               **kwargs)
         if counts is not None:  # (in place: the params' step tensors are views of the same memory)
             if idx is None:
                 counts += 1
@@ -545,8 +592,6 @@ class SGD(_Optimizer):
     _torch = torch.optim.SGD
 
     _update = staticmethod(functional.sgd)
-    _positional = ("momentum_buffer",)
-    _stepped = _takes_step = False
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None, l1_prox=0.0, state_dtype=None,
@@ -555,9 +600,6 @@ class SGD(_Optimizer):
                                               weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                                               foreach=foreach, differentiable=differentiable, fused=fused),
                                          l1_prox, state_dtype, master_weights))
-
-    def _state_keys(self, group):
-        return ["momentum_buffer"] if group["momentum"] != 0 else []
 
     def _hyper(self, group, first):
         return dict(momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
@@ -570,10 +612,7 @@ class Adam(_Optimizer):
 
     _torch = torch.optim.Adam
 
-
     _update = staticmethod(functional.adam)
-    _positional = ("exp_avg", "exp_avg_sq")
-    _keyword = {"max_exp_avg_sq": "max_exp_avg_sqs"}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
@@ -584,9 +623,6 @@ class Adam(_Optimizer):
                                               capturable=capturable, differentiable=differentiable, fused=fused,
                                               decoupled_weight_decay=decoupled_weight_decay),
                                          l1_prox, state_dtype, master_weights))
-
-    def _state_keys(self, group):
-        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
 
     def _function(self, group):
         return functional.adamw if group.get("decoupled_weight_decay", False) else functional.adam
@@ -615,10 +651,7 @@ class RMSprop(_Optimizer):
 
     _torch = torch.optim.RMSprop
 
-
     _update = staticmethod(functional.rmsprop)
-    _positional = ("square_avg", "grad_avg", "momentum_buffer")
-    _takes_step = False
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  capturable=False, foreach=None, maximize=False, differentiable=False, *, l1_prox=0.0,
@@ -627,10 +660,6 @@ class RMSprop(_Optimizer):
                                               weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                                               maximize=maximize, differentiable=differentiable),
                                          l1_prox, state_dtype, master_weights))
-
-    def _state_keys(self, group):
-        return ["square_avg"] + (["momentum_buffer"] if group["momentum"] > 0 else []) + \
-            (["grad_avg"] if group["centered"] else [])
 
     def _hyper(self, group, first):
         return dict(alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
@@ -643,9 +672,7 @@ class Adagrad(_Optimizer):
 
     _torch = torch.optim.Adagrad
 
-
     _update = staticmethod(functional.adagrad)
-    _positional = ("sum",)
     _init_eagerly = True
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
@@ -670,9 +697,7 @@ class NAdam(_Optimizer):
 
     _torch = torch.optim.NAdam
 
-
     _update = staticmethod(functional.nadam)
-    _positional = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
@@ -700,9 +725,7 @@ class RAdam(_Optimizer):
 
     _torch = torch.optim.RAdam
 
-
     _update = staticmethod(functional.radam)
-    _positional = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, decoupled_weight_decay=False,
                  *, foreach=None, maximize=False, capturable=False, differentiable=False, l1_prox=0.0,
@@ -721,10 +744,7 @@ class RAdam(_Optimizer):
 class Lion(_Optimizer):
     """Lion (optax rules; see :func:`fastopt.lion`); state key 'exp_avg'."""
 
-
     _update = staticmethod(functional.lion)
-    _positional = ("exp_avg",)
-    _stepped = _takes_step = False
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, *, maximize=False, l1_prox=0.0,
                  state_dtype=None, master_weights=False):
@@ -741,7 +761,6 @@ class LAMB(_Optimizer):
     Trust ratios are per tensor over a bucket's one call."""
 
     _update = staticmethod(functional.lamb)
-    _positional = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, max_grad_norm=1.0, *,
                  use_nvlamb=False, maximize=False, l1_prox=0.0, state_dtype=None,
