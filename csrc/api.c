@@ -63,6 +63,7 @@ typedef struct fo_role {
     void *const *list; /* list[t] is tensor t's buffer of this role */
     int written;
     int kind;          /* FO_KIND_PARAMS (params, grads; the call's dtype), FO_KIND_STATE, FO_KIND_MASTER or FO_KIND_ABSMAX */
+    int nonnegative;   /* state whose values are >= 0 (second moments): the unsigned 8-bit code */
 } fo_role;
 
 typedef struct fo_extent {
@@ -260,13 +261,35 @@ static fastopt_status common_consts(const fastopt_common *o, int decoupled, fo_c
 
 /* ---- constants: once per call, or once per tensor with per-tensor steps ---- */
 
+/* A kernel's constants k as one row of doubles, in the order the CUDA kernels read them
+ * (fastopt_common.constant_rows): the first six are common_row's. */
+typedef void (*fo_row_fn)(const void *k, double *row);
+
 /* The constants a call's kernel reads: k for every tensor (stride 0), or one copy of k per tensor,
- * in `owned` (the caller frees it). */
+ * in `owned` (the caller frees it); and how to write them as a row. */
 typedef struct fo_consts_list {
     const void *k;
     size_t stride;
     void *owned;
+    fo_row_fn row;
 } fo_consts_list;
+
+static void common_row(const fo_common_consts *c, double *row)
+{
+    row[0] = c->lr, row[1] = c->coupled_wd ? c->weight_decay : 0.0, row[2] = c->grad_mul;
+    row[3] = c->prox_threshold, row[4] = c->decay, row[5] = c->prox_threshold != 0;
+}
+
+/* Writes each tensor's constants as its row (a call that is checked, not run). */
+static fastopt_status write_rows(const fo_consts_list *consts, size_t n, double *rows)
+{
+    for (size_t t = 0; t < n; t++) {
+        double *row = rows + t * FASTOPT_CONSTANTS_ROW;
+        memset(row, 0, FASTOPT_CONSTANTS_ROW * sizeof *row);
+        consts->row((const char *)consts->k + t * consts->stride, row);
+    }
+    return FASTOPT_OK;
+}
 
 /* An optimizer's step-dependent constants (its bias corrections) in k, for tensor t at `step`. */
 typedef void (*fo_at_step_fn)(void *k, const void *options, size_t t, int64_t step);
@@ -287,9 +310,10 @@ static fastopt_status check_steps(const fastopt_common *c, size_t n, int counts_
  * input of the step's constants, NAdam's mu_products) are given, once per tensor into a fresh list.
  * A tensor whose step and key repeat the previous tensor's copies its constants. */
 static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, size_t n, const int64_t *steps,
-                                  int64_t step, const double *keys, fo_at_step_fn at_step, const void *options)
+                                  int64_t step, const double *keys, fo_at_step_fn at_step, const void *options,
+                                  fo_row_fn row)
 {
-    *out = (fo_consts_list){k, 0, NULL};
+    *out = (fo_consts_list){k, 0, NULL, row};
     if ((!steps && !keys) || n == 0) {
         at_step(k, options, 0, step);
         return FASTOPT_OK;
@@ -302,7 +326,7 @@ static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, siz
         memcpy(kt, repeat ? kt - size : k, size);
         if (!repeat) at_step(kt, options, t, steps ? steps[t] : step);
     }
-    *out = (fo_consts_list){all, size, all};
+    *out = (fo_consts_list){all, size, all, row};
     return FASTOPT_OK;
 }
 
@@ -311,8 +335,8 @@ static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, siz
 static fo_call optimizer_call(size_t n, const size_t *numel, fo_role *all_roles, size_t n_roles,
                               const fo_consts_list *consts, const fastopt_common *c)
 {
-    for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_KIND_PARAMS};
-    all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_KIND_MASTER};
+    for (size_t r = n_roles; r < FO_MAX_ROLES; r++) all_roles[r] = (fo_role){NULL, NULL, 0, FO_KIND_PARAMS, 0};
+    all_roles[FO_MASTER_ROLE] = (fo_role){c->master_params ? "master_params" : NULL, c->master_params, 1, FO_KIND_MASTER, 0};
     fo_call call = {.n_tensors = n, .numel = numel, .consts = consts->k, .consts_stride = consts->stride,
                     .sr_step = (uint32_t)c->rounding_step, .sr_key0 = (uint32_t)c->rounding_seed,
                     .sr_key1 = (uint32_t)(c->rounding_seed >> 32), .span_limit = c->stochastic_rounding ? FO_SR_CHUNK : 0};
@@ -342,16 +366,17 @@ static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel,
     int states = 0;
     for (size_t r = 0; r < n_roles && states < 2; r++) {
         if (roles[r].kind != FO_KIND_STATE || !roles[r].name) continue;
-        int is_signed = strcmp(roles[r].name, "exp_avg_sqs") != 0; /* second moments are >= 0 */
+        int is_signed = !roles[r].nonnegative;
         if (!c->absmax[states])
             return fo_fail(FASTOPT_ERR_NULL_POINTER, "absmax[%d] (the scales of %s) is NULL", states, roles[r].name);
         q.is_signed[states] = is_signed, q.value[states] = q8_values[is_signed], q.absmax[states] = c->absmax[states];
-        all[FO_MAX_ROLES + states] = (fo_role){names[states], c->absmax[states], 1, FO_KIND_ABSMAX};
+        all[FO_MAX_ROLES + states] = (fo_role){names[states], c->absmax[states], 1, FO_KIND_ABSMAX, 0};
         states++;
     }
-    for (int j = states; j < 2; j++) all[FO_MAX_ROLES + j] = (fo_role){NULL, NULL, 0, FO_KIND_ABSMAX};
+    for (int j = states; j < 2; j++) all[FO_MAX_ROLES + j] = (fo_role){NULL, NULL, 0, FO_KIND_ABSMAX, 0};
     CHECK(check_buffers_q8(all, FO_MAX_ROLES + 2, n, numel, esize, c->quant_block, &total));
     if (!kernel[combo]) return fo_fail(FASTOPT_ERR_DTYPE, "8-bit state needs float32, float16 or bfloat16 params");
+    if (c->constant_rows) return write_rows(consts, n, c->constant_rows);
     if (c->found_inf && *c->found_inf != 0) return FASTOPT_OK;
     call.q8 = &q;
     double unused = 0;
@@ -359,27 +384,51 @@ static fastopt_status run_q8(fastopt_dtype dtype, size_t n, const size_t *numel,
     return FASTOPT_OK;
 }
 
-/* An optimizer: validates the buffers (the master copies included), then, unless found_inf says
- * skip, runs kernel[combination] over every element. */
+static int has_state(const fo_role *roles, size_t n_roles)
+{
+    for (size_t r = 0; r < n_roles; r++)
+        if (roles[r].kind == FO_KIND_STATE && roles[r].name) return 1;
+    return 0;
+}
+
+/* What every optimizer does before its kernels: the storage combination of its dtypes, its call
+ * (the roles, and the master copies, in all), its buffers checked.  *go is 0 when nothing is to
+ * run: found_inf says skip, or the call was only to be checked (its constant rows are written). */
+static fastopt_status open_optimizer(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles,
+                                     size_t n_roles, const fo_consts_list *consts, const fastopt_common *common,
+                                     fo_role all[FO_MAX_ROLES], fo_call *call, int *combo, size_t *total, int *go)
+{
+    size_t esize[4];
+    int stateful = has_state(roles, n_roles);
+    *go = 0;
+    if (stateful && common->state_dtype == FASTOPT_QUANT8)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "8-bit state is supported by sgd with momentum, adam/adamw without "
+                                             "amsgrad, and lion");
+    fastopt_common stateless = *common; /* no state (SGD without momentum): any state type will do */
+    if (!stateful) stateless.state_dtype = common->master_params ? FASTOPT_FLOAT32 : 0;
+    CHECK(optimizer_sizes(dtype, stateful ? common : &stateless, esize, combo));
+    for (size_t r = 0; r < n_roles; r++) all[r] = roles[r];
+    *call = optimizer_call(n, numel, all, n_roles, consts, common);
+    CHECK(check_buffers(all, FO_MAX_ROLES, n, numel, esize, total));
+    if (common->constant_rows) return write_rows(consts, n, common->constant_rows);
+    *go = !(common->found_inf && *common->found_inf != 0);
+    return FASTOPT_OK;
+}
+
+/* An optimizer: checks its call (open_optimizer), then runs kernel[combination] over every
+ * element; 8-bit state goes to run_q8. */
 static fastopt_status run(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
                           const fo_span_fn *kernel, const fo_block_fn *q8_kernel, const fo_consts_list *consts,
                           const fastopt_common *common)
 {
-    size_t esize[4], total;
-    int combo, has_state = 0;
-    for (size_t r = 0; r < n_roles; r++) has_state |= roles[r].kind == FO_KIND_STATE && roles[r].name;
-    if (has_state && common->state_dtype == FASTOPT_QUANT8)
+    if (common->state_dtype == FASTOPT_QUANT8 && has_state(roles, n_roles))
         return run_q8(dtype, n, numel, roles, n_roles, q8_kernel, consts, common);
-    fastopt_common stateless = *common; /* no state (SGD without momentum): any state type will do */
-    if (!has_state) stateless.state_dtype = common->master_params ? FASTOPT_FLOAT32 : 0;
-    fastopt_status s = optimizer_sizes(dtype, has_state ? common : &stateless, esize, &combo);
-    if (s) return s;
     fo_role all[FO_MAX_ROLES];
-    for (size_t r = 0; r < n_roles; r++) all[r] = roles[r];
-    fo_call call = optimizer_call(n, numel, all, n_roles, consts, common);
-    s = check_buffers(all, FO_MAX_ROLES, n, numel, esize, &total);
-    if (s || (common->found_inf && *common->found_inf != 0)) return s;
-    fo_parallel_for(&call, total, kernel[combo]);
+    fo_call call;
+    int combo, go;
+    size_t total;
+    CHECK(open_optimizer(dtype, n, numel, roles, n_roles, consts, common, all, &call, &combo, &total, &go));
+    if (go) fo_parallel_for(&call, total, kernel[combo]);
     return FASTOPT_OK;
 }
 
@@ -397,6 +446,12 @@ static fastopt_status run_grads(fastopt_dtype dtype, size_t n, const size_t *num
     fo_parallel_for(&call, total, kernel[d]);
     return FASTOPT_OK;
 }
+
+/* The roles of an optimizer's call, as its signature lists them (NULL name: unused by this call). */
+#define ROLE_PARAMS(list) {"params", (list), 1, FO_KIND_PARAMS, 0}
+#define ROLE_GRADS(list) {"grads", READ(list), 0, FO_KIND_PARAMS, 0}
+#define ROLE_STATE(name, list) {(name), (list), 1, FO_KIND_STATE, 0}
+#define ROLE_NONNEGATIVE(name, list) {(name), (list), 1, FO_KIND_STATE, 1} /* values >= 0 */
 
 #define NEED_OPTIONS(o) do { if (!(o)) return fo_fail(FASTOPT_ERR_NULL_POINTER, "options is NULL"); } while (0)
 #define READ(list) ((void *const *)(list))
@@ -419,22 +474,30 @@ static fastopt_status check_eps_step(const fastopt_common *c, size_t n, double e
 }
 
 /* An optimizer whose constants k are the same for every tensor (it counts no steps). */
-#define ONE_CONSTS(k) (&(const fo_consts_list){&(k), 0, NULL})
+#define ONE_CONSTS(k, row) (&(const fo_consts_list){&(k), 0, NULL, (row)})
 
 /* Runs an optimizer with per-call or per-tensor constants (step_consts), then frees them. */
 static fastopt_status run_stepped(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
                                   const fo_span_fn *kernel, const fo_block_fn *q8_kernel, void *k, size_t size,
-                                  int64_t step, const double *keys, fo_at_step_fn at_step, const void *o,
-                                  const fastopt_common *common)
+                                  int64_t step, const double *keys, fo_at_step_fn at_step, fo_row_fn row,
+                                  const void *o, const fastopt_common *common)
 {
     fo_consts_list consts;
-    CHECK(step_consts(&consts, k, size, n, common->steps, step, keys, at_step, o));
+    CHECK(step_consts(&consts, k, size, n, common->steps, step, keys, at_step, o, row));
     fastopt_status s = run(dtype, n, numel, roles, n_roles, kernel, q8_kernel, &consts, common);
     free(consts.owned);
     return s;
 }
 
 /* ---- optimizers ---- */
+
+static void sgd_row(const void *kv, double *row)
+{
+    const fo_sgd_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->momentum, row[7] = k->one_minus_dampening;
+    row[8] = k->has_momentum, row[9] = k->nesterov, row[10] = k->first_step;
+}
 
 fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                            const void *const *grads, void *const *momentum_buffers, const fastopt_sgd_options *o)
@@ -448,9 +511,10 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
     REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
     REQUIRE(!o->nesterov || (o->momentum > 0 && o->dampening == 0),
             "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS},
-                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_KIND_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, ONE_CONSTS(k), &o->common);
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads),
+                             ROLE_STATE(k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers)};
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, ONE_CONSTS(k, sgd_row),
+               &o->common);
 }
 
 /* Python's float arithmetic, as torch computes these scalars */
@@ -465,6 +529,14 @@ static void adam_at_step(void *kv, const void *ov, size_t t, int64_t step)
     k->inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5);
 }
 
+static void adam_row(const void *kv, double *row)
+{
+    const fo_adam_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->one_minus_beta1, row[7] = k->beta2, row[8] = k->one_minus_beta2, row[9] = k->eps;
+    row[10] = -k->step_size, row[11] = k->inv_bias_correction2_sqrt, row[12] = k->amsgrad;
+}
+
 fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                             const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                             void *const *max_exp_avg_sqs, const fastopt_adam_options *o)
@@ -475,10 +547,18 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
-                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}, {k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs, 1, FO_KIND_STATE}};
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
+                             ROLE_NONNEGATIVE("exp_avg_sqs", exp_avg_sqs), ROLE_NONNEGATIVE(k.amsgrad ? "max_exp_avg_sqs" : NULL, max_exp_avg_sqs)};
     return run_stepped(dtype, n_tensors, numel, roles, 5, fo_kernels()->adam, k.amsgrad ? NULL : fo_kernels()->adam_q8,
-                       &k, sizeof k, o->step, NULL, adam_at_step, o, &o->common);
+                       &k, sizeof k, o->step, NULL, adam_at_step, adam_row, o, &o->common);
+}
+
+static void rmsprop_row(const void *kv, double *row)
+{
+    const fo_rmsprop_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->alpha, row[7] = k->one_minus_alpha, row[8] = k->eps, row[9] = k->momentum;
+    row[10] = k->centered, row[11] = k->has_momentum;
 }
 
 fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -493,10 +573,11 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     REQUIRE(in_range(o->alpha, 0, 1, 0), "alpha must be in [0, 1], got %g", o->alpha);
     REQUIRE(in_range(o->eps, 0, INFINITY, 1), "eps must be a finite number >= 0, got %g", o->eps);
     REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"square_avgs", square_avgs, 1, FO_KIND_STATE},
-                             {k.centered ? "grad_avgs" : NULL, grad_avgs, 1, FO_KIND_STATE},
-                             {k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers, 1, FO_KIND_STATE}};
-    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, ONE_CONSTS(k), &o->common);
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_NONNEGATIVE("square_avgs", square_avgs),
+                             ROLE_STATE(k.centered ? "grad_avgs" : NULL, grad_avgs),
+                             ROLE_STATE(k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers)};
+    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, ONE_CONSTS(k, rmsprop_row),
+               &o->common);
 }
 
 static void adagrad_at_step(void *kv, const void *ov, size_t t, int64_t step)
@@ -507,6 +588,13 @@ static void adagrad_at_step(void *kv, const void *ov, size_t t, int64_t step)
     k->clr = o->common.lr / (1.0 + (double)(step - 1) * o->lr_decay);
 }
 
+static void adagrad_row(const void *kv, double *row)
+{
+    const fo_adagrad_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = -k->clr, row[7] = k->eps;
+}
+
 fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                                const void *const *grads, void *const *state_sums, const fastopt_adagrad_options *o)
 {
@@ -515,9 +603,9 @@ fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size
     CHECK(common_consts(&o->common, 0, &k.c));
     REQUIRE(in_range(o->lr_decay, 0, INFINITY, 1), "lr_decay must be a finite number >= 0, got %g", o->lr_decay);
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"state_sums", state_sums, 1, FO_KIND_STATE}};
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_NONNEGATIVE("state_sums", state_sums)};
     return run_stepped(dtype, n_tensors, numel, roles, 3, fo_kernels()->adagrad, NULL, &k, sizeof k, o->step, NULL,
-                       adagrad_at_step, o, &o->common);
+                       adagrad_at_step, adagrad_row, o, &o->common);
 }
 
 static double nadam_mu(double beta1, double momentum_decay, int64_t step)
@@ -542,6 +630,14 @@ static void nadam_at_step(void *kv, const void *ov, size_t t, int64_t step)
     k->momentum_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next);
 }
 
+static void nadam_row(const void *kv, double *row)
+{
+    const fo_nadam_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->one_minus_beta1, row[7] = k->beta2, row[8] = k->one_minus_beta2, row[9] = k->eps;
+    row[10] = k->inv_bias_correction2, row[11] = k->grad_coef, row[12] = k->momentum_coef;
+}
+
 fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                              const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                              const fastopt_nadam_options *o)
@@ -559,10 +655,10 @@ fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t
                     o->mu_products[t]);
     else /* (0 with beta1 = 0, which torch allows) */
         REQUIRE(in_range(o->mu_product, 0, 1, 0), "mu_product must be in [0, 1], got %g", o->mu_product);
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
-                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}};
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
+                             ROLE_NONNEGATIVE("exp_avg_sqs", exp_avg_sqs)};
     return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->nadam, NULL, &k, sizeof k, o->step,
-                       o->mu_products, nadam_at_step, o, &o->common);
+                       o->mu_products, nadam_at_step, nadam_row, o, &o->common);
 }
 
 static void radam_at_step(void *kv, const void *ov, size_t t, int64_t step)
@@ -579,6 +675,14 @@ static void radam_at_step(void *kv, const void *ov, size_t t, int64_t step)
     k->rect = k->rectified ? pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5) : 1.0;
 }
 
+static void radam_row(const void *kv, double *row)
+{
+    const fo_radam_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->one_minus_beta1, row[7] = k->beta2, row[8] = k->one_minus_beta2, row[9] = k->eps;
+    row[10] = k->inv_bias_correction1, row[11] = k->bias_correction2_sqrt, row[12] = k->rect, row[13] = k->rectified;
+}
+
 fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                              const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                              const fastopt_radam_options *o)
@@ -589,10 +693,19 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
     CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
-                             {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}};
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
+                             ROLE_NONNEGATIVE("exp_avg_sqs", exp_avg_sqs)};
     return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->radam, NULL, &k, sizeof k, o->step, NULL,
-                       radam_at_step, o, &o->common);
+                       radam_at_step, radam_row, o, &o->common);
+}
+
+/* (Lion's weight decay joins the update after the sign: row[10], not the common coupled term) */
+static void lion_row(const void *kv, double *row)
+{
+    const fo_lion_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->beta1, row[7] = k->one_minus_beta1, row[8] = k->beta2, row[9] = k->one_minus_beta2;
+    row[10] = k->c.weight_decay;
 }
 
 fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
@@ -605,8 +718,9 @@ fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(check_steps(&o->common, n_tensors, 0));
     k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
     CHECK(check_betas(o->beta1, o->beta2, 1));
-    const fo_role roles[] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE}};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8, ONE_CONSTS(k), &o->common);
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs)};
+    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8,
+               ONE_CONSTS(k, lion_row), &o->common);
 }
 
 /* ---- reductions ---- */
@@ -664,7 +778,7 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
     int d = 0;
     size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", READ(grads), 0, FO_KIND_PARAMS}};
+    const fo_role roles[] = {ROLE_GRADS(grads)};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {READ(grads)}};
     return norm_of(&call, total, d, norm_type, norm);
@@ -673,7 +787,7 @@ fastopt_status fastopt_global_norm(fastopt_dtype dtype, size_t n_tensors, const 
 fastopt_status fastopt_scale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *grads, double factor)
 {
     fo_scale_consts k = {factor};
-    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS, 0}};
     return run_grads(dtype, n_tensors, numel, roles, 1, fo_kernels()->scale, &k);
 }
 
@@ -686,7 +800,7 @@ fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_tensors, con
     int d = 0;
     size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS, 0}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {grads}};
     CHECK(norm_of(&call, total, d, norm_type, total_norm));
@@ -707,7 +821,7 @@ fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size
     int d = 0;
     size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
     if (!esize[0]) return FASTOPT_ERR_DTYPE;
-    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS, 0}};
     CHECK(check_buffers(roles, 1, n_tensors, numel, esize, &total));
     fo_scale_consts k = {inv_scale};
     fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {grads}, .consts = &k};
@@ -726,7 +840,7 @@ fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, c
     REQUIRE(in_range(l1, 0, INFINITY, 1), "l1 must be a finite number >= 0, got %g", l1);
     REQUIRE(in_range(l2, 0, INFINITY, 1), "l2 must be a finite number >= 0, got %g", l2);
     fo_elastic_consts k = {l1, l2};
-    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS}, {"params", READ(params), 0, FO_KIND_PARAMS}};
+    const fo_role roles[] = {{"grads", grads, 1, FO_KIND_PARAMS, 0}, {"params", READ(params), 0, FO_KIND_PARAMS, 0}};
     return run_grads(dtype, n_tensors, numel, roles, 2, fo_kernels()->elastic_net, &k);
 }
 
@@ -741,55 +855,65 @@ static void lamb_at_step(void *kv, const void *ov, size_t t, int64_t step)
     k->inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, (double)step));
 }
 
+/* The GPU's LAMB kernels read the moments' constants, weight decay and its flag, l1_prox's
+ * threshold and flag, -lr, whether the trust ratio applies, and the gradients' factor. */
+static void lamb_row(const void *kv, double *row)
+{
+    const fo_lamb_consts *k = kv;
+    row[0] = k->one_minus_beta1, row[1] = k->beta2, row[2] = k->one_minus_beta2, row[3] = k->eps;
+    row[4] = k->inv_bias_correction1, row[5] = k->inv_bias_correction2, row[6] = k->c.weight_decay, row[7] = k->has_wd;
+    row[8] = k->c.prox_threshold, row[9] = k->c.prox_threshold != 0, row[10] = -k->c.lr, row[11] = k->trust;
+    row[12] = k->c.grad_mul;
+}
+
 fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
                             const void *const *grads, void *const *exp_avgs, void *const *exp_avg_sqs,
                             const fastopt_lamb_options *o)
 {
     NEED_OPTIONS(o);
     fo_lamb_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
-                        .eps = o->eps, .has_wd = o->common.weight_decay != 0};
+                        .eps = o->eps, .has_wd = o->common.weight_decay != 0,
+                        .trust = o->common.weight_decay != 0 || o->use_nvlamb};
     CHECK(common_consts(&o->common, 1, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
-    int d = 0, combo;
-    size_t total, esize[4];
-    if (o->common.state_dtype == FASTOPT_QUANT8)
-        return fo_fail(FASTOPT_ERR_ARGUMENT, "8-bit state is supported by sgd with momentum, adam/adamw without "
-                                             "amsgrad, and lion");
-    CHECK(optimizer_sizes(dtype, &o->common, esize, &combo));
-    dtype_size(dtype, &d);
-    fo_role roles[FO_MAX_ROLES] = {{"params", params, 1, FO_KIND_PARAMS}, {"grads", READ(grads), 0, FO_KIND_PARAMS}, {"exp_avgs", exp_avgs, 1, FO_KIND_STATE},
-                                   {"exp_avg_sqs", exp_avg_sqs, 1, FO_KIND_STATE}};
-    fo_call moments = optimizer_call(n_tensors, numel, roles, 4, ONE_CONSTS(k), &o->common);
-    CHECK(check_buffers(roles, FO_MAX_ROLES, n_tensors, numel, esize, &total));
-    if (o->common.found_inf && *o->common.found_inf != 0) return FASTOPT_OK;
-
     k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
-    fo_call call = {.n_tensors = n_tensors, .numel = numel, .buf = {READ(grads)}};
-    if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
-        double norm;
-        CHECK(norm_of(&call, total, d, 2.0, &norm));
-        norm *= fabs(k.c.grad_mul);
-        if (norm > o->max_grad_norm) k.clip_grad_mul = k.c.grad_mul / (norm / o->max_grad_norm);
-    }
     double *ratio = calloc(n_tensors ? n_tensors : 1, sizeof *ratio), *sums;
     if (!ratio) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu trust ratios", n_tensors);
     k.neg_lr_ratio = ratio; /* filled between the passes */
     fo_consts_list consts;
-    fastopt_status s = step_consts(&consts, &k, sizeof k, n_tensors, o->common.steps, o->step, NULL, lamb_at_step, o);
+    fastopt_status s = step_consts(&consts, &k, sizeof k, n_tensors, o->common.steps, o->step, NULL, lamb_at_step, o,
+                                   lamb_row);
     if (s) return free(ratio), s;
-    call = moments;
-    call.consts = consts.k, call.consts_stride = consts.stride;
-    size_t nb;
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads),
+                             ROLE_STATE("exp_avgs", exp_avgs), ROLE_NONNEGATIVE("exp_avg_sqs", exp_avg_sqs)};
+    fo_role all[FO_MAX_ROLES];
+    fo_call call;
+    int combo, go, d = 0;
+    size_t total, nb;
+    s = open_optimizer(dtype, n_tensors, numel, roles, 4, &consts, &o->common, all, &call, &combo, &total, &go);
+    if (s || !go) return free(ratio), free(consts.owned), s;
+    dtype_size(dtype, &d);
+    if (o->max_grad_norm > 0) { /* apex: g / max(1, ||g|| / max_grad_norm), over all tensors */
+        fo_call grads_call = {.n_tensors = n_tensors, .numel = numel, .buf = {READ(grads)}};
+        double norm;
+        s = norm_of(&grads_call, total, d, 2.0, &norm);
+        if (s) return free(ratio), free(consts.owned), s;
+        norm *= fabs(k.c.grad_mul);
+        /* the same factor in every tensor's constants (k itself, or its per-tensor copies, which are ours) */
+        for (size_t t = 0; norm > o->max_grad_norm && t < (consts.stride ? n_tensors : 1); t++)
+            ((fo_lamb_consts *)((char *)consts.k + t * consts.stride))->clip_grad_mul =
+                k.c.grad_mul / (norm / o->max_grad_norm);
+    }
     s = blocks(&call, total, fo_kernels()->lamb_moments[combo], 2, &sums, &nb);
     if (s) return free(ratio), free(consts.owned), s;
     for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
         double p2 = 0, u2 = 0;
         for (size_t end = b + fo_blocks_of(numel[t_i]); b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
         double p_norm = sqrt(p2), u_norm = sqrt(u2);
-        int trust = (k.has_wd || o->use_nvlamb) && p_norm > 0 && u_norm > 0;
+        int trust = k.trust && p_norm > 0 && u_norm > 0;
         ratio[t_i] = -o->common.lr * (trust ? p_norm / u_norm : 1.0);
     }
     free(sums);
@@ -800,14 +924,29 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     return FASTOPT_OK;
 }
 
+/* ---- checking alone ---- */
+
+fastopt_status fastopt_check_buffers(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, size_t n_roles,
+                                     const char *const *names, void *const *const *lists, const int *written)
+{
+    int d;
+    size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    if (n_roles > FO_MAX_ROLES) return fo_fail(FASTOPT_ERR_ARGUMENT, "n_roles must be <= %d, got %zu", FO_MAX_ROLES, n_roles);
+    if (n_roles && (!names || !lists || !written)) return fo_fail(FASTOPT_ERR_NULL_POINTER, "names, lists or written is NULL");
+    fo_role roles[FO_MAX_ROLES];
+    for (size_t r = 0; r < n_roles; r++) roles[r] = (fo_role){names[r], lists[r], !!written[r], FO_KIND_PARAMS, 0};
+    return check_buffers(roles, n_roles, n_tensors, numel, esize, &total);
+}
+
 /* ---- the roofline probe ---- */
 
 fastopt_status fastopt_stream(fastopt_dtype dtype, size_t n, const void *in, size_t n_inout, void *const *inout)
 {
     if (n_inout < 1 || n_inout > 5) return fo_fail(FASTOPT_ERR_ARGUMENT, "n_inout must be in [1, 5], got %zu", n_inout);
     if (!inout) return fo_fail(FASTOPT_ERR_NULL_POINTER, "inout is NULL");
-    fo_role roles[6] = {{"in", (void *const *)&in, 0, FO_KIND_PARAMS}};
-    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1, FO_KIND_PARAMS};
+    fo_role roles[6] = {{"in", (void *const *)&in, 0, FO_KIND_PARAMS, 0}};
+    for (size_t j = 0; j < n_inout; j++) roles[1 + j] = (fo_role){"inout", &inout[j], 1, FO_KIND_PARAMS, 0};
     fo_stream_consts k = {1, n_inout};
     return run_grads(dtype, 1, &n, roles, 1 + n_inout, fo_kernels()->stream, &k);
 }

@@ -126,6 +126,7 @@ typedef struct fo_lamb_consts {
     double clip_grad_mul;       /* grad_mul times the global-norm clipping factor */
     const double *neg_lr_ratio; /* pass 2, per tensor: -lr * trust ratio */
     int has_wd;
+    int trust;                  /* the trust ratio applies: weight decay, or use_nvlamb */
 } fo_lamb_consts;
 
 typedef struct fo_elastic_consts {

@@ -96,7 +96,16 @@ typedef struct fastopt_common {
      * stays), so tensors at different steps share one call, each with its own bias correction.
      * sgd, rmsprop and lion count no steps and refuse it (FASTOPT_ERR_ARGUMENT). */
     const int64_t *steps;
+    /* For a backend that runs the kernels elsewhere (fastopt's CUDA backend): NULL, or the call is
+     * checked as any call (C never reads through the array pointers, so device addresses check
+     * the same) and not run: tensor i's kernel constants are written to
+     * constant_rows[i * FASTOPT_CONSTANTS_ROW ...], in the order src/fastopt/cuda/_kernels.py
+     * reads them.  found_inf is not read (a device flag is the kernels' to read). */
+    double *constant_rows;
 } fastopt_common;
+
+/* Doubles per tensor in fastopt_common.constant_rows. */
+#define FASTOPT_CONSTANTS_ROW 16
 
 /* torch.optim.SGD (weight decay coupled).  momentum_buffers may be NULL when momentum == 0. */
 typedef struct fastopt_sgd_options {
@@ -278,6 +287,17 @@ FASTOPT_API fastopt_status fastopt_clip_grad_norm(fastopt_dtype dtype, size_t n_
                                                   double *total_norm);
 FASTOPT_API fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
                                            void *const *grads, double inv_scale, float *found_inf);
+
+/*
+ * Checks the buffers of a call as every function above checks its own, without running anything:
+ * n_roles (<= 6) roles named names[r], lists[r][t] tensor t's buffer of role r (numel[t] elements
+ * of dtype), written[r] whether role r is written.  NULL lists or pointers, misalignment and a
+ * written buffer that overlaps any other are refused.  For a backend that runs the kernels
+ * elsewhere: C never reads through the pointers, so device addresses check the same.
+ */
+FASTOPT_API fastopt_status fastopt_check_buffers(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                                 size_t n_roles, const char *const *names,
+                                                 void *const *const *lists, const int *written);
 
 /*
  * The memory roofline probe (STREAM-style): the bytes an update moves with trivial math, in the

@@ -242,13 +242,12 @@ def on_gpu(value) -> bool:
 
 def _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax, block,
              steps=None, mu_products=None):
-    """The GPU path of run: C validates the hyper-parameters (a call over no tensors), the CUDA
-    backend the arrays, then launches."""
+    """The GPU path of run: fastopt.cuda checks what the array objects carry, C the rest (device
+    addresses check as host ones do) and computes the constants, then the kernels launch."""
     from fastopt.cuda import _launch
-    nulls = [ffi.NULL] * len(roles)
-    check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, *nulls, *([o] if o is not None else scalars)), fn)
     roles = [(name, None if value is UNUSED else value, written, *kind) for name, value, written, *kind in roles]
-    if o is None:
+    if o is None:  # elastic_net_grad: C checks its two scalars (a call over no tensors), fastopt.cuda the arrays
+        check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, ffi.NULL, *scalars), fn)
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
-    _launch.optimizer(fn, o, roles, stream=stream, found_inf=found_inf, master_params=master_params,
+    _launch.optimizer(fn, c_function, o, roles, stream=stream, found_inf=found_inf, master_params=master_params,
                       rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products)

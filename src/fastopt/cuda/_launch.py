@@ -1,8 +1,12 @@
-"""Runs fastopt's functional calls on GPU arrays: validation, the tensor table, the per-call
-constants (computed as csrc/api.c computes them) and the launches, all on the caller's stream.
+"""Runs fastopt's functional calls on GPU arrays: the tensor table and the launches, on the
+caller's stream.
 
-fastopt.functional validates the hyper-parameters (through the C library) and then calls
-:func:`optimizer` or one of the gradient functions here with its options struct and its arrays.
+What only the Python objects carry (device, shape, contiguity, writability, each array's dtype) is
+checked here; everything else is checked by the C library, which also computes the kernels'
+constants: an optimizer call goes to its C function with the arrays' device addresses and
+``fastopt_common.constant_rows`` set (C checks it as any call, never reading through the
+pointers, and writes each tensor's constants instead of running), a gradient call to
+``fastopt_check_buffers``.  fastopt._calls calls :func:`optimizer` or a gradient function here.
 """
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda
 
+from fastopt._native import check, ffi, lib
+from fastopt._optimizers import OPTIMIZERS
 from fastopt.cuda import _kernels as K
-from fastopt.cuda._arrays import DTYPES, ITEMSIZE, is_gpu_array, stream_handle, view
+from fastopt.cuda._arrays import DTYPES, is_gpu_array, stream_handle, view
 from fastopt.cuda._prims import MARKERS, SIMULATOR
 
-# the state's dtypes for each params dtype (as in C: the params' own, float32, or bfloat16)
-STATE_DTYPES = {"float32": ("float32", "bfloat16"), "float64": ("float64",),
-                "float16": ("float16", "float32", "bfloat16"), "bfloat16": ("bfloat16", "float32")}
+C_DTYPES = {"float32": lib.FASTOPT_FLOAT32, "float64": lib.FASTOPT_FLOAT64, "float16": lib.FASTOPT_FLOAT16,
+            "bfloat16": lib.FASTOPT_BFLOAT16}
 # the dtype of each role kind but params and state
 KIND_DTYPES = {"master": "float32", "q8": "uint8", "absmax": "float32"}
 
@@ -40,7 +45,7 @@ class Call:
     def of(cls, fn: str, roles, stream, state_from: int = 2, block: int = 0) -> "Call":
         """roles: (name, array or list of arrays or None for unused, written[, kind]).  Role 0
         (params, or grads) sets the list length, the shapes and the dtype; roles from state_from on
-        are optimizer state, which shares one dtype of its own (see STATE_DTYPES), unless a kind
+        are optimizer state, which shares one dtype of its own (C says which go with the params'), unless a kind
         says otherwise: "master" (float32 copies of the params), "q8" (8-bit state codes, uint8),
         "absmax" (their float32 scales, one per block of `block` elements)."""
         first_name, first = roles[0][0], roles[0][1]
@@ -94,10 +99,9 @@ class Call:
                             f"{', '.join(DTYPES)}")
         state = [(views[0].dtype, r) for r, views in enumerate(self.views) if views and self.kinds[r] == "state"]
         self.state_dtype = state[0][0] if state else "float32" if self.has("q8") else self.dtype
-        if self.state_dtype not in STATE_DTYPES[self.dtype] and not self.has("q8"):
-            raise TypeError(f"fastopt.{fn}: {self._where(state[0][1], 0)} has dtype {self.state_dtype}; the state of "
-                            f"{self.dtype} params may be {' or '.join(STATE_DTYPES[self.dtype])}")
-        extents = []
+        if self.state_dtype not in DTYPES:
+            raise TypeError(f"fastopt.{fn}: {self._where(state[0][1], 0)} has dtype {self.state_dtype}; supported on "
+                            f"GPUs: {', '.join(DTYPES)}")
         for r, views in enumerate(self.views):
             if views is None:
                 continue
@@ -118,13 +122,46 @@ class Call:
                                      f"(the shape of its {self.names[0]} entry)")
                 if not v.contiguous:
                     raise ValueError(f"fastopt.{fn}: {where} is not C-contiguous")
-                if v.address % ITEMSIZE[v.dtype]:
-                    raise ValueError(f"fastopt.{fn}: {where} is not aligned to its element size")
                 if self.written[r] and v.readonly:
                     raise ValueError(f"fastopt.{fn}: {where} is read-only")
-                if v.size:
-                    extents.append((v.address, v.address + v.size * ITEMSIZE[v.dtype], self.written[r], where))
-        _check_overlap(fn, extents)
+        # the arrays as C takes them: sizes, and per role a list of device addresses
+        self.numel = ffi.new("size_t[]", [v.size for v in first])
+        self.lists = [None if views is None else _pointers([v.address for v in views]) for views in self.views]
+        if all(k == "param" for k in self.kinds):  # a gradient call (one dtype): C checks its buffers now
+            used = [r for r, views in enumerate(self.views) if views is not None]
+            names = [ffi.new("char[]", self._where(r, 0).split("[")[0].encode()) for r in used]
+            check(lib.fastopt_check_buffers(C_DTYPES[self.dtype], self.n, self.numel, len(used),
+                                            ffi.new("const char *[]", names),
+                                            ffi.new("void *const *[]", [self.lists[r] for r in used]),
+                                            ffi.new("int[]", [int(self.written[r]) for r in used])), fn)
+
+    def constants(self, c_function, n_args: int, o, steps=None, mu_products=None, rounding=None) -> np.ndarray:
+        """C checks the call (its options, and the buffers at their device addresses) and returns
+        each tensor's kernel constants, one float64 row per tensor (fastopt_common.constant_rows).
+        n_args: how many of the call's roles are C's array arguments (the rest: master copies and
+        8-bit scales, which go into the options)."""
+        from fastopt._calls import per_tensor
+        c = o.common
+        rows = np.zeros((self.n, lib.FASTOPT_CONSTANTS_ROW))
+        c.constant_rows = ffi.from_buffer("double[]", rows)
+        if steps is not None:
+            c.steps = kept_steps = per_tensor(self.fn, "step", steps, self.n)  # noqa: F841 (alive for the call)
+        if mu_products is not None:
+            o.mu_products = kept_mu = per_tensor(self.fn, "mu_product", mu_products, self.n)  # noqa: F841
+        if self.has("q8"):
+            c.state_dtype, c.quant_block = lib.FASTOPT_QUANT8, self.block
+            scales = [self.lists[r] for r, k in enumerate(self.kinds) if k == "absmax" and self.lists[r] is not None]
+            c.absmax = scales + [ffi.NULL] * (2 - len(scales))
+        elif self.state_dtype != self.dtype:
+            c.state_dtype = C_DTYPES[self.state_dtype]
+        masters = [self.lists[r] for r, k in enumerate(self.kinds) if k == "master" and self.lists[r] is not None]
+        c.master_params = masters[0] if masters else ffi.NULL
+        if rounding is not None:
+            c.stochastic_rounding, (c.rounding_seed, c.rounding_step) = 1, rounding
+        c.found_inf = ffi.NULL  # a device flag is the kernels' to read; a host one was read by the caller
+        args = [ffi.NULL if lists is None else lists for lists in self.lists[:n_args]]
+        check(c_function(C_DTYPES[self.dtype], self.n, self.numel, *args, o), self.fn)
+        return rows
 
     def _where(self, r, i):
         return f"{self.names[r]}[{i}]" if self.n > 1 else self.names[r]
@@ -159,8 +196,8 @@ class Call:
     def codebook(self):
         """The 8-bit codes of this call's states, each row 256 code values then 1 if the code is
         signed, on its device (made once per device and signedness)."""
-        signs = tuple(self.names[r] != "exp_avg_sqs" for r, k in enumerate(self.kinds)
-                      if k == "q8" and self.views[r] is not None)
+        signed = {r.arg: r.signed for r in OPTIMIZERS[self.fn].state}
+        signs = tuple(signed[self.names[r]] for r, k in enumerate(self.kinds) if k == "q8" and self.views[r] is not None)
         key = (self.device, signs)
         if key not in _CODEBOOKS:
             from fastopt.quant8 import code
@@ -196,6 +233,13 @@ class Call:
         return buffer[:size].reshape(shape)
 
 
+def _pointers(addresses):
+    """A C array of pointers (which owns its memory) holding these addresses."""
+    array = ffi.new("void *[]", len(addresses))
+    ffi.cast("uintptr_t *", array)[0:len(addresses)] = addresses
+    return array
+
+
 _WORKSPACES: dict = {}
 _CODEBOOKS: dict = {}
 _CALLS: OrderedDict = OrderedDict()  # validated calls by what validation read, least recently used first
@@ -226,21 +270,6 @@ def _to_device(call: Call, name: str, host: np.ndarray):
     return out
 
 
-def _check_overlap(fn, extents):
-    """A written array may share memory with no other array of the call."""
-    extents.sort()
-    reach_all = reach_written = None
-    for lo, hi, written, where in extents:
-        hit = reach_all if written else reach_written
-        if hit and lo < hit[1]:
-            raise ValueError(f"fastopt.{fn}: {hit[3]} and {where} overlap in memory; a written array must not "
-                             f"share memory with any other")
-        if not reach_all or hi > reach_all[1]:
-            reach_all = (lo, hi, written, where)
-        if written and (not reach_written or hi > reach_written[1]):
-            reach_written = (lo, hi, written, where)
-
-
 def flag_address(call: Call, found_inf) -> int | None:
     """The device address of a found_inf flag (0: none), or None when a host flag says skip."""
     if found_inf is None or isinstance(found_inf, (bool, np.bool_, int, float)):
@@ -255,147 +284,54 @@ def flag_address(call: Call, found_inf) -> int | None:
     return v.address
 
 
-# ---- the per-call constants of each optimizer, as csrc/api.c computes them ----
+# ---- optimizers ----
 
-def _common(o, decoupled: bool):
-    c = o.common
-    scale = c.grad_scale or 1.0
-    wd = c.weight_decay
-    return (c.lr, wd if not decoupled and wd != 0 else 0.0, (-1.0 if c.maximize else 1.0) / scale,
-            c.lr * c.l1_prox, 1.0 - c.lr * wd if decoupled and wd != 0 else 1.0, float(c.l1_prox != 0))
-
-
-def _sgd(o):
-    return _common(o, False) + (o.momentum, 1.0 - o.dampening, float(o.momentum != 0), float(o.nesterov),
-                                float(o.first_step))
-
-
-def _adam(o):
-    bc1, bc2 = 1.0 - o.beta1 ** o.step, 1.0 - o.beta2 ** o.step
-    return _common(o, bool(o.decoupled_weight_decay)) + (
-        1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, -(o.common.lr / bc1), 1.0 / bc2 ** 0.5, float(o.amsgrad))
-
-
-def _rmsprop(o):
-    return _common(o, False) + (o.alpha, 1.0 - o.alpha, o.eps, o.momentum, float(o.centered), float(o.momentum > 0))
-
-
-def _adagrad(o):
-    return _common(o, False) + (-(o.common.lr / (1.0 + (o.step - 1) * o.lr_decay)), o.eps)
-
-
-def _nadam_mu(beta1, momentum_decay, step):
-    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
-
-
-def _nadam(o, product=None):
-    """product: the product of mu through this step, when the caller keeps it (per-tensor)."""
-    lr = o.common.lr
-    mu, mu_next = _nadam_mu(o.beta1, o.momentum_decay, o.step), _nadam_mu(o.beta1, o.momentum_decay, o.step + 1)
-    product = o.mu_product * mu if product is None else product
-    return _common(o, bool(o.decoupled_weight_decay)) + (
-        1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, 1.0 / (1.0 - o.beta2 ** o.step),
-        -lr * (1.0 - mu) / (1.0 - product), (-lr * mu_next) / (1.0 - product * mu_next))
-
-
-def _radam(o):
-    t, b2t = o.step, o.beta2 ** o.step
-    bc1, bc2 = 1.0 - o.beta1 ** t, 1.0 - b2t
-    rho_inf = 2.0 / (1.0 - o.beta2) - 1.0
-    rho_t = rho_inf - 2.0 * t * b2t / bc2
-    rectified = rho_t > 5.0
-    rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 1.0
-    return _common(o, bool(o.decoupled_weight_decay)) + (
-        1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, 1.0 / bc1, bc2 ** 0.5, rect, float(rectified))
-
-
-def _lion(o):
-    return _common(o, False) + (o.beta1, 1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.common.weight_decay)
-
-
-OPTIMIZERS = {"sgd": (K.sgd_kernel, _sgd), "adam": (K.adam_kernel, _adam), "adamw": (K.adam_kernel, _adam),
-              "rmsprop": (K.rmsprop_kernel, _rmsprop), "adagrad": (K.adagrad_kernel, _adagrad),
-              "nadam": (K.nadam_kernel, _nadam), "radam": (K.radam_kernel, _radam), "lion": (K.lion_kernel, _lion)}
-
-
+KERNELS = {"sgd": K.sgd_kernel, "adam": K.adam_kernel, "adamw": K.adam_kernel, "rmsprop": K.rmsprop_kernel,
+           "adagrad": K.adagrad_kernel, "nadam": K.nadam_kernel, "radam": K.radam_kernel, "lion": K.lion_kernel}
 Q8_KERNELS = {"sgd": K.sgd_q8_kernel, "adam": K.adam_q8_kernel, "adamw": K.adam_q8_kernel, "lion": K.lion_q8_kernel}
-STEPPED = ("adam", "adamw", "adagrad", "nadam", "radam", "lamb")  # their kernels take per-tensor constants
 
 
-def _per_tensor(call: Call, consts, o, steps, mu_products):
-    """The kernel's per-tensor constants: none (every tensor takes k), or, with per-tensor steps (or
-    NAdam's products through this step), one row of consts(o) per tensor at its own step, uploaded on
-    the stream."""
-    if steps is None and mu_products is None:
-        return call.workspace("no_rows", (0, 1))
-    step = o.step
-    rows, known = [], {}
-    try:
-        for t in range(call.n):
-            key = (int(steps[t]) if steps is not None else step, float(mu_products[t]) if mu_products is not None else 0)
-            if key not in known:
-                o.step = key[0]
-                known[key] = consts(o, key[1]) if mu_products is not None else consts(o)
-            rows.append(known[key])
-    finally:
-        o.step = step
-    return _to_device(call, "per_tensor", np.array(rows, np.float64))
-
-
-def optimizer(fn: str, options, roles, stream=None, found_inf=None, master_params=None, rounding=None,
+def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master_params=None, rounding=None,
               absmax=(), block=0, steps=None, mu_products=None) -> None:
     """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors.
 
-    roles: (name, arrays or None, written, kind) with kind "state" or "q8" (8-bit codes, their
-    scales in absmax, one list per 8-bit state, and block elements per scale); master_params:
-    float32 copies of 16-bit params; rounding: (seed, counter) of stochastic rounding; steps (and
-    NAdam's mu_products): per-tensor values, or None."""
+    c_function and o: the C function and its options struct, which check the call and give the
+    kernels' constants; roles: its array arguments, (name, arrays or None, written, kind) with
+    kind "state" or "q8" (8-bit codes, their scales in absmax, one list per 8-bit state, and block
+    elements per scale); master_params: float32 copies of 16-bit params; rounding: (seed, counter)
+    of stochastic rounding; steps (and NAdam's mu_products): per-tensor values, or None."""
+    n_args = len(roles)
     roles = list(roles) + [("master_params", master_params, True, "master")] + \
         [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
     call = Call.of(fn, roles, stream, block=block)
-    if master_params is not None and call.dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"fastopt.{fn}: master_params are for float16/bfloat16 params, not {call.dtype}")
-    if rounding is not None and (call.dtype != "bfloat16" or master_params is not None):
-        raise ValueError(f"fastopt.{fn}: stochastic_rounding is for bfloat16 params without master_params")
-    q8 = call.has("q8")
-    if q8 and (fn not in Q8_KERNELS or getattr(options, "amsgrad", False)):
-        raise ValueError(f"fastopt.{fn}: 8-bit state is supported by sgd with momentum, adam/adamw without "
-                         f"amsgrad, and lion")
-    if q8 and call.dtype == "float64":
-        raise TypeError(f"fastopt.{fn}: 8-bit state needs float32, float16 or bfloat16 params")
+    rows = call.constants(c_function, n_args, o, steps, mu_products, rounding)
     flag = flag_address(call, found_inf)
     if flag is None:
         return
     seed, counter = rounding or (0, 0)
     aux = (int(master_params is not None), int(rounding is not None), counter, seed & 0xFFFFFFFF, seed >> 32)
+    k = tuple(float(x) for x in rows[0])
+    # each tensor's row where they differ (per-tensor steps or products); else every tensor reads k
+    per_tensor = _to_device(call, "per_tensor", rows) if steps is not None or mu_products is not None else \
+        call.workspace("no_rows", (0, 1))
     if fn == "lamb":
-        return _lamb(call, options, aux, flag, _per_tensor(call, _lamb_consts, options, steps, None))
-    kernel, consts = OPTIMIZERS[fn]
-    rows = (_per_tensor(call, consts, options, steps, mu_products),) if fn in STEPPED else ()
-    if q8:
+        return _lamb(call, o, k, per_tensor, aux, flag)
+    rows_arg = (per_tensor,) if OPTIMIZERS[fn].takes_step else ()
+    if call.has("q8"):
         table, blocks = call.table(block)
-        call.launch(Q8_KERNELS[fn], blocks, table, consts(options), *rows, aux, flag, block, call.codebook(),
+        call.launch(Q8_KERNELS[fn], blocks, table, k, *rows_arg, aux, flag, block, call.codebook(),
                     call.markers()[0])
         return
     table, blocks = call.table()
-    call.launch(kernel, blocks, table, consts(options), *rows, aux, flag, *call.markers())
+    call.launch(KERNELS[fn], blocks, table, k, *rows_arg, aux, flag, *call.markers())
 
 
-def _lamb_consts(o):
-    c, t = o.common, o.step
-    return (1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, 1.0 / (1.0 - o.beta1 ** t), 1.0 / (1.0 - o.beta2 ** t),
-            c.weight_decay, float(c.weight_decay != 0), c.lr * c.l1_prox, float(c.l1_prox != 0), -c.lr,
-            float(c.weight_decay != 0 or bool(o.use_nvlamb)))
-
-
-def _lamb(call: Call, o, aux, flag: int, rows) -> None:
-    c = o.common
-    grad_mul = (-1.0 if c.maximize else 1.0) / (c.grad_scale or 1.0)
+def _lamb(call: Call, o, k, rows, aux, flag: int) -> None:
+    grad_mul = k[12]
     if o.max_grad_norm > 0:  # apex: g / max(1, ||g|| / max_grad_norm), the norm over all tensors
         norm = _norm(call.role(1, False), 2.0) * abs(grad_mul)
         if norm > o.max_grad_norm:
             grad_mul = grad_mul / (norm / o.max_grad_norm)
-    k = _lamb_consts(o)
     table, blocks = call.table()
     sums = call.workspace("sums", (max(blocks, 1), 2))
     mul = _to_device(call, "grad_mul", np.array([grad_mul]))
