@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 
 import fastopt
+from fastopt._optimizers import OPTIMIZERS, used_state
 from fastopt import reference
 
 
@@ -43,13 +44,16 @@ EXTRAS = [dict(l1_prox=0.01, grad_scale=1024.0), dict(l1_prox=0.5, grad_scale=3.
 CASES = {name: flags + [{**flags[-1], **extra} for extra in EXTRAS]
          for name, flags in {**TORCH_CASES, "lion": LION_FLAGS, "lamb": LAMB_FLAGS}.items()}
 
-# Each optimizer's state arrays, in positional order, and whether it takes a step count.
-STATE = {"sgd": ["momentum_buffers"], "adam": ["exp_avgs", "exp_avg_sqs"], "adamw": ["exp_avgs", "exp_avg_sqs"],
-         "rmsprop": ["square_avgs", "grad_avgs", "momentum_buffers"], "adagrad": ["state_sums"],
-         "nadam": ["exp_avgs", "exp_avg_sqs"], "radam": ["exp_avgs", "exp_avg_sqs"], "lion": ["exp_avgs"],
-         "lamb": ["exp_avgs", "exp_avg_sqs"]}
-STEPPED = {"adam", "adamw", "adagrad", "nadam", "radam", "lamb"}
-NON_NEGATIVE = {"exp_avg_sqs", "max_exp_avg_sqs", "square_avgs", "state_sums"}
+# Each optimizer's state arrays (functional argument names), which take a step count, which state
+# is >= 0: from the table every layer reads.
+STATE = {name: [r.arg for r in row.state] for name, row in OPTIMIZERS.items()}
+STEPPED = {name for name, row in OPTIMIZERS.items() if row.takes_step}
+NON_NEGATIVE = {r.arg for row in OPTIMIZERS.values() for r in row.state if not r.signed}
+# The optimizers that take 8-bit state (fastopt.QuantizedState in STATE's arrays), with flags that
+# reach every branch of their 8-bit kernels; on the CPU (test_mixed.py) and the GPU (test_cuda.py).
+Q8_CASES = [("sgd", dict(lr=0.05, momentum=0.9, nesterov=True)), ("sgd", dict(lr=0.05, momentum=0.9, dampening=0.1)),
+            ("adam", dict(lr=1e-2, weight_decay=0.1)), ("adamw", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+            ("adamw", dict(lr=1e-2, l1_prox=0.01, grad_scale=8.0)), ("lion", dict(lr=1e-3, weight_decay=0.1))]
 
 
 def flag_id(flags: dict) -> str:
@@ -58,10 +62,7 @@ def flag_id(flags: dict) -> str:
 
 def state_names(name: str, flags: dict) -> list[str]:
     """The state arrays this optimizer uses with these flags."""
-    used = {"momentum_buffers": flags.get("momentum", 0) != 0, "grad_avgs": flags.get("centered", False),
-            "max_exp_avg_sqs": flags.get("amsgrad", False)}
-    names = [s for s in STATE[name] if used.get(s, True)]
-    return names + (["max_exp_avg_sqs"] if used["max_exp_avg_sqs"] else [])
+    return [r.arg for r in used_state(OPTIMIZERS[name], flags)]
 
 
 def make_arrays(name: str, flags: dict, n: int, dtype, rng: np.random.Generator) -> dict:
@@ -89,12 +90,10 @@ def call(module, name: str, arrays: dict, flags: dict, step: int = 3, mu_product
         kwargs["first_step"] = step == 1
     if name in STEPPED:
         kwargs["step"] = step
-    if name in ("adam", "adamw"):
-        kwargs["max_exp_avg_sqs"] = a.get("max_exp_avg_sqs")
     if name == "nadam":
         kwargs["mu_product"] = mu_product if mu_product is not None else 1.0 if step == 1 else 0.5
-    state = [a.get(s) for s in STATE[name]]
-    return getattr(module, name)(a["params"], a["grads"], *state, **kwargs)
+    state = {s: a.get(s) for s in STATE[name]}
+    return getattr(module, name)(a["params"], a["grads"], **state, **kwargs)
 
 
 def copy(arrays: dict) -> dict:
@@ -112,5 +111,5 @@ def assert_close(actual, expected, dtype, name: str = "") -> None:
         np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=floor)
 
 
-__all__ = ["CASES", "fastopt", "reference", "flag_id", "state_names", "make_arrays", "call", "copy",
+__all__ = ["CASES", "Q8_CASES", "fastopt", "reference", "flag_id", "state_names", "make_arrays", "call", "copy",
            "assert_close"]

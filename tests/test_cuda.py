@@ -20,7 +20,7 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import fastopt  # noqa: E402
 from fastopt.cuda import _arrays, _prims  # noqa: E402
-from cases import CASES, STATE, assert_close, call, flag_id, make_arrays, reference, state_names  # noqa: E402
+from cases import CASES, NON_NEGATIVE, Q8_CASES, STATE, assert_close, call, flag_id, make_arrays, reference, state_names  # noqa: E402
 
 SIM = _prims.SIMULATOR
 # NumPy scalars warn where the device computes inf - inf in silence (the simulator runs on them)
@@ -279,13 +279,6 @@ def test_mixed_precision_matches_the_cpu_kernels(name, combo):
                 np.testing.assert_array_equal(bits(got), bits(want), err_msg=role)
 
 
-Q8_CASES = [("sgd", dict(lr=0.05, momentum=0.9, nesterov=True)), ("sgd", dict(lr=0.05, momentum=0.9, dampening=0.1)),
-            ("adam", dict(lr=1e-2, weight_decay=0.1)), ("adamw", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
-            ("adamw", dict(lr=1e-2, l1_prox=0.01, grad_scale=8.0)), ("lion", dict(lr=1e-3, weight_decay=0.1))]
-Q8_STATES = {"sgd": ["momentum_buffers"], "lion": ["exp_avgs"], "adam": ["exp_avgs", "exp_avg_sqs"],
-             "adamw": ["exp_avgs", "exp_avg_sqs"]}
-
-
 @pytest.mark.parametrize("block", [256, 2048])
 @pytest.mark.parametrize("p_dtype", ["float32", "bfloat16-master", "float16"])
 @pytest.mark.parametrize("name,flags", Q8_CASES, ids=[f"{n}-{flag_id(f)}" for n, f in Q8_CASES])
@@ -297,19 +290,17 @@ def test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, block):
     dtype = {"float32": np.float32, "bfloat16-master": BF16, "float16": np.float16}[p_dtype]
     params = [rng.standard_normal(n).astype(np.float32).astype(dtype) for n in sizes]
     masters = [p.astype(np.float32) for p in params] if p_dtype == "bfloat16-master" else None
-    states = Q8_STATES[name]
-    q = {s: [fastopt.QuantizedState(n, block, signed=s != "exp_avg_sqs") for n in sizes] for s in states}
+    states = state_names(name, flags)
+    q = {s: [fastopt.QuantizedState(n, block, signed=s not in NON_NEGATIVE) for n in sizes] for s in states}
     dev_params = [gpu_of(p) for p in params]
     dev_masters = [to_gpu(m) for m in masters] if masters else None
-    dev_q = {s: [fastopt.QuantizedState(n, block, signed=s != "exp_avg_sqs", like=p) for n, p in zip(sizes, dev_params)]
+    dev_q = {s: [fastopt.QuantizedState(n, block, signed=s not in NON_NEGATIVE, like=p) for n, p in zip(sizes, dev_params)]
              for s in states}
     for step in (1, 2, 3):
         grads = [rng.standard_normal(n).astype(np.float32).astype(dtype) for n in sizes]
-        kwargs = dict(flags, **({"first_step": step == 1} if name == "sgd" else {}),
-                      **({"step": step} if name in ("adam", "adamw") else {}))
-        getattr(fastopt, name)(params, grads, *[q[s] for s in states], master_params=masters, **kwargs)
-        getattr(fastopt, name)(dev_params, [gpu_of(g) for g in grads], *[dev_q[s] for s in states],
-                               master_params=dev_masters, **kwargs)
+        call(fastopt, name, {"params": params, "grads": grads, **q}, flags, step=step, master_params=masters)
+        call(fastopt, name, {"params": dev_params, "grads": [gpu_of(g) for g in grads], **dev_q}, flags, step=step,
+             master_params=dev_masters)
     exact = np.testing.assert_array_equal if SIM else lambda a, b: np.testing.assert_allclose(
         a.astype(np.float32), b.astype(np.float32), rtol=1e-2, atol=1e-6)
     for s in states:
@@ -552,7 +543,7 @@ def test_every_launch_matches_a_declared_signature():
         for combo in MIXED:
             test_mixed_precision_matches_the_cpu_kernels("lamb", combo)
             test_mixed_precision_matches_the_cpu_kernels("adamw", combo)
-        for name, flags in dict(Q8_CASES).items():
+        for name, flags in Q8_CASES:
             for p_dtype in ("float32", "bfloat16-master", "float16"):
                 test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, 256)
         test_unscale_sets_the_flag(np.inf)

@@ -8,7 +8,7 @@ import pytest
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import fastopt  # noqa: E402
-from cases import CASES, STATE, call, flag_id, make_arrays, reference  # noqa: E402
+from cases import CASES, NON_NEGATIVE, Q8_CASES, STATE, call, flag_id, make_arrays, reference, state_names  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
@@ -86,19 +86,7 @@ def test_mixed_precision_matches_the_float64_reference(name, flags, p_dtype, s_d
     ours, ref = _setup(name, flags, p_dtype, s_dtype, master)
     masters = ours.pop("master", None)
     for step in (1, 2, 3):
-        a = dict(ours)
-        kwargs = {"master_params": masters} if masters is not None else {}
-        state = [a.get(s) for s in STATE[name]]
-        extra = dict(flags)
-        if name == "sgd":
-            extra["first_step"] = step == 1
-        if name in ("adam", "adamw", "adagrad", "nadam", "radam", "lamb"):
-            extra["step"] = step
-        if name in ("adam", "adamw"):
-            extra["max_exp_avg_sqs"] = a.get("max_exp_avg_sqs")
-        if name == "nadam":
-            extra["mu_product"] = 0.5
-        getattr(fastopt, name)(a["params"], a["grads"], *state, **extra, **kwargs)
+        call(fastopt, name, ours, flags, step=step, mu_product=0.5, master_params=masters)
         call(reference, name, ref, flags, step=step, mu_product=0.5)
     ulp = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
     p_ulp = ulp["float32" if masters is not None else p_dtype]          # where the params are kept
@@ -141,19 +129,7 @@ def test_float32_state_and_masters_are_exactly_the_float32_reference(name):
     masters = ours.pop("master")
     ref = {k: (v.astype(np.float32) if k != "params" else masters.copy()) for k, v in ours.items()}
     ref["grads"] = ours["grads"].astype(np.float32)
-    a = dict(ours)
-    extra = {"master_params": masters}
-    call_kwargs = dict(flags)
-    state = [a.get(s) for s in STATE[name]]
-    if name == "sgd":
-        call_kwargs["first_step"] = False
-    if name in ("adam", "adamw", "adagrad", "nadam", "radam", "lamb"):
-        call_kwargs["step"] = 3
-    if name in ("adam", "adamw"):
-        call_kwargs["max_exp_avg_sqs"] = a.get("max_exp_avg_sqs")
-    if name == "nadam":
-        call_kwargs["mu_product"] = 0.5
-    getattr(fastopt, name)(a["params"], a["grads"], *state, **call_kwargs, **extra)
+    call(fastopt, name, ours, flags, step=3, mu_product=0.5, master_params=masters)
     call(reference, name, ref, flags, step=3, mu_product=0.5)
     if name == "lamb":  # LAMB's norms sum in another order than the reference's
         np.testing.assert_array_max_ulp(masters, ref["params"], maxulp=2)
@@ -295,11 +271,6 @@ def test_bad_combinations_raise_and_write_nothing(case, kwargs, error, message):
 
 # ---- 8-bit state ----
 
-Q8_CASES = [("sgd", dict(lr=0.05, momentum=0.9, nesterov=True)), ("sgd", dict(lr=0.05, momentum=0.9, dampening=0.1)),
-            ("adam", dict(lr=1e-2, weight_decay=0.1)), ("adamw", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
-            ("adamw", dict(lr=1e-2, l1_prox=0.01, grad_scale=8.0)), ("lion", dict(lr=1e-3, weight_decay=0.1))]
-
-
 @pytest.mark.parametrize("block", [256, 2048])
 @pytest.mark.parametrize("p_dtype", ["float32", "bfloat16-master"])
 @pytest.mark.parametrize("name,flags", Q8_CASES, ids=[f"{n}-{flag_id(f)}" for n, f in Q8_CASES])
@@ -309,8 +280,8 @@ def test_8_bit_state_is_the_reference_on_dequantized_state(name, flags, p_dtype,
     rng = np.random.default_rng(4)
     sizes = [5000, 3, 2048 * 3 + 17]
     p32 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
-    states = ["momentum_buffers"] if name == "sgd" else ["exp_avgs"] if name == "lion" else ["exp_avgs", "exp_avg_sqs"]
-    q = {s: [fastopt.QuantizedState(n, block, signed=s != "exp_avg_sqs") for n in sizes] for s in states}
+    states = state_names(name, flags)
+    q = {s: [fastopt.QuantizedState(n, block, signed=s not in NON_NEGATIVE) for n in sizes] for s in states}
     q_ref = {s: [x.copy() for x in v] for s, v in q.items()}
     masters = [p.copy() for p in p32] if p_dtype != "float32" else None
     params = [p.astype(BF16) for p in p32] if masters else [p.copy() for p in p32]
@@ -318,14 +289,10 @@ def test_8_bit_state_is_the_reference_on_dequantized_state(name, flags, p_dtype,
     for step in (1, 2, 3):
         grads32 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
         grads = [g.astype(BF16) for g in grads32] if masters else grads32
-        kwargs = dict(flags)
-        if name == "sgd":
-            kwargs["first_step"] = step == 1
-        if name in ("adam", "adamw"):
-            kwargs["step"] = step
-        getattr(fastopt, name)(params, grads, *[q[s] for s in states], master_params=masters, **kwargs)
+        call(fastopt, name, {"params": params, "grads": grads, **q}, flags, step=step, master_params=masters)
         deq = {s: [x.dequantize() for x in v] for s, v in q_ref.items()}
-        getattr(reference, name)(ref_p, [g.astype(np.float32) for g in grads], *[deq[s] for s in states], **kwargs)
+        call(reference, name, {"params": ref_p, "grads": [g.astype(np.float32) for g in grads], **deq}, flags,
+             step=step)
         for s in states:
             for x, d in zip(q_ref[s], deq[s]):
                 x.quantize_(d)
