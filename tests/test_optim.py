@@ -139,23 +139,68 @@ def test_state_dict_round_trip_and_errors():
         opt.step(gradient(params, t))
     sd = opt.state_dict()
     assert sd["param_groups"][0]["params"] == [0, 1, 2] and sd["param_groups"][0]["step"] == 3
-    assert set(sd["state"][0]) == {"exp_avg", "exp_avg_sq"}
+    assert set(sd["state"][0]) == {"exp_avg", "exp_avg_sq", "step", "mu_product"} and sd["state"][0]["step"] == 3
     other = optim.NAdam(problem())
     other.load_state_dict(sd)
-    assert other.param_groups[0]["mu_product"] == opt.param_groups[0]["mu_product"]
+    assert [s["mu_product"] for s in other.state] == [s["mu_product"] for s in opt.state]
     bad = {**sd, "state": {0: {"exp_avg": np.zeros(7)}}}
     with pytest.raises(ValueError, match="has shape"):
         other.load_state_dict(bad)
+    with pytest.raises(ValueError, match="must be one number"):
+        other.load_state_dict({**sd, "state": {0: {"step": np.zeros(2)}}})
     with pytest.raises(ValueError, match="expected 1 param groups"):
         other.load_state_dict({"param_groups": [], "state": {}})
+
+
+TORCH_PAIRS = [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=1e-2, amsgrad=True)), ("AdamW", dict(lr=1e-2)),
+               ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)), ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
+               ("NAdam", dict(lr=2e-3)), ("RAdam", dict(lr=1e-3))]
+
+
+@pytest.mark.parametrize("name,hyper", TORCH_PAIRS)
+@pytest.mark.parametrize("direction", ["torch to fastopt", "fastopt to torch"])
+def test_checkpoints_move_between_torch_and_fastopt(name, hyper, direction):
+    """Three steps in one library, its state dict loaded by the other, three more in both: the
+    same parameters (float64; NAdam's products are float32 in torch, float64 here)."""
+    torch = pytest.importorskip("torch")
+    first, second = problem(1), problem(1)
+    ours = getattr(optim, name)(first if direction == "fastopt to torch" else second, **hyper)
+    tparams = [torch.nn.Parameter(torch.tensor(p)) for p in (second if direction == "fastopt to torch" else first)]
+    theirs = getattr(torch.optim, name)(tparams, **hyper)
+
+    def torch_step(t):
+        for tp, g in zip(tparams, gradient([tp.detach().numpy() for tp in tparams], t)):
+            tp.grad = torch.tensor(g)
+        theirs.step()
+
+    for t in range(1, 4):
+        if direction == "fastopt to torch":
+            ours.step(gradient(ours.params, t))
+        else:
+            torch_step(t)
+    if direction == "fastopt to torch":
+        sd = ours.state_dict()
+        sd["state"] = {i: {k: torch.as_tensor(a) for k, a in st.items()} for i, st in sd["state"].items()}
+        theirs.load_state_dict(sd)
+        with torch.no_grad():
+            for tp, p in zip(tparams, ours.params):
+                tp.copy_(torch.tensor(p))
+    else:
+        ours.load_state_dict(theirs.state_dict())
+        for p, tp in zip(ours.params, tparams):
+            p[...] = tp.detach().numpy()
+    for t in range(4, 7):
+        ours.step(gradient(ours.params, t))
+        torch_step(t)
+    for p, tp in zip(ours.params, tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-7 if name == "NAdam" else 1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name,hyper", [("SGD", dict(momentum=0.9)), ("Adam", dict(amsgrad=True)), ("AdamW", {}),
                                         ("RMSprop", dict(momentum=0.9, centered=True)), ("Adagrad", {}),
                                         ("NAdam", {}), ("RAdam", {})])
 def test_state_keys_are_torchs(name, hyper):
-    """A state dict names each param's state as torch.optim's does (torch also keeps a 'step', and
-    NAdam a 'mu_product', per param; fastopt.optim keeps them per group)."""
+    """A state dict names each param's state as torch.optim's does, its step count included."""
     torch = pytest.importorskip("torch")
     ours = getattr(optim, name)(problem(), **hyper)
     ours.step(gradient(problem(), 1))
@@ -163,7 +208,7 @@ def test_state_keys_are_torchs(name, hyper):
     theirs = getattr(torch.optim, name)([w], **hyper)
     w.grad = torch.ones(3)
     theirs.step()
-    assert set(ours.state_dict()["state"][0]) == set(theirs.state_dict()["state"][0]) - {"step", "mu_product"}
+    assert set(ours.state_dict()["state"][0]) == set(theirs.state_dict()["state"][0])
 
 
 @pytest.mark.parametrize("bad,error,words", [

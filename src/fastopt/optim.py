@@ -30,11 +30,12 @@ class Optimizer:
 
     A subclass names its functional update (``update``); that optimizer's row of the table
     (fastopt._optimizers) names its state, as torch.optim's state dicts do, and which of it a
-    group uses.
+    group uses.  Each param's state also holds its own ``step`` count where torch keeps one (and
+    NAdam's ``mu_product``), so state dicts load into torch.optim and back; a group's ``step``
+    counts the steps the group took (what a schedule reads).
     """
 
     update = None                 # the fastopt.functional update
-    group_scalars: tuple = ()     # per-group state kept across steps besides 'step' (e.g. NAdam's mu_product)
 
     @property
     def _row(self):
@@ -75,8 +76,6 @@ class Optimizer:
             seen.add(id(p))
         first = len(self.params)
         new = {**self.defaults, **group, "params": params, "step": 0, "index": list(range(first, first + len(params)))}
-        for k in self.group_scalars:
-            new.setdefault(k, self.initial_group_scalar(k))
         self._check(new)
         self.param_groups.append(new)
         self.params += params
@@ -91,7 +90,7 @@ class Optimizer:
         lr = group["lr"](1) if callable(group["lr"]) else group["lr"]
         hyper = {k: group[k] for k in self.defaults if k != "lr"}
         state = {name: [np.ones(1, dtype)] for name in self.used_state(group)}
-        self.run(trial, [np.ones(1, dtype)], state, 1, lr, hyper, {})
+        self.run(trial, [np.ones(1, dtype)], state, [{"step": 0.0}], lr, hyper, {})
 
     def used_state(self, group: dict) -> list[str]:
         """The state keys a group's steps use (torch's names: "exp_avg", "momentum_buffer", ...)."""
@@ -99,9 +98,6 @@ class Optimizer:
 
     def initial_state(self, name: str, param: np.ndarray, group: dict) -> np.ndarray:
         return np.zeros_like(param)
-
-    def initial_group_scalar(self, name: str):
-        raise NotImplementedError
 
     def zero_grad(self) -> None:
         """Sets every gradient buffer to zero."""
@@ -135,30 +131,44 @@ class Optimizer:
                         self.state[i][name] = self.initial_state(name, self.params[i], group)
                 state[name] = [self.state[i][name] for i in index]
             hyper = {k: group[k] for k in self.defaults if k != "lr"}
-            self.run(group, [grads[i] for i in index], state, step, lr, hyper,
+            self.run(group, [grads[i] for i in index], state, [self.state[i] for i in index], lr, hyper,
                      dict(grad_scale=grad_scale))
             group["step"] = step
 
-    def run(self, group, grads, state, step, lr, hyper, fused):
-        """One call of the update over a group: state {key: arrays} passed as the update's arguments."""
-        if self._row.takes_step:
-            hyper["step"] = step
-        arrays = {r.arg: state.get(r.key) for r in self._row.state}
-        return type(self).update(group["params"], grads, **arrays, lr=lr, **hyper, **fused)
+    def run(self, group, grads, state, param_states, lr, hyper, fused):
+        """One call of the update over a group: state {key: arrays} passed as the update's
+        arguments, each param's own step count (param_states[j]["step"], advanced here) as its
+        step."""
+        row = self._row
+        if row.keeps_step:
+            steps = np.array([s.setdefault("step", 0.0) for s in param_states], np.int64) + 1
+            if row.takes_step:
+                hyper["step"] = int(steps[0]) if (steps == steps[0]).all() else steps
+        arrays = {r.arg: state.get(r.key) for r in row.state}
+        out = type(self).update(group["params"], grads, **arrays, lr=lr, **hyper, **fused)
+        if row.keeps_step:
+            for s, t in zip(param_states, steps):
+                s["step"] = float(t)
+        return out
 
     # ---- checkpoints ----
 
     def state_dict(self) -> dict:
-        """torch's layout: {"state": {index: {name: array}}, "param_groups": [{..., "params": [index]}]}.
+        """torch.optim's layout and names: {"state": {index: {key: array}}, "param_groups": [{...,
+        "params": [index]}]}, each param's "step" (and NAdam's "mu_product") a 0-d array of its own,
+        as torch keeps a 0-d tensor; torch.optim loads it, and this optimizer loads torch's.
         Arrays are copies; schedules (callable lr) are not saved."""
         groups = [{**{k: v for k, v in g.items() if k not in ("params", "index") and not callable(v)},
                    "params": list(g["index"])} for g in self.param_groups]
-        state = {i: {k: a.copy() for k, a in s.items()} for i, s in enumerate(self.state) if s}
+        state = {i: {k: np.array(a, np.float32 if k == "step" else None, copy=True) for k, a in s.items()}
+                 for i, s in enumerate(self.state) if s}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restores state and hyper-parameters (a schedule given at construction stays).  Checks
-        everything before changing anything."""
+        """Restores state and hyper-parameters (a schedule given at construction stays), from a
+        state dict of this class or of its torch.optim counterpart (tensors become arrays; a
+        group without its own "step" takes its params' largest).  Checks everything before
+        changing anything."""
         name = type(self).__name__
         groups = state_dict.get("param_groups")
         if not isinstance(groups, list) or len(groups) != len(self.param_groups):
@@ -166,20 +176,27 @@ class Optimizer:
         for ours, theirs in zip(self.param_groups, groups):
             if list(theirs.get("params", [])) != ours["index"]:
                 raise ValueError(f"{name}.load_state_dict: param groups hold different parameters")
-        state = {int(i): s for i, s in state_dict.get("state", {}).items()}
+        state = {int(i): {k: _array(a) for k, a in s.items()} for i, s in state_dict.get("state", {}).items()}
+        scalars = ("step", "mu_product")
         for i, s in state.items():
             if not 0 <= i < len(self.params):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, which does not exist")
             for k, a in s.items():
-                a = np.asarray(a)
-                if a.shape != self.params[i].shape or a.dtype != self.params[i].dtype:
+                if k in scalars:
+                    if a.size != 1:
+                        raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {i} must be one number, "
+                                         f"got shape {a.shape}")
+                elif a.shape != self.params[i].shape or a.dtype != self.params[i].dtype:
                     raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {i} has shape {a.shape} "
                                      f"and dtype {a.dtype}, the parameter {self.params[i].shape} {self.params[i].dtype}")
         for ours, theirs in zip(self.param_groups, groups):
             for k, v in theirs.items():
-                if k != "params" and not callable(ours.get(k)):
+                if k != "params" and not callable(ours.get(k)) and (k in self.defaults or k == "step"):
                     ours[k] = tuple(v) if isinstance(v, list) else v
-        self.state = [{k: np.array(a, copy=True) for k, a in state.get(i, {}).items()} for i in range(len(self.params))]
+            if "step" not in theirs:
+                ours["step"] = int(max((float(state.get(i, {}).get("step", 0)) for i in ours["index"]), default=0))
+        self.state = [{k: (float(a) if k in scalars else np.array(a, copy=True)) for k, a in state.get(i, {}).items()}
+                      for i in range(len(self.params))]
 
     def save(self, path) -> None:
         """Writes the state dict to one .npz file (arrays as they are; groups as JSON)."""
@@ -199,6 +216,14 @@ class Optimizer:
         self.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _array(a) -> np.ndarray:
+    """A state value as an array: NumPy's, or a torch CPU tensor's values (torch's checkpoints)."""
+    if type(a).__module__.startswith("torch"):
+        a = a.detach().cpu()
+        return a.float().numpy() if a.dtype.is_floating_point and a.element_size() == 2 else a.numpy()
+    return np.asarray(a)
+
+
 class SGD(Optimizer):
     """SGD with momentum (torch.optim.SGD arguments and defaults); see :func:`fastopt.sgd`."""
     update = functional.sgd
@@ -208,8 +233,23 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize, l1_prox=l1_prox))
 
-    def run(self, group, grads, state, step, lr, hyper, fused):
-        super().run(group, grads, state, step, lr, {**hyper, "first_step": step == 1}, fused)
+    def step(self, grads=None, **kwargs) -> None:
+        # a buffer is made on its param's first step with momentum: torch sets it to the gradient then
+        self._fresh = {id(s) for s in self.state if "momentum_buffer" not in s}
+        super().step(grads, **kwargs)
+
+    def run(self, group, grads, state, param_states, lr, hyper, fused):
+        """torch's first momentum step (the buffer := the gradient) for the params whose buffer
+        was just made, the accumulating step for the others: one call each."""
+        fresh = [id(s) in getattr(self, "_fresh", ()) for s in param_states]
+        for first in (True, False):
+            pick = [j for j, f in enumerate(fresh) if f == first]
+            if len(pick) == len(fresh):
+                return super().run(group, grads, state, param_states, lr, {**hyper, "first_step": first}, fused)
+            if pick:
+                sub = {**group, "params": [group["params"][j] for j in pick]}
+                super().run(sub, [grads[j] for j in pick], {k: [v[j] for j in pick] for k, v in state.items()},
+                            [param_states[j] for j in pick], lr, {**hyper, "first_step": first}, fused)
 
 
 class Adam(Optimizer):
@@ -256,15 +296,14 @@ class Adagrad(Optimizer):
     def initial_state(self, name, param, group):
         return np.full_like(param, group["initial_accumulator_value"])
 
-    def run(self, group, grads, state, step, lr, hyper, fused):
+    def run(self, group, grads, state, param_states, lr, hyper, fused):
         hyper.pop("initial_accumulator_value")
-        super().run(group, grads, state, step, lr, hyper, fused)
+        super().run(group, grads, state, param_states, lr, hyper, fused)
 
 
 class NAdam(Optimizer):
     """NAdam (torch.optim.NAdam arguments and defaults); see :func:`fastopt.nadam`."""
     update = functional.nadam
-    group_scalars = ("mu_product",)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, *,
                  decoupled_weight_decay=False, maximize=False, l1_prox=0.0):
@@ -272,12 +311,13 @@ class NAdam(Optimizer):
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize, l1_prox=l1_prox))
 
-    def initial_group_scalar(self, name):
-        return 1.0
-
-    def run(self, group, grads, state, step, lr, hyper, fused):
-        group["mu_product"] = super().run(group, grads, state, step, lr, {**hyper, "mu_product": group["mu_product"]},
-                                          fused)
+    def run(self, group, grads, state, param_states, lr, hyper, fused):
+        """Each param's mu_product (the product of mu through its last step; 1 before its first),
+        kept in float64."""
+        products = np.array([s.get("mu_product", 1.0) for s in param_states], np.float64)
+        out = super().run(group, grads, state, param_states, lr, {**hyper, "mu_product": products}, fused)
+        for s, product in zip(param_states, out):
+            s["mu_product"] = float(product)
 
 
 class RAdam(Optimizer):
