@@ -29,7 +29,8 @@ def test_torch_mlp_trains_alike():
     import pytest
     pytest.importorskip("torch")
     out = run("torch_mlp.py")
-    losses = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(losses) == 3 and all(float(a) > 0 for _, a, _ in losses), out
-    assert float(losses[-1][1]) < float(losses[0][1]), out   # it learns
-    assert "largest relative loss difference" in out and "median optimizer step" in out, out
+    losses = [[float(x) for x in line.split()[1:]] for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(losses) == 3 and all(len(row) == 3 and min(row) > 0 for row in losses), out
+    assert losses[-1][2] < losses[0][2], out   # fastopt's run learns
+    # (the example asserts fastopt's difference from torch is of the size of torch fused's own)
+    assert "largest relative loss difference from torch" in out and "median optimizer step" in out, out
