@@ -113,8 +113,7 @@ class _Bucket:
         self.versions = [t._version for t in self.versioned]
         self.checked = [None] * len(params)  # weak references to the gradients last checked
         self.flat_params = [_flat(p.detach()) for p in params]  # (detached: the same version counter)
-        self.written = list(params) + [s[k] for s in (self.states or ()) for k in self.keys] + \
-            ([s["master_param"] for s in self.states] if self.masters else [])
+        self.written = self.written_by(range(len(params)))
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
             views = [("params", self.flat_params, True), ("grads", [_flat(g) for g in grads], False)] + \
@@ -129,6 +128,14 @@ class _Bucket:
             self.state_code = _C_DTYPES[next(iter(self.state.values()))[0].dtype] if self.state else None
             self.full = None  # the pointer arrays of a call over every param, made when first used
             self.options = self.options_key = None  # the C options struct, and the group's values it was made from
+
+    def written_by(self, idx) -> list:
+        """The tensors a call over the members at positions idx writes: params, state, master copies."""
+        out = [self.params[i] for i in idx]
+        for i in idx:
+            s = self.states[i] if self.states else {}
+            out += [s[k] for k in self.keys] + ([s["master_param"]] if self.masters else [])
+        return out
 
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
@@ -565,17 +572,7 @@ class _Optimizer(torch.optim.Optimizer):
                 bucket.fresh[i] = False
             bucket.any_fresh = any(bucket.fresh)
         if bucket.cpu:  # (tensors' own calls bump what they write: fastopt.functional)
-            _increment_version(bucket.written if idx is None else self._written(bucket, idx))
-
-    @staticmethod
-    def _written(bucket, idx):
-        out = [bucket.params[i] for i in idx]
-        for i in idx:
-            s = bucket.states[i] if bucket.states else {}
-            out += [s[k] for k in bucket.keys]
-            if bucket.masters:
-                out.append(s["master_param"])
-        return out
+            _increment_version(bucket.written if idx is None else bucket.written_by(idx))
 
     def _hyper(self, group, first: bool) -> dict:
         raise NotImplementedError
