@@ -27,7 +27,8 @@ import unittest
 import warnings
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 try:  # torch.testing._internal.common_utils imports expecttest (a torch test-only dependency)
     import expecttest  # noqa: F401

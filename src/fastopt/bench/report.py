@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import textwrap
 
 COLUMNS = [("case", "case"), ("backend", "backend"), ("time", "median_s"), ("±", "spread"),
            ("Melem/s", "elements_per_s"), ("GB/s", "gbps"), ("roofline", "roofline_pct"),
@@ -86,7 +87,7 @@ def table(rows: list[dict], title: str, width: int | None = None) -> None:
         for c in cells:
             print("  ".join(x.rjust(w) for x, w in zip(c, widths)))
         for m in used:
-            print(NOTES[m])
+            print(textwrap.fill(NOTES[m], width, subsequent_indent="    "))
         return
     t = Table(title=title, show_lines=False, caption="\n".join(NOTES[m] for m in used) or None)
     for header, _ in columns:
