@@ -95,6 +95,16 @@ def test_a_gradient_with_another_layout_is_a_clear_error():
     with pytest.raises(RuntimeError, match="memory layout"):
         opt.step()
     assert torch.equal(w.detach(), before)
+    # and a C-order param, stepped once, then given a channels_last gradient
+    v = torch.nn.Parameter(torch.randn(4, 3, 2, 2))
+    opt = ft.Adam([v])
+    v.grad = torch.randn(4, 3, 2, 2)
+    opt.step()
+    v.grad = torch.randn(4, 3, 2, 2).to(memory_format=torch.channels_last)
+    before = v.detach().clone()
+    with pytest.raises(RuntimeError, match="memory layout"):
+        opt.step()
+    assert torch.equal(v.detach(), before)
 
 
 def test_add_param_group_mid_run():

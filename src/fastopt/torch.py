@@ -47,6 +47,17 @@ _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOA
 _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _is_compiling = torch.compiler.is_compiling
 _increment_version = torch._C._increment_version  # of a list of tensors (torch.autograd.graph.increment_version)
+_data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
+
+
+def _same(a: tuple, b) -> bool:
+    """Whether two tuples of a group's values are equal: element by element, identical objects
+    first (cheap when they are the very objects); a tensor that cannot be compared to one bool
+    (a caller's own group entry) makes them differ."""
+    try:
+        return a == b
+    except RuntimeError:
+        return False
 
 
 def _flat(t):
@@ -111,7 +122,7 @@ class _Bucket:
         self.pointers = [p.data_ptr() for p in params]
         self.container, self.generation = opt.state, opt.state.generation
         self.versions = [t._version for t in self.versioned]
-        self.checked = [None] * len(params)  # weak references to the gradients last checked
+        self.contiguous = all(p.is_contiguous() for p in params)
         self.flat_params = [_flat(p.detach()) for p in params]  # (detached: the same version counter)
         self.written = self.written_by(range(len(params)))
         if self.cpu:
@@ -127,7 +138,7 @@ class _Bucket:
             self.numel = [p.numel() for p in params]
             self.state_code = _C_DTYPES[next(iter(self.state.values()))[0].dtype] if self.state else None
             self.full = None  # the pointer arrays of a call over every param, made when first used
-            self.options = self.options_key = None  # the C options struct, and the group's values it was made from
+            self.options = self.options_key = self.seen = None  # the C options struct, the values it was made from
 
     def written_by(self, idx) -> list:
         """The tensors a call over the members at positions idx writes: params, state, master copies."""
@@ -140,20 +151,22 @@ class _Bucket:
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
         ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
-        if [p.data_ptr() for p in self.params] != self.pointers:
+        if list(map(_data_ptr, self.params)) != self.pointers:
             return False
         return opt.state is self.container and opt.state.generation == self.generation and \
             [t._version for t in self.versioned] == self.versions
 
     def check_grads(self, positions, grads) -> None:
-        """Checks the gradients not seen before (a training loop passes the same ones, or new ones
-        from the same backward, each step)."""
-        checked = self.checked
+        """Checks that each gradient has its param's memory layout (dense, the same strides): at
+        the cost of one flag per gradient when the params are C-contiguous, as most are."""
+        try:
+            if self.contiguous and all(map(_is_contiguous, grads)):
+                return
+        except RuntimeError:  # a sparse gradient has no layout to ask: _check_grad names it
+            pass
         for i, g in zip(positions, grads):
-            if checked[i] is None or checked[i]() is not g:
-                if g.is_sparse or g.stride() != self.params[i].stride():
-                    _check_grad(self.params[i], g)
-                checked[i] = weakref.ref(g)
+            if g.is_sparse or g.stride() != self.params[i].stride():
+                _check_grad(self.params[i], g)
 
     def call_arrays(self, idx, grads):
         """(params, grads, {state key: tensors}, master copies or None) of a GPU call over the
@@ -179,7 +192,7 @@ class _Bucket:
             o.mu_product, o.mu_products = float(products[0]), ffi.from_buffer("double[]", wide)
         c.master_params = pointers["master_params"] if self.masters else ffi.NULL
         numel = pointers["numel"]
-        status = getattr(lib, f"fastopt_{optimizer.c_name}")(
+        status = self.c_function(
             _C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
             *[pointers.get(r.key, ffi.NULL) for r in optimizer.state], o)
         if status:
@@ -187,22 +200,29 @@ class _Bucket:
         return through
 
     def _options(self, opt, group, optimizer, scale, first):
-        """The group's C options struct, made again only when its hyper-parameters change."""
-        key = [optimizer.name, float(group["lr"]), scale, first] + [v for k, v in group.items() if k != "params"]
-        if key == self.options_key:
-            return self.options
-        hyper = opt._hyper(group, first)
-        c = _calls.common(optimizer.name, key[1], hyper.pop("weight_decay"), hyper.pop("maximize"),
-                          hyper.pop("l1_prox"), scale)
-        if "betas" in hyper:
-            hyper["beta1"], hyper["beta2"] = hyper.pop("betas")
-        o = _calls.options(optimizer, optimizer.name, c, {"step": 1, "mu_product": 1.0, **hyper})
-        if self.state_code is not None:
-            o.common.state_dtype = self.state_code
-        # a tensor among the values may change in place: then the struct is made every step
-        cacheable = not any(torch.is_tensor(v) or (type(v) is tuple and any(map(torch.is_tensor, v))) for v in key)
-        self.options, self.options_key = o, key if cacheable else None
-        return o
+        """The group's C options struct and C function, made again only when a hyper-parameter
+        other than lr changes (lr, which schedulers change every step, is set each call).  The
+        group's values being the very objects of the last call tells it without comparing them."""
+        seen = (tuple(group.values()), optimizer, scale, first)
+        if not _same(seen, self.seen):
+            key = (optimizer, scale, first, [v for k, v in group.items() if k not in ("params", "lr")])
+            if not _same(key, self.options_key):
+                hyper = opt._hyper(group, first)
+                c = _calls.common(optimizer.name, 0.0, hyper.pop("weight_decay"), hyper.pop("maximize"),
+                                  hyper.pop("l1_prox"), scale)
+                if "betas" in hyper:
+                    hyper["beta1"], hyper["beta2"] = hyper.pop("betas")
+                o = self.options = _calls.options(optimizer, optimizer.name, c, {"step": 1, "mu_product": 1.0, **hyper})
+                if self.state_code is not None:
+                    o.common.state_dtype = self.state_code
+                self.c_function = getattr(lib, f"fastopt_{optimizer.c_name}")
+                # a tensor among the values may change in place, unseen: then the struct is made every call
+                cacheable = not any(torch.is_tensor(v) or (type(v) is tuple and any(map(torch.is_tensor, v)))
+                                    for v in key[3])
+                self.options_key = key if cacheable else None
+            self.seen = seen if self.options_key is not None else None
+        self.options.common.lr = float(group["lr"])
+        return self.options
 
     def _pointers(self, idx, grads) -> dict:
         """{role: pointer array} and "numel" of a call over the members at positions idx (None:
@@ -213,7 +233,7 @@ class _Bucket:
                 self.full["grads"] = self._array(self.pointers)
                 self.full["numel"] = ffi.new("size_t[]", self.numel)
             out = self.full
-            ffi.cast("uintptr_t *", out["grads"])[0:len(grads)] = [t.data_ptr() for t in grads]
+            ffi.cast("uintptr_t *", out["grads"])[0:len(grads)] = list(map(_data_ptr, grads))
             return out
         out = {role: self._array([addresses[i] for i in idx]) for role, addresses in self.addresses.items()}
         out["grads"] = self._array([t.data_ptr() for t in grads])
@@ -490,8 +510,8 @@ class _Optimizer(torch.optim.Optimizer):
             self.state = _State(self.state)
         cached = self._buckets.get(id(group))
         if cached is not None:
-            ids, keys, members, buckets = cached  # members: None when every param is one
-            if ids == tuple(map(id, params)) and keys == self._state_keys(group) and \
+            ids, values, keys, members, buckets = cached  # members: None when every param is one
+            if ids == tuple(map(id, params)) and (_same(values, tuple(group.values())) or keys == self._state_keys(group)) and \
                     (members is None or all(g is None or m for g, m in zip(grads, members))) and \
                     all(b.valid(self) for b in buckets):
                 return buckets
@@ -514,8 +534,8 @@ class _Optimizer(torch.optim.Optimizer):
             bucket_grads = [grads[i] if grads[i] is not None else torch.zeros_like(params[i]) for i in index]
             buckets.append(_Bucket(self, group, [params[i] for i in index], index, bucket_grads))
             buckets[-1].whole = index == list(range(len(params)))  # every param of the group, in order
-        self._buckets[id(group)] = (tuple(map(id, params)), self._state_keys(group), None if all(members) else members,
-                                    buckets)
+        self._buckets[id(group)] = (tuple(map(id, params)), tuple(group.values()), self._state_keys(group),
+                                    None if all(members) else members, buckets)
         return buckets
 
     def _step_bucket(self, group, bucket: _Bucket, grads, scale) -> None:
