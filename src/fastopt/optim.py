@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from fastopt import functional
-from fastopt._arrays import C_DTYPES
+from fastopt._arrays import C_DTYPES, SUPPORTED
 from fastopt._optimizers import OPTIMIZERS, used_state
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
@@ -70,7 +70,8 @@ class Optimizer:
         seen = {id(p) for p in self.params}
         for p in params:
             if not isinstance(p, np.ndarray) or p.dtype not in C_DTYPES:
-                raise TypeError(f"{name}: parameters must be float32/float64 numpy arrays, got {type(p).__name__}")
+                raise TypeError(f"{name}: parameters must be numpy arrays of {SUPPORTED}, got "
+                                f"{type(p).__name__}{' of dtype ' + str(p.dtype) if isinstance(p, np.ndarray) else ''}")
             if id(p) in seen:
                 raise ValueError(f"{name}: a parameter appears in more than one place")
             seen.add(id(p))

@@ -50,6 +50,16 @@ _increment_version = torch._C._increment_version  # of a list of tensors (torch.
 _data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
 
 
+def _is_sharded(t) -> bool:
+    """Whether t is a DTensor (FSDP2's params, their grads and state): stepped through its local shard."""
+    return hasattr(t, "_local_tensor")
+
+
+def _local(t):
+    """t's local shard if t is a DTensor, else t."""
+    return t._local_tensor if hasattr(t, "_local_tensor") else t
+
+
 def _same(a: tuple, b) -> bool:
     """Whether two tuples of a group's values are equal: element by element, identical objects
     first (cheap when they are the very objects); a tensor that cannot be compared to one bool
@@ -89,6 +99,11 @@ class _Bucket:
 
     def __init__(self, opt, group, params, index, grads):
         self.params, self.index = params, index  # index: positions in the group's params
+        # DTensor params (FSDP2): the bucket steps their local shards, which param, grad and state
+        # share (state is made with zeros_like(param): a DTensor of the same placement)
+        self.sharded = _is_sharded(params[0])
+        self.locals = [_local(p) for p in params] if self.sharded else params
+        grads = [_local(g) for g in grads] if self.sharded else grads
         self.device, self.dtype = params[0].device, params[0].dtype
         self.cpu = self.device.type == "cpu"
         self.keys = opt._state_keys(group)
@@ -115,15 +130,17 @@ class _Bucket:
             self.versioned.append(mu_products)
         for p, s in zip(params, self.states or ()):  # state laid out as its param (a checkpoint of
             for k in (*self.keys, "master_param"):   # another layout): the update pairs elements in memory
-                if k in s and s[k].stride() != p.stride() and not (s[k].is_contiguous() and p.is_contiguous()):
+                if k in s and _local(s[k]).stride() != _local(p).stride() and \
+                        not (_local(s[k]).is_contiguous() and _local(p).is_contiguous()):
                     s[k] = torch.empty_like(p, dtype=s[k].dtype).copy_(s[k])
-        self.state = {k: [_flat(s[k]) for s in self.states] for k in self.keys}
-        self.masters = [_flat(s["master_param"]) for s in self.states] if _has_master(group, params[0]) else None
-        self.pointers = [p.data_ptr() for p in params]
+        self.state = {k: [_flat(_local(s[k])) for s in self.states] for k in self.keys}
+        self.masters = [_flat(_local(s["master_param"])) for s in self.states] if _has_master(group, params[0]) \
+            else None
+        self.pointers = [p.data_ptr() for p in self.locals]
         self.container, self.generation = opt.state, opt.state.generation
         self.versions = [t._version for t in self.versioned]
-        self.contiguous = all(p.is_contiguous() for p in params)
-        self.flat_params = [_flat(p.detach()) for p in params]  # (detached: the same version counter)
+        self.contiguous = all(p.is_contiguous() for p in self.locals)
+        self.flat_params = [_flat(p.detach()) for p in self.locals]  # (detached: the same version counter)
         self.written = self.written_by(range(len(params)))
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
@@ -135,23 +152,24 @@ class _Bucket:
             self.addresses.update({k: [t.data_ptr() for t in v] for k, v in self.state.items()})
             if self.masters:
                 self.addresses["master_params"] = [t.data_ptr() for t in self.masters]
-            self.numel = [p.numel() for p in params]
+            self.numel = [p.numel() for p in self.locals]
             self.state_code = _C_DTYPES[next(iter(self.state.values()))[0].dtype] if self.state else None
             self.full = None  # the pointer arrays of a call over every param, made when first used
             self.options = self.options_key = self.seen = None  # the C options struct, the values it was made from
 
     def written_by(self, idx) -> list:
-        """The tensors a call over the members at positions idx writes: params, state, master copies."""
+        """The tensors a call over the members at positions idx writes: params, state, master
+        copies (DTensors and their local shards both: autograd may have saved either)."""
         out = [self.params[i] for i in idx]
         for i in idx:
             s = self.states[i] if self.states else {}
             out += [s[k] for k in self.keys] + ([s["master_param"]] if self.masters else [])
-        return out
+        return out + [_local(t) for t in out] if self.sharded else out
 
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
         ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
-        if list(map(_data_ptr, self.params)) != self.pointers:
+        if list(map(_data_ptr, self.locals)) != self.pointers:
             return False
         return opt.state is self.container and opt.state.generation == self.generation and \
             [t._version for t in self.versioned] == self.versions
@@ -165,8 +183,8 @@ class _Bucket:
         except RuntimeError:  # a sparse gradient has no layout to ask: _check_grad names it
             pass
         for i, g in zip(positions, grads):
-            if g.is_sparse or g.stride() != self.params[i].stride():
-                _check_grad(self.params[i], g)
+            if g.is_sparse or g.stride() != self.locals[i].stride():
+                _check_grad(self.locals[i], g)
 
     def call_arrays(self, idx, grads):
         """(params, grads, {state key: tensors}, master copies or None) of a GPU call over the
@@ -522,13 +540,13 @@ class _Optimizer(torch.optim.Optimizer):
         params = group["params"]
         for p, g in zip(params, grads):
             if g is not None:
-                _check_grad(p, g)
+                _check_grad(_local(p), _local(g))
                 self._ensure_state(p, group)
         members = [not self._keeps_state(group, p) or bool(self.state.get(p)) for p in params]
         by = {}
         for i, (p, member) in enumerate(zip(params, members)):
             if member:
-                by.setdefault((p.device, p.dtype), []).append(i)
+                by.setdefault((p.device, p.dtype, _is_sharded(p)), []).append(i)
         buckets = []
         for index in by.values():  # (members without a gradient now: checked as zeros of their layout)
             bucket_grads = [grads[i] if grads[i] is not None else torch.zeros_like(params[i]) for i in index]
@@ -540,6 +558,8 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _step_bucket(self, group, bucket: _Bucket, grads, scale) -> None:
         mine = grads if bucket.whole else [grads[i] for i in bucket.index]
+        if bucket.sharded:
+            mine = [None if g is None else _local(g) for g in mine]
         if not bucket.any_fresh and all(g is not None for g in mine):
             self._call(group, bucket, None, mine, scale, first=False)
             return

@@ -1,0 +1,208 @@
+"""fastopt.torch under real process groups (gloo, 2 ranks spawned here): DDP, ZeroRedundancyOptimizer
+(its resume after stepping included), FSDP2 (DTensor params: every optimizer, clip then step,
+distributed checkpoints loaded across torch.optim and fastopt), each against torch.optim under the
+same engine and sharding.  Each case runs in a fresh pair of processes, bounded in time."""
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with the gloo backend is not available on this platform", allow_module_level=True)
+
+import torch.multiprocessing as mp  # noqa: E402
+
+import fastopt.torch as ft  # noqa: E402
+
+WORLD = 2
+TIMEOUT = 60  # seconds a case may take, processes included
+
+
+def _entry(rank, fn, tmp, args):
+    """A rank: joins the group, runs fn(rank, *args), and leaves its result (or its traceback) in tmp."""
+    os.environ.update(MASTER_ADDR="127.0.0.1")
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD)
+        out = ("ok", fn(rank, *args))
+    except BaseException:  # (reported by the parent, with the rank's traceback)
+        out = ("error", traceback.format_exc())
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    with open(f"{tmp}/result{rank}", "wb") as f:
+        pickle.dump(out, f)
+
+
+def run(tmp_path, fn, *args):
+    """fn(rank, *args) on 2 ranks; returns their results, in rank order."""
+    context = mp.start_processes(_entry, args=(fn, str(tmp_path), args), nprocs=WORLD, join=False,
+                                 start_method="spawn")
+    import time
+    deadline = time.monotonic() + TIMEOUT
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail(f"{fn.__name__} took over {TIMEOUT} s")
+    results = []
+    for rank in range(WORLD):
+        with open(tmp_path / f"result{rank}", "rb") as f:
+            status, value = pickle.load(f)
+        assert status == "ok", f"rank {rank}:\n{value}"
+        results.append(value)
+    return results
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+
+def _batch(rank, step):
+    g = torch.Generator().manual_seed(100 * step + rank)
+    return torch.randn(6, 8, generator=g), torch.randn(6, 4, generator=g)
+
+
+def _train(model, opt, rank, steps, first=1, clip=None):
+    for t in range(first, first + steps):
+        x, y = _batch(rank, t)
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+
+
+def _full(model):
+    """Every parameter, whole (DTensors gathered), as float64 arrays."""
+    return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().double().numpy().copy()
+            for p in model.parameters()]
+
+
+def _close(a, b, rtol=1e-5, atol=1e-6):
+    import numpy as np
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+# ---- DDP ----
+
+def _ddp(rank, name, hyper):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    out = {}
+    for which, cls in (("torch", getattr(torch.optim, name)), ("fastopt", getattr(ft, name))):
+        model = DDP(_model(), static_graph=True, gradient_as_bucket_view=True)
+        _train(model, cls(model.parameters(), **hyper), rank, 5)
+        out[which] = _full(model.module)
+    return out
+
+
+@pytest.mark.parametrize("name,hyper", [("AdamW", dict(lr=1e-2)), ("Adam", dict(lr=1e-2, amsgrad=True)),
+                                        ("SGD", dict(lr=0.05, momentum=0.9))])
+def test_ddp_matches_torch(tmp_path, name, hyper):
+    for r in run(tmp_path, _ddp, name, hyper):
+        _close(r["fastopt"], r["torch"])
+
+
+# ---- ZeroRedundancyOptimizer ----
+
+def _zero(rank):
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    out = {}
+    for which, cls in (("torch", torch.optim.AdamW), ("fastopt", ft.AdamW)):
+        model = _model()
+        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, lr=1e-2)
+        _train(model, opt, rank, 3)  # (no DDP: each rank's own gradients; ZeRO syncs the params)
+        opt.consolidate_state_dict(to=0)
+        saved = [opt.state_dict() if rank == 0 else None]
+        dist.broadcast_object_list(saved, src=0)
+        snapshot = [p.detach().clone() for p in model.parameters()]
+        _train(model, opt, rank, 2, first=4)  # the optimizer steps on, then resumes from the snapshot
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), snapshot):
+                p.copy_(s)
+        opt.load_state_dict(saved[0])
+        _train(model, opt, rank, 3, first=4)
+        out[which] = _full(model)
+    return out
+
+
+def test_zero_resumes_after_stepping(tmp_path):
+    """ZeRO's load_state_dict replaces each param's state behind the optimizer: the next step must
+    use it (a resumed run equals torch's resumed run)."""
+    for r in run(tmp_path, _zero):
+        _close(r["fastopt"], r["torch"])
+
+
+# ---- FSDP2 ----
+
+FSDP_CASES = [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2)),
+              ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True)), ("Adagrad", dict(lr=0.1)),
+              ("NAdam", dict(lr=1e-2)), ("RAdam", dict(lr=1e-2))]
+
+
+def _sharded(seed=0):
+    from torch.distributed.fsdp import fully_shard
+    model = _model(seed)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    return fully_shard(model)
+
+
+def _fsdp(rank, cases):
+    out = {}
+    for name, hyper in cases:
+        for which, cls in (("torch", getattr(torch.optim, name)), ("fastopt", getattr(ft, name))):
+            model = _sharded()
+            opt = cls(model.parameters(), **hyper)
+            _train(model, opt, rank, 4, clip=1.0)
+            out[name, which] = _full(model)
+            if which == "fastopt":
+                assert all(type(v).__name__ == "DTensor" for s in opt.state.values() for k, v in s.items()
+                           if k not in ("step", "mu_product")), "state keeps its param's placement"
+    return out
+
+
+def test_fsdp2_every_optimizer_matches_torch(tmp_path):
+    """fully_shard (DTensor params, each rank a shard), clip_grad_norm_ then step: fastopt steps the
+    local shards and equals torch.optim under the same sharding."""
+    for r in run(tmp_path, _fsdp, FSDP_CASES):
+        for name, _ in FSDP_CASES:
+            _close(r[name, "fastopt"], r[name, "torch"])
+
+
+def _dcp(rank, tmp, first_cls, second_cls):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    classes = {"torch": torch.optim.AdamW, "fastopt": ft.AdamW}
+    model = _sharded()
+    opt = classes[first_cls](model.parameters(), lr=1e-2)
+    _train(model, opt, rank, 3)
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=f"{tmp}/ckpt")
+    out = {}
+    for which in (first_cls, second_cls):  # the saver continuing, and the other library resuming
+        resumed = _sharded(seed=1)
+        ropt = classes[which](resumed.parameters(), lr=1e-2)
+        model_sd, optim_sd = get_state_dict(resumed, ropt)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=f"{tmp}/ckpt")
+        set_state_dict(resumed, ropt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        _train(resumed, ropt, rank, 3, first=4)
+        out[which] = _full(resumed)
+    return out
+
+
+@pytest.mark.parametrize("first,second", [("fastopt", "torch"), ("torch", "fastopt")])
+def test_fsdp2_distributed_checkpoint_cross_loads(tmp_path, first, second):
+    """dcp.save of one library's optimizer, dcp.load into the other's: both continue alike."""
+    for r in run(tmp_path, _dcp, str(tmp_path), first, second):
+        _close(r[first], r[second])
