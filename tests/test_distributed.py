@@ -4,6 +4,7 @@ distributed checkpoints loaded across torch.optim and fastopt), each against tor
 same engine and sharding.  Each case runs in a fresh pair of processes, bounded in time."""
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import traceback
@@ -121,7 +122,7 @@ def _zero(rank):
         opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, lr=1e-2)
         _train(model, opt, rank, 3)  # (no DDP: each rank's own gradients; ZeRO syncs the params)
         opt.consolidate_state_dict(to=0)
-        saved = [opt.state_dict() if rank == 0 else None]
+        saved = [copy.deepcopy(opt.state_dict()) if rank == 0 else None]  # (a state dict holds live tensors)
         dist.broadcast_object_list(saved, src=0)
         snapshot = [p.detach().clone() for p in model.parameters()]
         _train(model, opt, rank, 2, first=4)  # the optimizer steps on, then resumes from the snapshot

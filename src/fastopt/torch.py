@@ -418,7 +418,11 @@ class _Optimizer(torch.optim.Optimizer):
                  **self._hyper(group, first=True))
 
     def load_state_dict(self, state_dict) -> None:
+        extras = [{k: g[k] for k in _EXTRAS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, kept in zip(self.param_groups, extras):  # a group saved without fastopt's entries keeps ours
+            for k, v in kept.items():
+                group.setdefault(k, v)
         # torch casts loaded state to its param's dtype: master copies are float32 and state has
         # the group's state_dtype, so those come again from the saved tensors
         for group, saved_group in zip(self.param_groups, state_dict["param_groups"]):
@@ -433,11 +437,15 @@ class _Optimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         """torch's layout; every parameter's own 'step' (and 'mu_product') as a tensor of its own,
-        as torch's optimizers expect when they load it."""
+        as torch's optimizers expect when they load it.  fastopt's own group entries (l1_prox,
+        state_dtype, master_weights) appear only where they are not their defaults, so that the
+        state dict has torch's keys (distributed checkpoints load by the keys of the loader's)."""
         sd = super().state_dict()
         own = ("step", "mu_product")
         sd["state"] = {i: {k: (v.clone() if k in own and torch.is_tensor(v) else v) for k, v in s.items()}
                        for i, s in sd["state"].items()}
+        sd["param_groups"] = [{k: v for k, v in g.items() if not (k in _EXTRAS and v == _EXTRAS[k])}
+                              for g in sd["param_groups"]]
         return sd
 
     # ---- state ----
@@ -616,6 +624,9 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _hyper(self, group, first: bool) -> dict:
         raise NotImplementedError
+
+
+_EXTRAS = {"l1_prox": 0.0, "state_dtype": None, "master_weights": False}  # fastopt's group entries, their defaults
 
 
 def _extras(defaults: dict, l1_prox, state_dtype, master_weights) -> dict:
