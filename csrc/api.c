@@ -878,6 +878,10 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
+    REQUIRE(o->phase >= FASTOPT_LAMB_WHOLE && o->phase <= FASTOPT_LAMB_APPLY, "phase must be FASTOPT_LAMB_WHOLE, "
+            "FASTOPT_LAMB_MOMENTS or FASTOPT_LAMB_APPLY, got %d", o->phase);
+    REQUIRE(o->phase == FASTOPT_LAMB_WHOLE || (o->max_grad_norm == 0 && o->sums),
+            "a phased LAMB step (phase %d) needs sums and max_grad_norm == 0 (clip through grad_scale)", o->phase);
     k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
     double *ratio = calloc(n_tensors ? n_tensors : 1, sizeof *ratio), *sums;
@@ -907,16 +911,28 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
             ((fo_lamb_consts *)((char *)consts.k + t * consts.stride))->clip_grad_mul =
                 k.c.grad_mul / (norm / o->max_grad_norm);
     }
-    s = blocks(&call, total, fo_kernels()->lamb_moments[combo], 2, &sums, &nb);
-    if (s) return free(ratio), free(consts.owned), s;
-    for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
-        double p2 = 0, u2 = 0;
-        for (size_t end = b + fo_blocks_of(numel[t_i]); b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
-        double p_norm = sqrt(p2), u_norm = sqrt(u2);
+    /* each tensor's sums of squares of p and of u: the caller's (a phased step), or ours */
+    double *own_sums = o->phase ? NULL : calloc(2 * (n_tensors ? n_tensors : 1), sizeof *own_sums);
+    double *tensor_sums = o->phase ? o->sums : own_sums;
+    if (!tensor_sums)
+        return free(ratio), free(consts.owned), fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu norms", n_tensors);
+    if (o->phase != FASTOPT_LAMB_APPLY) {
+        s = blocks(&call, total, fo_kernels()->lamb_moments[combo], 2, &sums, &nb);
+        if (s) return free(ratio), free(consts.owned), free(own_sums), s;
+        for (size_t t_i = 0, b = 0; t_i < n_tensors; t_i++) { /* a tensor's blocks are consecutive */
+            double p2 = 0, u2 = 0;
+            for (size_t end = b + fo_blocks_of(numel[t_i]); b < end; b++) p2 += sums[2 * b], u2 += sums[2 * b + 1];
+            tensor_sums[2 * t_i] = p2, tensor_sums[2 * t_i + 1] = u2;
+        }
+        free(sums);
+        if (o->phase == FASTOPT_LAMB_MOMENTS) return free(ratio), free(consts.owned), FASTOPT_OK;
+    }
+    for (size_t t_i = 0; t_i < n_tensors; t_i++) {
+        double p_norm = sqrt(tensor_sums[2 * t_i]), u_norm = sqrt(tensor_sums[2 * t_i + 1]);
         int trust = k.trust && p_norm > 0 && u_norm > 0;
         ratio[t_i] = -o->common.lr * (trust ? p_norm / u_norm : 1.0);
     }
-    free(sums);
+    free(own_sums);
     call.buf[1] = NULL; /* the weights' pass reads no grads: none to prefetch */
     fo_parallel_for(&call, total, fo_kernels()->lamb_apply[combo]);
     free(ratio);

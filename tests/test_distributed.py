@@ -180,6 +180,23 @@ def test_fsdp2_every_optimizer_matches_torch(tmp_path):
             _close(r[name, "fastopt"], r[name, "torch"])
 
 
+def _lamb(rank):
+    """FSDP2 with fastopt's LAMB against DDP (whole tensors, the same averaged gradients) with it:
+    the trust ratios and the clipping norm are over whole tensors, summed over the shards."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    hyper = dict(lr=1e-2, weight_decay=0.01, max_grad_norm=0.05)  # (small: the clipping acts)
+    sharded = _sharded()
+    _train(sharded, ft.LAMB(sharded.parameters(), **hyper), rank, 4)
+    whole = DDP(_model())
+    _train(whole, ft.LAMB(whole.parameters(), **hyper), rank, 4)
+    return {"sharded": _full(sharded), "whole": _full(whole.module)}
+
+
+def test_fsdp2_lamb_matches_whole_tensors(tmp_path):
+    for r in run(tmp_path, _lamb):
+        _close(r["sharded"], r["whole"])
+
+
 def _dcp(rank, tmp, first_cls, second_cls):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict

@@ -153,3 +153,40 @@ def test_single_arrays_take_the_latency_path(name, flags, dtype, monkeypatch):
     for other in (dict(flags, lr=1), dict(flags, grad_scale=2.0)):  # an int lr, an extra: the general path
         with pytest.raises(AssertionError, match="general"):
             call(fastopt, name, arrays, other)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lamb_in_two_phases_is_the_whole_step(dtype):
+    """fastopt_lamb's phased step (the moments and each tensor's sums of squares, then the params
+    from those sums: what sharded tensors do around a sum over the processes) has the whole step's
+    bits; a phase with max_grad_norm, or without sums, is refused."""
+    from fastopt._native import ffi, lib
+    rng = np.random.default_rng(9)
+    sizes = [5, 40000, 3]
+    whole = {k: [rng.standard_normal(n).astype(dtype) * (k != "v") + (k == "v") for n in sizes]
+             for k in ("p", "g", "m", "v")}
+    phased = {k: [a.copy() for a in v] for k, v in whole.items()}
+
+    def c_call(arrays, phase, sums=None, max_grad_norm=0.0):
+        lists = {k: ffi.new("void *[]", [ffi.from_buffer(a) for a in v]) for k, v in arrays.items()}
+        o = ffi.new("fastopt_lamb_options *", {"common": {"lr": 1e-2, "weight_decay": 0.01}, "beta1": 0.9,
+                                              "beta2": 0.999, "eps": 1e-6, "max_grad_norm": max_grad_norm,
+                                              "step": 3, "phase": phase,
+                                              "sums": ffi.NULL if sums is None else ffi.from_buffer("double[]", sums)})
+        code = lib.FASTOPT_FLOAT32 if dtype == np.float32 else lib.FASTOPT_FLOAT64
+        return lib.fastopt_lamb(code, len(sizes), ffi.new("size_t[]", sizes), lists["p"], lists["g"], lists["m"],
+                                lists["v"], o)
+
+    assert c_call(whole, lib.FASTOPT_LAMB_WHOLE) == 0
+    sums = np.zeros(2 * len(sizes))
+    assert c_call(phased, lib.FASTOPT_LAMB_MOMENTS, sums) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(phased["m"] + phased["v"], whole["m"] + whole["v"]))
+    assert not any(np.array_equal(a, b) for a, b in zip(phased["p"], whole["p"]))  # (params not yet written)
+    np.testing.assert_allclose(sums[0::2], [np.sum(p.astype(np.float64) ** 2) for p in phased["p"]], rtol=1e-12)
+    assert c_call(phased, lib.FASTOPT_LAMB_APPLY, sums) == 0
+    for k in whole:
+        assert all(np.array_equal(a, b) for a, b in zip(phased[k], whole[k])), k
+    before = [p.copy() for p in phased["p"]]
+    assert c_call(phased, lib.FASTOPT_LAMB_MOMENTS, sums, max_grad_norm=1.0) == lib.FASTOPT_ERR_HYPERPARAMETER
+    assert c_call(phased, lib.FASTOPT_LAMB_APPLY) == lib.FASTOPT_ERR_HYPERPARAMETER
+    assert all(np.array_equal(a, b) for a, b in zip(phased["p"], before))

@@ -293,3 +293,29 @@ def test_lamb_and_lion_with_grads_coming_and_going(name):
         np.testing.assert_allclose(p.detach().numpy(), r, rtol=1e-12, atol=1e-14)
         if name == "LAMB":
             assert float(opt.state[p]["step"]) == s
+
+
+def test_lamb_clips_by_one_norm_over_every_group():
+    """apex FusedLAMB: one gradient norm over all param groups, each group clipped by its own
+    max_grad_norm: the reference LAMB on gradients clipped by hand, per group."""
+    import numpy as np
+    from fastopt import reference
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n, dtype=torch.float64)) for n in (7, 300, 5)]
+    grads = [torch.randn_like(p) * 3 for p in params]
+    groups = [{"params": params[:2], "max_grad_norm": 1.0}, {"params": params[2:], "max_grad_norm": 50.0}]
+    opt = ft.LAMB(groups, lr=1e-2)
+    expected = [p.detach().numpy().copy() for p in params]
+    state = [(np.zeros_like(e), np.zeros_like(e)) for e in expected]
+    for step in (1, 2):
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        norm = float(np.sqrt(sum(np.sum(g.numpy() ** 2) for g in grads)))
+        for idx, limit in (([0, 1], 1.0), ([2], 50.0)):
+            factor = max(1.0, norm / limit)
+            reference.lamb([expected[i] for i in idx], [grads[i].numpy() / factor for i in idx],
+                           [state[i][0] for i in idx], [state[i][1] for i in idx], step=step, lr=1e-2,
+                           max_grad_norm=0.0)
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p.detach().numpy(), e, rtol=1e-10, atol=1e-12)

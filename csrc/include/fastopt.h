@@ -179,7 +179,20 @@ typedef struct fastopt_lamb_options {
     double max_grad_norm;  /* > 0: grads scaled by max_grad_norm / global norm when it exceeds it; 0: off */
     int64_t step;
     int use_nvlamb;        /* apply the trust ratio even when weight_decay == 0 */
+    /* Sharded tensors (each process holds a part of every tensor, FSDP/ZeRO): the step in two
+     * calls around a sum over the processes.  FASTOPT_LAMB_WHOLE (0): the whole step, as above.
+     * FASTOPT_LAMB_MOMENTS: updates the moments, writes tensor i's sums of squares of p and of u
+     * to sums[2 i] and sums[2 i + 1], and stops; FASTOPT_LAMB_APPLY: takes those sums (summed
+     * over the processes) and updates the params, with the options, state and steps of the
+     * moments call.  max_grad_norm must then be 0: the caller clips, by a norm over the
+     * processes, through grad_scale. */
+    int phase;
+    double *sums;
 } fastopt_lamb_options;
+
+#define FASTOPT_LAMB_WHOLE 0
+#define FASTOPT_LAMB_MOMENTS 1
+#define FASTOPT_LAMB_APPLY 2
 
 /* "0.1.0": the library's version. */
 FASTOPT_API const char *fastopt_version(void);

@@ -98,12 +98,12 @@ def options(optimizer: Optimizer, fn: str, common_init: list, hyper: dict):
     fields = _FIELDS.get(optimizer.c_name)
     if fields is None:
         fields = _FIELDS[optimizer.c_name] = _fields(optimizer.c_name)
-    fixed = optimizer.fixed
+    fixed = dict(optimizer.fixed)
     values = [common_init]
     for field, kind in fields:
-        if kind == "pointer":
-            break  # (pointers come last, and are set by the caller)
-        value = hyper[field] if not fixed or field not in dict(fixed) else dict(fixed)[field]
+        if kind == "pointer" or (field not in hyper and field not in fixed):
+            break  # (the fields after the keywords' are the caller's to set: per-tensor pointers, LAMB's phase)
+        value = fixed[field] if field in fixed else hyper[field]
         values.append(bool(value) if kind == "flag" else value if type(value) is (float if kind == "real" else int)
                       else real(fn, field, value) if kind == "real" else integer(fn, field, value))
     return ffi.new(f"fastopt_{optimizer.c_name}_options *", values)

@@ -60,6 +60,18 @@ def _local(t):
     return t._local_tensor if hasattr(t, "_local_tensor") else t
 
 
+def _shard_groups(t) -> list:
+    """The process groups over which a DTensor is sharded (its mesh dimensions that shard it)."""
+    return [t.device_mesh.get_group(d) for d, placement in enumerate(t.placements) if placement.is_shard()]
+
+
+def _all_reduce(values: torch.Tensor, groups) -> None:
+    """Sums values over the processes of each group, in place."""
+    import torch.distributed as dist
+    for g in groups:
+        dist.all_reduce(values, group=g)
+
+
 def _same(a: tuple, b) -> bool:
     """Whether two tuples of a group's values are equal: element by element, identical objects
     first (cheap when they are the very objects); a tensor that cannot be compared to one bool
@@ -103,6 +115,7 @@ class _Bucket:
         # share (state is made with zeros_like(param): a DTensor of the same placement)
         self.sharded = _is_sharded(params[0])
         self.locals = [_local(p) for p in params] if self.sharded else params
+        self.shard_groups = _shard_groups(params[0]) if self.sharded else []
         grads = [_local(g) for g in grads] if self.sharded else grads
         self.device, self.dtype = params[0].device, params[0].dtype
         self.cpu = self.device.type == "cpu"
@@ -210,24 +223,39 @@ class _Bucket:
             o.mu_product, o.mu_products = float(products[0]), ffi.from_buffer("double[]", wide)
         c.master_params = pointers["master_params"] if self.masters else ffi.NULL
         numel = pointers["numel"]
-        status = self.c_function(
-            _C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
-            *[pointers.get(r.key, ffi.NULL) for r in optimizer.state], o)
-        if status:
-            check(status, optimizer.name)
+
+        def call():
+            status = self.c_function(_C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
+                                     *[pointers.get(r.key, ffi.NULL) for r in optimizer.state], o)
+            if status:
+                check(status, optimizer.name)
+        if optimizer.name == "lamb" and self.sharded:  # trust ratios of whole tensors: sums over the shards
+            sums = np.zeros(2 * len(numel))
+            o.sums = ffi.from_buffer("double[]", sums)  # (clipped through the grad_scale: LAMB._scales)
+            o.phase = lib.FASTOPT_LAMB_MOMENTS
+            try:
+                call()
+                _all_reduce(torch.from_numpy(sums), self.shard_groups)
+                o.phase = lib.FASTOPT_LAMB_APPLY
+                call()
+            finally:
+                o.phase, o.sums = lib.FASTOPT_LAMB_WHOLE, ffi.NULL
+        else:
+            call()
         return through
 
     def _options(self, opt, group, optimizer, scale, first):
         """The group's C options struct and C function, made again only when a hyper-parameter
-        other than lr changes (lr, which schedulers change every step, is set each call).  The
+        other than lr changes (lr, which schedulers change every step, and the grad scale are set
+        each call).  The
         group's values being the very objects of the last call tells it without comparing them."""
-        seen = (tuple(group.values()), optimizer, scale, first)
+        seen = (tuple(group.values()), optimizer, first)
         if not _same(seen, self.seen):
-            key = (optimizer, scale, first, [v for k, v in group.items() if k not in ("params", "lr")])
+            key = (optimizer, first, [v for k, v in group.items() if k not in ("params", "lr")])
             if not _same(key, self.options_key):
                 hyper = opt._hyper(group, first)
                 c = _calls.common(optimizer.name, 0.0, hyper.pop("weight_decay"), hyper.pop("maximize"),
-                                  hyper.pop("l1_prox"), scale)
+                                  hyper.pop("l1_prox"))
                 if "betas" in hyper:
                     hyper["beta1"], hyper["beta2"] = hyper.pop("betas")
                 o = self.options = _calls.options(optimizer, optimizer.name, c, {"step": 1, "mu_product": 1.0, **hyper})
@@ -236,10 +264,13 @@ class _Bucket:
                 self.c_function = getattr(lib, f"fastopt_{optimizer.c_name}")
                 # a tensor among the values may change in place, unseen: then the struct is made every call
                 cacheable = not any(torch.is_tensor(v) or (type(v) is tuple and any(map(torch.is_tensor, v)))
-                                    for v in key[3])
+                                    for v in key[2])
                 self.options_key = key if cacheable else None
             self.seen = seen if self.options_key is not None else None
-        self.options.common.lr = float(group["lr"])
+        c = self.options.common
+        c.lr, c.grad_scale = float(group["lr"]), scale or 0.0  # (0: none)
+        if optimizer.name == "lamb":  # (its clipping may be in the grad_scale: see LAMB._scales)
+            self.options.max_grad_norm = 0.0 if opt._global_clip else group["max_grad_norm"]
         return self.options
 
     def _pointers(self, idx, grads) -> dict:
@@ -494,17 +525,21 @@ class _Optimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0:
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
-        for group in self.param_groups:
+        for group, group_scale in zip(self.param_groups, self._scales(scale)):
             grads = [p.grad for p in group["params"]]
             if all(g is None for g in grads):
                 continue
             for bucket in self._buckets_of(group, grads):
-                self._step_bucket(group, bucket, grads, scale)
+                self._step_bucket(group, bucket, grads, group_scale)
         if scale is not None:  # the grads left unscaled, as torch's fused optimizers leave them
             with torch.no_grad():
                 torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
                                     scale)
         return loss
+
+    def _scales(self, scale):
+        """Each group's grad_scale for this step (the loss scale; LAMB adds its clipping)."""
+        return [scale] * len(self.param_groups)
 
     _observed_step = torch.optim.Optimizer.profile_hook_step(_fused_step)
 
@@ -595,6 +630,9 @@ class _Optimizer(torch.optim.Optimizer):
             bucket.mu_products[idx]
         if bucket.cpu:
             out = bucket.run(self, group, function, idx, grads, scale, first, step, steps, products)
+        elif bucket.sharded and function is functional.lamb:
+            raise RuntimeError("fastopt.torch.LAMB: sharded (DTensor) CUDA params are not supported yet: their trust "
+                               "ratios need norms over the shards; the CPU (and CPU-offloaded) path supports them")
         else:  # CUDA tensors: fastopt.functional, written in place under no_grad as torch.optim writes them
             params, grads_in, state, masters = bucket.call_arrays(idx, grads)
             kwargs = self._hyper(group, first=first)
@@ -806,9 +844,39 @@ class Lion(_Optimizer):
 
 class LAMB(_Optimizer):
     """LAMB (apex FusedLAMB rules; see :func:`fastopt.lamb`); state keys 'exp_avg', 'exp_avg_sq'.
-    Trust ratios are per tensor over a bucket's one call."""
+
+    As apex, one gradient norm over every param group clips them, each by its own max_grad_norm;
+    with sharded (DTensor, FSDP2) params the norm and each tensor's trust ratio are over the whole
+    tensors, summed over the processes holding their shards."""
 
     _update = staticmethod(functional.lamb)
+    _global_clip = False  # this step's clipping is in each group's grad_scale (see _scales)
+
+    def _scales(self, scale):
+        grads = [(p, p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        sharded = [(p, g) for p, g in grads if _is_sharded(p)]
+        self._global_clip = len(self.param_groups) > 1 or bool(sharded)
+        if not self._global_clip:  # one group of whole tensors: the C call clips by its own norm
+            return [scale]
+        squares = 0.0
+        by = {}
+        for p, g in grads:
+            by.setdefault((_is_sharded(p), g.device, g.dtype), []).append(_flat(_local(g).detach()))
+        for (is_sharded, _, _), gs in by.items():
+            if not is_sharded:
+                squares += functional.global_norm(gs) ** 2
+        if sharded:  # each process's shards: their squares summed over the processes
+            local = torch.tensor([sum(functional.global_norm(gs) ** 2 for (sh, _, _), gs in by.items() if sh)],
+                                 dtype=torch.float64)
+            _all_reduce(local, _shard_groups(sharded[0][0]))
+            squares += float(local)
+        norm = squares ** 0.5 / (scale or 1.0)  # of the unscaled gradients, as apex clips them
+        out = []
+        for group in self.param_groups:
+            limit = group["max_grad_norm"]
+            factor = norm / limit if limit > 0 and norm > limit else 1.0
+            out.append(None if scale is None and factor == 1.0 else (scale or 1.0) * factor)
+        return out
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, max_grad_norm=1.0, *,
                  use_nvlamb=False, maximize=False, l1_prox=0.0, state_dtype=None,
@@ -819,5 +887,5 @@ class LAMB(_Optimizer):
 
     def _hyper(self, group, first):
         return dict(betas=tuple(map(float, group["betas"])), eps=group["eps"], weight_decay=group["weight_decay"],
-                    max_grad_norm=group["max_grad_norm"], use_nvlamb=group["use_nvlamb"],
+                    max_grad_norm=0.0 if self._global_clip else group["max_grad_norm"], use_nvlamb=group["use_nvlamb"],
                     maximize=group["maximize"], l1_prox=group.get("l1_prox", 0.0))
