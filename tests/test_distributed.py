@@ -105,6 +105,7 @@ def _ddp(rank, name, hyper):
     return out
 
 
+@pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
 @pytest.mark.parametrize("name,hyper", [("AdamW", dict(lr=1e-2)), ("Adam", dict(lr=1e-2, amsgrad=True)),
                                         ("SGD", dict(lr=0.05, momentum=0.9))])
 def test_ddp_matches_torch(tmp_path, name, hyper):
@@ -135,6 +136,7 @@ def _zero(rank):
     return out
 
 
+@pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
 def test_zero_resumes_after_stepping(tmp_path):
     """ZeRO's load_state_dict replaces each param's state behind the optimizer: the next step must
     use it (a resumed run equals torch's resumed run)."""
@@ -192,6 +194,7 @@ def _lamb(rank):
     return {"sharded": _full(sharded), "whole": _full(whole.module)}
 
 
+@pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
 def test_fsdp2_lamb_matches_whole_tensors(tmp_path):
     for r in run(tmp_path, _lamb):
         _close(r["sharded"], r["whole"])
@@ -219,6 +222,7 @@ def _dcp(rank, tmp, first_cls, second_cls):
     return out
 
 
+@pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
 @pytest.mark.parametrize("first,second", [("fastopt", "torch"), ("torch", "fastopt")])
 def test_fsdp2_distributed_checkpoint_cross_loads(tmp_path, first, second):
     """dcp.save of one library's optimizer, dcp.load into the other's: both continue alike."""

@@ -319,3 +319,68 @@ def test_lamb_clips_by_one_norm_over_every_group():
                            max_grad_norm=0.0)
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p.detach().numpy(), e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow  # (compiling takes tens of seconds)
+def test_torch_compile_runs_the_step_whole_without_breaks_inside_fastopt():
+    """Under torch.compile the step runs whole, outside the graph (torch.compiler.disable): no graph
+    break comes from inside fastopt, and the compiled loop trains as the eager one does."""
+    import torch._dynamo as dynamo
+
+    def setup():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        return model, ft.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+
+    def stepper(model, opt):
+        def train_step(x, y):
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return train_step
+    explained = dynamo.explain(stepper(*setup()))(x, y)
+    for b in explained.break_reasons:
+        assert not any("fastopt" in frame.filename for frame in b.user_stack), b.reason
+    dynamo.reset()
+    (eager_model, eager_opt), (compiled_model, compiled_opt) = setup(), setup()
+    eager, compiled = stepper(eager_model, eager_opt), torch.compile(stepper(compiled_model, compiled_opt))
+    for _ in range(3):
+        eager(x, y)
+        compiled(x, y)
+    for a, b in zip(eager_model.parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    dynamo.reset()
+
+
+@pytest.mark.slow  # (importing torch.distributed.optim scripts torch's functional optimizers: seconds)
+def test_functional_optimizers_for_zero_overlap_with_ddp():
+    """Registered with torch.distributed, fastopt's optimizers are what torch's functional ones are
+    (ZeroRedundancyOptimizer(overlap_with_ddp=True) steps them from DDP's hook, which torch allows
+    only with NCCL): made on a list of params, stepped with a list of gradients (None: skipped), as
+    torch's _FunctionalAdamW, with an empty list where a rank owns no params."""
+    pytest.importorskip("torch.distributed")
+    from torch.distributed.optim.utils import functional_optim_map
+    ft.register_functional_optimizers()
+
+    def as_functional_optim(cls, params, **kwargs):  # as ZeRO makes its local optimizer
+        return functional_optim_map[cls](params, **kwargs, _allow_empty_param_list=True)
+    torch.manual_seed(0)
+    ours, theirs = ([torch.nn.Parameter(torch.randn(n, dtype=torch.float64)) for n in (5, 3)] for _ in range(2))
+    for p, q in zip(ours, theirs):
+        q.data.copy_(p.data)
+    mine = as_functional_optim(ft.AdamW, ours, lr=1e-2, weight_decay=0.1)
+    torchs = as_functional_optim(torch.optim.AdamW, theirs, lr=1e-2, weight_decay=0.1)
+    assert type(mine).__name__ == "_FunctionalAdamW" and mine.optimizer_class is ft.AdamW
+    for step in range(3):
+        grads = [torch.randn(5, dtype=torch.float64), None if step == 1 else torch.randn(3, dtype=torch.float64)]
+        mine.step(grads)
+        torchs.step(grads)
+        assert all(p.grad is None for p in ours)  # the gradients lent for the step are taken back
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    as_functional_optim(ft.AdamW, [], lr=1e-2).step([])
+    with pytest.raises(ValueError, match="empty parameter list"):
+        functional_optim_map[ft.AdamW]([], lr=1e-2)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import sys
 import weakref
 
 import numpy as np
@@ -40,7 +41,8 @@ from fastopt._arrays import gather, host_view
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS, used_state
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB",
+           "register_functional_optimizers"]
 
 _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOAT64,
              torch.float16: lib.FASTOPT_FLOAT16, torch.bfloat16: lib.FASTOPT_BFLOAT16}
@@ -889,3 +891,56 @@ class LAMB(_Optimizer):
         return dict(betas=tuple(map(float, group["betas"])), eps=group["eps"], weight_decay=group["weight_decay"],
                     max_grad_norm=0.0 if self._global_clip else group["max_grad_norm"], use_nvlamb=group["use_nvlamb"],
                     maximize=group["maximize"], l1_prox=group.get("l1_prox", 0.0))
+
+
+# ---- torch.distributed's functional optimizers (ZeroRedundancyOptimizer(overlap_with_ddp=True)) ----
+
+class _Functional:
+    """A fastopt.torch optimizer as torch.distributed's functional optimizers are: made on a list of
+    params (possibly empty, on a rank that owns none), stepped with a list of gradients, one per
+    param (ZeRO's overlap with DDP steps each bucket's params from DDP's communication hook)."""
+
+    optimizer_class: type = None
+
+    def __init__(self, params, _allow_empty_param_list: bool = False, **defaults):
+        params = list(params)
+        if not params and not _allow_empty_param_list:
+            raise ValueError(f"{self.optimizer_class.__name__}: got an empty parameter list")
+        self.optimizer = self.optimizer_class([{"params": params}], **defaults)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def step(self, gradients) -> None:
+        """One fused step of the params with these gradients (None: the param is skipped)."""
+        params = self.optimizer.param_groups[0]["params"]
+        if len(gradients) != len(params):
+            raise ValueError(f"{type(self).__name__}.step: got {len(gradients)} gradients for {len(params)} params")
+        kept = [p.grad for p in params]
+        try:
+            for p, g in zip(params, gradients):
+                p.grad = g
+            self.optimizer.step()
+        finally:
+            for p, g in zip(params, kept):
+                p.grad = g
+
+
+def register_functional_optimizers() -> None:
+    """Registers each fastopt.torch optimizer with torch.distributed as its own functional
+    optimizer, so that ``ZeroRedundancyOptimizer(..., optimizer_class=fastopt.torch.AdamW,
+    overlap_with_ddp=True)`` works.  Called at import when torch.distributed.optim is loaded
+    already; otherwise call it once before making such an optimizer (importing
+    torch.distributed.optim takes seconds, which ``import fastopt.torch`` does not impose)."""
+    from torch.distributed.optim.utils import register_functional_optim
+    for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Lion, LAMB):
+        register_functional_optim(cls, type(f"_Functional{cls.__name__}", (_Functional,), {"optimizer_class": cls}))
+
+
+if "torch.distributed.optim.utils" in sys.modules:
+    register_functional_optimizers()
