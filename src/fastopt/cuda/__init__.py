@@ -45,6 +45,8 @@ _ARGS = {
     "elastic_net_kernel": "k2 pm", "scale_kernel": "k1 pm", "unscale_kernel": "k1 flag pm",
     "norm_blocks_kernel": "k3 mat pm",
 }
+# how many per-call constants each kernel takes (its "kN"): the first N of C's row of constants
+K_WIDTHS = {name: int(spec.split()[0][1:]) for name, spec in _ARGS.items()}
 # (params dtype, state dtype) pairs, with bfloat16 as its uint16 bits
 _STORED = [("float32", "float32"), ("float32", "bfloat16"), ("float64", "float64"), ("float16", "float16"),
            ("float16", "float32"), ("float16", "bfloat16"), ("bfloat16", "bfloat16"), ("bfloat16", "float32")]

@@ -20,6 +20,7 @@ from numba import cuda
 
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS
+from fastopt.cuda import K_WIDTHS
 from fastopt.cuda import _kernels as K
 from fastopt.cuda._arrays import DTYPES, is_gpu_array, stream_handle, view
 from fastopt.cuda._prims import MARKERS, SIMULATOR
@@ -286,9 +287,11 @@ def flag_address(call: Call, found_inf) -> int | None:
 
 # ---- optimizers ----
 
-KERNELS = {"sgd": K.sgd_kernel, "adam": K.adam_kernel, "adamw": K.adam_kernel, "rmsprop": K.rmsprop_kernel,
-           "adagrad": K.adagrad_kernel, "nadam": K.nadam_kernel, "radam": K.radam_kernel, "lion": K.lion_kernel}
-Q8_KERNELS = {"sgd": K.sgd_q8_kernel, "adam": K.adam_q8_kernel, "adamw": K.adam_q8_kernel, "lion": K.lion_q8_kernel}
+# each optimizer's kernel (in fastopt.cuda._kernels), and its 8-bit state kernel
+KERNELS = {"sgd": "sgd_kernel", "adam": "adam_kernel", "adamw": "adam_kernel", "rmsprop": "rmsprop_kernel",
+           "adagrad": "adagrad_kernel", "nadam": "nadam_kernel", "radam": "radam_kernel", "lion": "lion_kernel",
+           "lamb": "lamb_moments_kernel"}
+Q8_KERNELS = {"sgd": "sgd_q8_kernel", "adam": "adam_q8_kernel", "adamw": "adam_q8_kernel", "lion": "lion_q8_kernel"}
 
 
 def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master_params=None, rounding=None,
@@ -310,24 +313,25 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
         return
     seed, counter = rounding or (0, 0)
     aux = (int(master_params is not None), int(rounding is not None), counter, seed & 0xFFFFFFFF, seed >> 32)
-    k = tuple(float(x) for x in rows[0])
-    # each tensor's row where they differ (per-tensor steps or products); else every tensor reads k
+    # each tensor's row where they differ (per-tensor steps or products); else every tensor reads k,
+    # the row cut to the width the kernel is declared (compiled) with
+    kernel = (Q8_KERNELS if call.has("q8") else KERNELS)[fn]
+    k = tuple(float(x) for x in rows[0][:K_WIDTHS[kernel]])
     per_tensor = _to_device(call, "per_tensor", rows) if steps is not None or mu_products is not None else \
         call.workspace("no_rows", (0, 1))
     if fn == "lamb":
-        return _lamb(call, o, k, per_tensor, aux, flag)
+        return _lamb(call, o, k, float(rows[0][12]), per_tensor, aux, flag)
     rows_arg = (per_tensor,) if OPTIMIZERS[fn].takes_step else ()
     if call.has("q8"):
         table, blocks = call.table(block)
-        call.launch(Q8_KERNELS[fn], blocks, table, k, *rows_arg, aux, flag, block, call.codebook(),
+        call.launch(getattr(K, kernel), blocks, table, k, *rows_arg, aux, flag, block, call.codebook(),
                     call.markers()[0])
         return
     table, blocks = call.table()
-    call.launch(KERNELS[fn], blocks, table, k, *rows_arg, aux, flag, *call.markers())
+    call.launch(getattr(K, kernel), blocks, table, k, *rows_arg, aux, flag, *call.markers())
 
 
-def _lamb(call: Call, o, k, rows, aux, flag: int) -> None:
-    grad_mul = k[12]
+def _lamb(call: Call, o, k, grad_mul: float, rows, aux, flag: int) -> None:
     if o.max_grad_norm > 0:  # apex: g / max(1, ||g|| / max_grad_norm), the norm over all tensors
         norm = _norm(call.role(1, False), 2.0) * abs(grad_mul)
         if norm > o.max_grad_norm:
