@@ -4,6 +4,7 @@ convolutions, very many tiny params, GradScaler skipping NaN steps, autograd's v
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
@@ -342,8 +343,9 @@ def test_torch_compile_runs_the_step_whole_without_breaks_inside_fastopt():
             return loss
         return train_step
     explained = dynamo.explain(stepper(*setup()))(x, y)
-    for b in explained.break_reasons:
-        assert not any("fastopt" in frame.filename for frame in b.user_stack), b.reason
+    package = os.path.dirname(fastopt.__file__)
+    for b in explained.break_reasons:  # (torch's own break at backward() is in the test's frame)
+        assert not any(frame.filename.startswith(package) for frame in b.user_stack), b.reason
     dynamo.reset()
     (eager_model, eager_opt), (compiled_model, compiled_opt) = setup(), setup()
     eager, compiled = stepper(eager_model, eager_opt), torch.compile(stepper(compiled_model, compiled_opt))
