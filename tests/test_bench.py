@@ -135,3 +135,11 @@ def test_an_interrupted_run_keeps_what_it_measured(tmp_path, monkeypatch, capsys
     assert {r["problem"] for r in rows} == {"4k"}
     captured = capsys.readouterr()
     assert "interrupted: 1 of 2 cases measured" in captured.err and "sgd float32 4k" in captured.out
+
+
+def test_the_drop_in_benchmark_runs_with_new_gradients_each_step():
+    pytest.importorskip("torch")
+    from fastopt.bench import torch_step
+    rows = torch_step.run(["sgd"], ["mlp20"], repeats=2, new_grads=True)
+    assert {r["variant"] for r in rows} >= {"fastopt", "torch fused", "torch foreach"}
+    assert all(r["median_s"] > 0 for r in rows)

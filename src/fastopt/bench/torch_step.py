@@ -2,10 +2,12 @@
 ``torch.optim``'s fused CPU optimizers (and DeepSpeed's CPU Adam when importable), on the parameter
 lists of a small MLP (20 tensors, 41,600 params) and GPT-2 small (148 tensors, 124M params).
 
-    python -m fastopt.bench.torch_step [--optimizers adamw,adam,sgd,adagrad] [--repeats 15]
+    python -m fastopt.bench.torch_step [--optimizers adamw,adam,sgd,adagrad] [--repeats 15] [--new-grads]
 
 Every variant steps its own copy of the same parameters with the same gradients; samples are
 interleaved (see fastopt.bench.measure) and the medians reported with ratios taken in the same run.
+With --new-grads each step first assigns new gradient tensors (two sets, alternating), as a
+training loop's backward makes them: what an optimizer checks per gradient is then paid every step.
 """
 from __future__ import annotations
 
@@ -28,31 +30,48 @@ def _params(torch, shapes, seed):
     return params
 
 
-def steps(optimizer: str, model: str) -> dict:
+def _with_new_grads(torch, params, step):
+    """step, each call preceded by assigning new gradient tensors (two sets, alternating)."""
+    sets = [[p.grad.clone() for p in params] for _ in range(2)]
+    turn = [0]
+
+    def stepped():
+        turn[0] ^= 1
+        for p, g in zip(params, sets[turn[0]]):
+            p.grad = g
+        step()
+    return stepped
+
+
+def steps(optimizer: str, model: str, new_grads: bool = False) -> dict:
     """{variant: step function} for one optimizer on one model's parameter list."""
     import torch
 
     import fastopt.torch as ft
     shapes = MODELS[model]()
     name, hyper = TORCH_NAMES[optimizer], HYPER[optimizer]
-    out = {"fastopt": getattr(ft, name)(_params(torch, shapes, 0), **hyper).step,
-           "torch fused": getattr(torch.optim, name)(_params(torch, shapes, 0), fused=True, **hyper).step,
-           "torch foreach": getattr(torch.optim, name)(_params(torch, shapes, 0), foreach=True, **hyper).step}
+
+    def variant(make):
+        params = _params(torch, shapes, 0)
+        step = make(params).step
+        return _with_new_grads(torch, params, step) if new_grads else step
+    out = {"fastopt": variant(lambda ps: getattr(ft, name)(ps, **hyper)),
+           "torch fused": variant(lambda ps: getattr(torch.optim, name)(ps, fused=True, **hyper)),
+           "torch foreach": variant(lambda ps: getattr(torch.optim, name)(ps, foreach=True, **hyper))}
     if optimizer in ("adam", "adamw"):
         try:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
-            out["deepspeed"] = DeepSpeedCPUAdam(_params(torch, shapes, 0), adamw_mode=optimizer == "adamw",
-                                                **hyper).step
+            out["deepspeed"] = variant(lambda ps: DeepSpeedCPUAdam(ps, adamw_mode=optimizer == "adamw", **hyper))
         except Exception:  # not installed, or its op does not build here
             pass
     return out
 
 
-def run(optimizers, models, repeats: int) -> list[dict]:
+def run(optimizers, models, repeats: int, new_grads: bool = False) -> list[dict]:
     rows = []
     for model in models:
         for optimizer in optimizers:
-            fns = steps(optimizer, model)
+            fns = steps(optimizer, model, new_grads)
             stats = {k: summary(v) for k, v in interleaved(fns, repeats, min_time=0.02).items()}
             ours = stats["fastopt"]["median_s"]
             for variant, s in stats.items():
@@ -74,9 +93,10 @@ def main(argv=None) -> None:
     parser.add_argument("--optimizers", default="adamw,adam,sgd,adagrad")
     parser.add_argument("--models", default="mlp20,gpt2-small")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--new-grads", action="store_true", help="assign new gradient tensors before each step")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
-    rows = run(args.optimizers.split(","), args.models.split(","), args.repeats)
+    rows = run(args.optimizers.split(","), args.models.split(","), args.repeats, args.new_grads)
     print(report(rows))
     if args.json:
         with open(args.json, "w") as f:
