@@ -144,26 +144,43 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
         roles = roles + [("master_params", master_params, True, "master")]
     dtype, numel, ptrs, state = gather(fn, roles)
     if o is not None:
-        c = o.common
-        if steps is not None:
-            c.steps = kept_steps = per_tensor(fn, "step", steps, len(numel))  # noqa: F841 (alive for the call)
-        if mu_products is not None:
-            o.mu_products = kept_mu = per_tensor(fn, "mu_product", mu_products, len(numel))  # noqa: F841
-        if state != dtype:
-            c.state_dtype = state
-        if absmax:
-            scales = [ffi.new("void *[]", [pointer(a) for a in arrays]) for arrays in absmax]
-            c.quant_block, c.absmax = block, scales + [ffi.NULL] * (2 - len(scales))
-        if master_params is not None:
-            c.master_params = masters = ffi.new("void *[]", ptrs.pop())  # noqa: F841 (alive for the call)
-        if stochastic_rounding is not None:
-            c.stochastic_rounding = 1
-            c.rounding_seed, c.rounding_step = _rounding(fn, stochastic_rounding, step)
+        scales = [ffi.new("void *[]", [pointer(a) for a in arrays]) for arrays in absmax]
+        masters = ffi.new("void *[]", ptrs.pop()) if master_params is not None else None
+        rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
+        kept = with_arrays(fn, o, len(numel), state if state != dtype else None, steps, mu_products,  # noqa: F841
+                           scales, block, masters, rounding)  # (alive for the call)
     status = c_function(dtype, len(numel), numel, *ptrs, o) if o is not None else \
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
         check(status, fn)
     bump_versions(written)
+
+
+def with_arrays(fn: str, o, n: int, state_code=None, steps=None, mu_products=None, scales=(), block=0, masters=None,
+                rounding=None) -> list:
+    """Puts into the options o of a call over n tensors what its arrays carry: the state's dtype
+    code (None: the params'), per-tensor steps and NAdam's products, the 8-bit scales' and the
+    master copies' pointer arrays, stochastic rounding's (seed, counter).  Host and device calls
+    alike; returns what must stay alive until the call returns."""
+    c, kept = o.common, []
+    if state_code is not None:
+        c.state_dtype = state_code
+    if steps is not None:
+        kept.append(per_tensor(fn, "step", steps, n))
+        c.steps = kept[-1]
+    if mu_products is not None:
+        kept.append(per_tensor(fn, "mu_product", mu_products, n))
+        o.mu_products = kept[-1]
+    if scales:
+        c.quant_block, c.absmax = block, list(scales) + [ffi.NULL] * (2 - len(scales))
+        kept += scales
+    if masters is not None:
+        c.master_params = masters
+        kept.append(masters)
+    if rounding is not None:
+        c.stochastic_rounding = 1
+        c.rounding_seed, c.rounding_step = rounding
+    return kept
 
 
 def per_tensor(fn: str, name: str, values: np.ndarray, n: int):

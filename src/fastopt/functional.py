@@ -157,8 +157,8 @@ def _adam(fn, decoupled, params, grads, exp_avgs, exp_avg_sqs, step, lr, betas, 
                              step, decoupled, maximize)):
         return  # the latency path (fastopt._single) made the update
     _update(fn, params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, max_exp_avg_sqs=max_exp_avg_sqs),
-            dict(betas=betas, eps=eps, step=step, amsgrad=amsgrad), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-            master_params, stochastic_rounding)
+            dict(betas=betas, eps=eps, step=step, amsgrad=amsgrad),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -255,8 +255,8 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
     """
     _update("rmsprop", params, grads,
             dict(square_avgs=square_avgs, grad_avgs=grad_avgs, momentum_buffers=momentum_buffers),
-            dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-            master_params, stochastic_rounding)
+            dict(alpha=alpha, eps=eps, momentum=momentum, centered=centered),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
@@ -284,8 +284,7 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
       None.
     """
     _update("adagrad", params, grads, dict(state_sums=state_sums), dict(lr_decay=lr_decay, eps=eps, step=step),
-            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-            master_params, stochastic_rounding)
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3, betas=(0.9, 0.999),
@@ -319,9 +318,9 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, step, mu_product=1.0, lr=2e-3
     """
     return _update("nadam", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
                    dict(betas=betas, eps=eps, step=step, momentum_decay=momentum_decay,
-                        decoupled_weight_decay=decoupled_weight_decay), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-                   master_params, stochastic_rounding,
-                   mu_product=mu_product)
+                        decoupled_weight_decay=decoupled_weight_decay),
+                   lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params,
+                   stochastic_rounding, mu_product=mu_product)
 
 
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
@@ -348,8 +347,8 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
       None.
     """
     _update("radam", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
-            dict(betas=betas, eps=eps, step=step, decoupled_weight_decay=decoupled_weight_decay), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-            master_params, stochastic_rounding)
+            dict(betas=betas, eps=eps, step=step, decoupled_weight_decay=decoupled_weight_decay),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
@@ -375,8 +374,8 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
     Returns:
       None.
     """
-    _update("lion", params, grads, dict(exp_avgs=exp_avgs), dict(betas=betas), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-            master_params, stochastic_rounding)
+    _update("lion", params, grads, dict(exp_avgs=exp_avgs), dict(betas=betas),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
@@ -405,8 +404,8 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       None.
     """
     _update("lamb", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
-            dict(betas=betas, eps=eps, step=step, max_grad_norm=max_grad_norm, use_nvlamb=use_nvlamb), lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream,
-            master_params, stochastic_rounding)
+            dict(betas=betas, eps=eps, step=step, max_grad_norm=max_grad_norm, use_nvlamb=use_nvlamb),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 
 # ---- regularization gradients ----

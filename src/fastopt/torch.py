@@ -249,8 +249,8 @@ class _Bucket:
     def _options(self, opt, group, optimizer, scale, first):
         """The group's C options struct and C function, made again only when a hyper-parameter
         other than lr changes (lr, which schedulers change every step, and the grad scale are set
-        each call).  The
-        group's values being the very objects of the last call tells it without comparing them."""
+        each call).  The group's values being the very objects of the last call tells it without
+        comparing them."""
         seen = (tuple(group.values()), optimizer, first)
         if not _same(seen, self.seen):
             key = (optimizer, first, [v for k, v in group.items() if k not in ("params", "lr")])
@@ -287,7 +287,7 @@ class _Bucket:
             ffi.cast("uintptr_t *", out["grads"])[0:len(grads)] = list(map(_data_ptr, grads))
             return out
         out = {role: self._array([addresses[i] for i in idx]) for role, addresses in self.addresses.items()}
-        out["grads"] = self._array([t.data_ptr() for t in grads])
+        out["grads"] = self._array(list(map(_data_ptr, grads)))
         out["numel"] = ffi.new("size_t[]", [self.numel[i] for i in idx])
         return out
 
@@ -574,7 +574,8 @@ class _Optimizer(torch.optim.Optimizer):
         cached = self._buckets.get(id(group))
         if cached is not None:
             ids, values, keys, members, buckets = cached  # members: None when every param is one
-            if ids == tuple(map(id, params)) and (_same(values, tuple(group.values())) or keys == self._state_keys(group)) and \
+            if ids == tuple(map(id, params)) and \
+                    (_same(values, tuple(group.values())) or keys == self._state_keys(group)) and \
                     (members is None or all(g is None or m for g, m in zip(grads, members))) and \
                     all(b.valid(self) for b in buckets):
                 return buckets

@@ -141,24 +141,17 @@ class Call:
         each tensor's kernel constants, one float64 row per tensor (fastopt_common.constant_rows).
         n_args: how many of the call's roles are C's array arguments (the rest: master copies and
         8-bit scales, which go into the options)."""
-        from fastopt._calls import per_tensor
+        from fastopt._calls import with_arrays
         c = o.common
         rows = np.zeros((self.n, lib.FASTOPT_CONSTANTS_ROW))
         c.constant_rows = ffi.from_buffer("double[]", rows)
-        if steps is not None:
-            c.steps = kept_steps = per_tensor(self.fn, "step", steps, self.n)  # noqa: F841 (alive for the call)
-        if mu_products is not None:
-            o.mu_products = kept_mu = per_tensor(self.fn, "mu_product", mu_products, self.n)  # noqa: F841
-        if self.has("q8"):
-            c.state_dtype, c.quant_block = lib.FASTOPT_QUANT8, self.block
-            scales = [self.lists[r] for r, k in enumerate(self.kinds) if k == "absmax" and self.lists[r] is not None]
-            c.absmax = scales + [ffi.NULL] * (2 - len(scales))
-        elif self.state_dtype != self.dtype:
-            c.state_dtype = C_DTYPES[self.state_dtype]
+        q8 = self.has("q8")
+        state_code = lib.FASTOPT_QUANT8 if q8 else C_DTYPES[self.state_dtype] if self.state_dtype != self.dtype \
+            else None
+        scales = [self.lists[r] for r, k in enumerate(self.kinds) if k == "absmax" and self.lists[r] is not None]
         masters = [self.lists[r] for r, k in enumerate(self.kinds) if k == "master" and self.lists[r] is not None]
-        c.master_params = masters[0] if masters else ffi.NULL
-        if rounding is not None:
-            c.stochastic_rounding, (c.rounding_seed, c.rounding_step) = 1, rounding
+        kept = with_arrays(self.fn, o, self.n, state_code, steps, mu_products, scales,  # noqa: F841 (alive
+                           self.block if q8 else 0, masters[0] if masters else None, rounding)  # for the call)
         c.found_inf = ffi.NULL  # a device flag is the kernels' to read; a host one was read by the caller
         args = [ffi.NULL if lists is None else lists for lists in self.lists[:n_args]]
         check(c_function(C_DTYPES[self.dtype], self.n, self.numel, *args, o), self.fn)
@@ -198,7 +191,8 @@ class Call:
         """The 8-bit codes of this call's states, each row 256 code values then 1 if the code is
         signed, on its device (made once per device and signedness)."""
         signed = {r.arg: r.signed for r in OPTIMIZERS[self.fn].state}
-        signs = tuple(signed[self.names[r]] for r, k in enumerate(self.kinds) if k == "q8" and self.views[r] is not None)
+        signs = tuple(signed[self.names[r]] for r, k in enumerate(self.kinds)
+                      if k == "q8" and self.views[r] is not None)
         key = (self.device, signs)
         if key not in _CODEBOOKS:
             from fastopt.quant8 import code
