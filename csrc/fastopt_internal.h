@@ -165,10 +165,14 @@ static inline double fo_max_lanes(const double *a)
 
 /* One SIMD level's kernels: optimizers indexed by storage combination (FO_C*), gradient kernels
  * by element type (FO_F32 .. FO_B16). */
+/* The optimizers' span functions, one line each: fo_kernel_table.<name>[combination] is the
+ * span <name>_span of kernels/<file>.h (kernels.c). */
+#define FO_OPTIMIZER_SPANS(X) X(sgd) X(adam) X(rmsprop) X(adagrad) X(nadam) X(radam) X(lion) X(lamb_apply)
+
+#define FO_SPAN_FIELD(name) fo_span_fn name[FO_NCOMBOS];
 typedef struct fo_kernel_table {
     const char *isa;
-    fo_span_fn sgd[FO_NCOMBOS], adam[FO_NCOMBOS], rmsprop[FO_NCOMBOS], adagrad[FO_NCOMBOS];
-    fo_span_fn nadam[FO_NCOMBOS], radam[FO_NCOMBOS], lion[FO_NCOMBOS], lamb_apply[FO_NCOMBOS];
+    FO_OPTIMIZER_SPANS(FO_SPAN_FIELD)
     fo_block_fn lamb_moments[FO_NCOMBOS];
     fo_block_fn sgd_q8[FO_NCOMBOS], adam_q8[FO_NCOMBOS], lion_q8[FO_NCOMBOS]; /* float32-state combinations */
     fo_span_fn elastic_net[FO_NTYPES], scale[FO_NTYPES], stream[FO_NTYPES];

@@ -36,13 +36,18 @@ LION_FLAGS = _grid(lr=[1e-3], weight_decay=[0.0, 0.1], maximize=[False, True])
 LAMB_FLAGS = _grid(lr=[1e-2], weight_decay=[0.0, 0.01], max_grad_norm=[0.0, 1.0], use_nvlamb=[False, True],
                    maximize=[False, True])
 
-TORCH_CASES = {"sgd": SGD_FLAGS, "adam": ADAM_FLAGS, "adamw": ADAM_FLAGS, "rmsprop": RMSPROP_FLAGS,
-               "adagrad": ADAGRAD_FLAGS, "nadam": NADAM_FLAGS, "radam": RADAM_FLAGS}
+FLAGS = {"sgd": SGD_FLAGS, "adam": ADAM_FLAGS, "adamw": ADAM_FLAGS, "rmsprop": RMSPROP_FLAGS, "adagrad": ADAGRAD_FLAGS,
+         "nadam": NADAM_FLAGS, "radam": RADAM_FLAGS, "lion": LION_FLAGS, "lamb": LAMB_FLAGS}
+assert set(FLAGS) == set(OPTIMIZERS), "each optimizer of the table needs its row of flags here"
+# each optimizer's flags with every one on (the last row of its grid)
+BUSIEST = {name: flags[-1] for name, flags in FLAGS.items()}
+# the optimizers torch.optim has, with their torch.optim class
+TORCH_CASES = {name: flags for name, flags in FLAGS.items() if OPTIMIZERS[name].in_torch}
+TORCH_CLASS = {name: OPTIMIZERS[name].class_name for name in TORCH_CASES}
 # fastopt's own extras on top of each optimizer's busiest flags: the fused L1 proximal step and
 # loss scaling (a power of two, undone exactly, and not)
 EXTRAS = [dict(l1_prox=0.01, grad_scale=1024.0), dict(l1_prox=0.5, grad_scale=3.0)]
-CASES = {name: flags + [{**flags[-1], **extra} for extra in EXTRAS]
-         for name, flags in {**TORCH_CASES, "lion": LION_FLAGS, "lamb": LAMB_FLAGS}.items()}
+CASES = {name: flags + [{**flags[-1], **extra} for extra in EXTRAS] for name, flags in FLAGS.items()}
 
 # Each optimizer's state arrays (functional argument names), which take a step count, which state
 # is >= 0: from the table every layer reads.
@@ -111,5 +116,5 @@ def assert_close(actual, expected, dtype, name: str = "") -> None:
         np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=floor)
 
 
-__all__ = ["CASES", "Q8_CASES", "fastopt", "reference", "flag_id", "state_names", "make_arrays", "call", "copy",
+__all__ = ["CASES", "FLAGS", "BUSIEST", "TORCH_CASES", "TORCH_CLASS", "Q8_CASES", "fastopt", "reference", "flag_id", "state_names", "make_arrays", "call", "copy",
            "assert_close"]

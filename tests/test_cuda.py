@@ -20,7 +20,7 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import fastopt  # noqa: E402
 from fastopt.cuda import _arrays, _prims  # noqa: E402
-from cases import CASES, NON_NEGATIVE, Q8_CASES, STATE, assert_close, call, flag_id, make_arrays, reference, state_names  # noqa: E402
+from cases import CASES, NON_NEGATIVE, Q8_CASES, STATE, TORCH_CLASS, assert_close, call, flag_id, make_arrays, reference, state_names  # noqa: E402
 
 SIM = _prims.SIMULATOR
 # NumPy scalars warn where the device computes inf - inf in silence (the simulator runs on them)
@@ -612,7 +612,7 @@ gpu = pytest.mark.skipif(SIM, reason="needs a CUDA GPU (the simulator has no tor
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam"])
+@pytest.mark.parametrize("name", list(TORCH_CLASS))
 def test_torch_tensor_trajectory_matches_torch_optim(name, device):
     """The functional API on torch tensors, 20 steps of the busiest flags, against torch.optim: on
     the CPU (the C kernels) and, on a GPU, CUDA tensors (these kernels)."""
@@ -625,8 +625,7 @@ def test_torch_tensor_trajectory_matches_torch_optim(name, device):
     params = [torch.randn(n, device=device) for n in (4097, 33, 1000)]
     ours = {"params": [p.clone() for p in params]}
     ours.update({s: [torch.zeros_like(p) for p in params] for s in state_names(name, flags)})
-    opt = getattr(torch.optim, {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-                                "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam"}[name])(
+    opt = getattr(torch.optim, TORCH_CLASS[name])(
         [torch.nn.Parameter(p) for p in params], foreach=False, **flags)
     torch_params = [p for g in opt.param_groups for p in g["params"]]
     mu_product = 1.0

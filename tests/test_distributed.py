@@ -19,6 +19,7 @@ if not dist.is_available() or not dist.is_gloo_available():
 import torch.multiprocessing as mp  # noqa: E402
 
 import fastopt.torch as ft  # noqa: E402
+from cases import BUSIEST, TORCH_CLASS  # noqa: E402
 
 WORLD = 2
 TIMEOUT = 60  # seconds a case may take, processes included
@@ -146,9 +147,7 @@ def test_zero_resumes_after_stepping(tmp_path):
 
 # ---- FSDP2 ----
 
-FSDP_CASES = [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=1e-2)), ("AdamW", dict(lr=1e-2)),
-              ("RMSprop", dict(lr=1e-2, momentum=0.5, centered=True)), ("Adagrad", dict(lr=0.1)),
-              ("NAdam", dict(lr=1e-2)), ("RAdam", dict(lr=1e-2))]
+FSDP_CASES = [(TORCH_CLASS[name], BUSIEST[name]) for name in TORCH_CLASS]  # every flag on
 
 
 def _sharded(seed=0):

@@ -7,17 +7,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastopt import _calls, functional, optim, schedules
+from cases import BUSIEST, TORCH_CLASS, call, state_names
 
-CLASSES = {"sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
-           "adam": (optim.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=0.1)),
-           "adamw": (optim.AdamW, dict(lr=1e-2)),
-           "rmsprop": (optim.RMSprop, dict(lr=1e-2, momentum=0.9, centered=True)),
-           "adagrad": (optim.Adagrad, dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)),
-           "nadam": (optim.NAdam, dict(lr=2e-3, weight_decay=0.01, decoupled_weight_decay=True)),
-           "radam": (optim.RAdam, dict(lr=1e-3)),
-           "lion": (optim.Lion, dict(lr=1e-3, weight_decay=0.1)),
-           "lamb": (optim.LAMB, dict(lr=1e-2, l1_prox=1e-3))}
+from fastopt import _calls, functional, optim, schedules
+from fastopt._optimizers import OPTIMIZERS
+
+EXTRA = {"adagrad": dict(initial_accumulator_value=0.1)}  # a constructor's own argument
+
+CLASSES = {name: (getattr(optim, row.class_name), dict(BUSIEST[name], **EXTRA.get(name, {})))
+           for name, row in OPTIMIZERS.items()}
 
 
 def problem(seed=0, dtype=np.float64):
@@ -34,25 +32,12 @@ def functional_run(name, kwargs, params, steps):
     """The same training with functional calls and hand-kept state: what the class must equal."""
     kwargs = dict(kwargs)
     init = kwargs.pop("initial_accumulator_value", 0.0)
-    state = {s: [np.full_like(p, init) for p in params] for s in ("a", "b", "c")}
+    arrays = {"params": params, **{s: [np.full_like(p, init) for p in params] for s in state_names(name, kwargs)}}
     mu = 1.0
     for t in range(1, steps + 1):
-        g = gradient(params, t)
-        a, b, c = state["a"], state["b"], state["c"]
-        if name == "sgd":
-            functional.sgd(params, g, a, first_step=t == 1, **kwargs)
-        elif name in ("adam", "adamw"):
-            getattr(functional, name)(params, g, a, b, step=t, max_exp_avg_sqs=c, **kwargs)
-        elif name == "rmsprop":
-            functional.rmsprop(params, g, a, b, c, **kwargs)
-        elif name == "adagrad":
-            functional.adagrad(params, g, a, step=t, **kwargs)
-        elif name == "nadam":
-            mu = functional.nadam(params, g, a, b, step=t, mu_product=mu, **kwargs)
-        elif name == "lion":
-            functional.lion(params, g, a, **kwargs)
-        else:
-            getattr(functional, name)(params, g, a, b, step=t, **kwargs)
+        arrays["grads"] = gradient(params, t)
+        out = call(functional, name, arrays, kwargs, step=t, mu_product=mu)
+        mu = out if name == "nadam" else mu
     return params
 
 
@@ -152,9 +137,7 @@ def test_state_dict_round_trip_and_errors():
         other.load_state_dict({"param_groups": [], "state": {}})
 
 
-TORCH_PAIRS = [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=1e-2, amsgrad=True)), ("AdamW", dict(lr=1e-2)),
-               ("RMSprop", dict(lr=1e-2, momentum=0.9, centered=True)), ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
-               ("NAdam", dict(lr=2e-3)), ("RAdam", dict(lr=1e-3))]
+TORCH_PAIRS = [(TORCH_CLASS[name], BUSIEST[name]) for name in TORCH_CLASS]
 
 
 @pytest.mark.parametrize("name,hyper", TORCH_PAIRS)
@@ -196,9 +179,7 @@ def test_checkpoints_move_between_torch_and_fastopt(name, hyper, direction):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-7 if name == "NAdam" else 1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,hyper", [("SGD", dict(momentum=0.9)), ("Adam", dict(amsgrad=True)), ("AdamW", {}),
-                                        ("RMSprop", dict(momentum=0.9, centered=True)), ("Adagrad", {}),
-                                        ("NAdam", {}), ("RAdam", {})])
+@pytest.mark.parametrize("name,hyper", TORCH_PAIRS)
 def test_state_keys_are_torchs(name, hyper):
     """A state dict names each param's state as torch.optim's does, its step count included."""
     torch = pytest.importorskip("torch")

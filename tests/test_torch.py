@@ -2,17 +2,14 @@
 import numpy as np
 import pytest
 
-from cases import TORCH_CASES, call, flag_id, state_names
+from cases import TORCH_CASES, TORCH_CLASS, call, flag_id, state_names
 
 import fastopt
+from fastopt._optimizers import OPTIMIZERS
 
 torch = pytest.importorskip("torch")
 
-TORCH_STATE = {"momentum_buffers": "momentum_buffer", "exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq",
-               "max_exp_avg_sqs": "max_exp_avg_sq", "square_avgs": "square_avg", "grad_avgs": "grad_avg",
-               "state_sums": "sum"}
-TORCH_CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
-               "nadam": "NAdam", "radam": "RAdam"}
+TORCH_STATE = {r.arg: r.key for row in OPTIMIZERS.values() for r in row.state}
 # float64 agrees to rounding; float32 drifts by rounding over 50 steps
 TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
 ALL_CASES = [(name, f) for name, flags in TORCH_CASES.items() for f in flags]

@@ -11,10 +11,9 @@ torch = pytest.importorskip("torch")
 
 import fastopt  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
-from cases import TORCH_CASES, flag_id  # noqa: E402
+from cases import TORCH_CASES, TORCH_CLASS, flag_id  # noqa: E402
 
-NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
-         "nadam": "NAdam", "radam": "RAdam"}
+NAMES = TORCH_CLASS
 EXTRA = {"adagrad": dict(initial_accumulator_value=0.1)}
 
 

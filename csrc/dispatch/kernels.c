@@ -147,14 +147,8 @@
 
 const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
     .isa = FO_STR(FO_ISA),
-    .sgd = COMBOS(sgd_span),
-    .adam = COMBOS(adam_span),
-    .rmsprop = COMBOS(rmsprop_span),
-    .adagrad = COMBOS(adagrad_span),
-    .nadam = COMBOS(nadam_span),
-    .radam = COMBOS(radam_span),
-    .lion = COMBOS(lion_span),
-    .lamb_apply = COMBOS(lamb_apply_span),
+#define OPTIMIZER_SPANS(name) .name = COMBOS(name##_span),
+    FO_OPTIMIZER_SPANS(OPTIMIZER_SPANS)
     .lamb_moments = COMBOS(lamb_moments_block),
     .sgd_q8 = F32_STATE(sgd_q8_block),
     .adam_q8 = F32_STATE(adam_q8_block),

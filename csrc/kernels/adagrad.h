@@ -12,3 +12,11 @@ FO_INLINE void FO_FN(adagrad_loop)(size_t n, FO_P *restrict p, const FO_P *restr
         ST_P(p, i, FO_FN(l1_prox)(pi + neg_clr * gi / (FO_SQRT(si) + eps), prox_t, prox));
     }
 }
+
+/* a span of tensor t: its buffers, and the flags that say which exist as constants */
+SPAN(adagrad_span)
+{
+    const fo_adagrad_consts *k = fo_consts_of(call, t);
+    AUX;
+    WITH_PROX(k, FO_FN(adagrad_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), k, aux, prox));
+}

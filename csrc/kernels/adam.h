@@ -23,3 +23,12 @@ FO_INLINE void FO_FN(adam_loop)(size_t n, FO_P *restrict p, const FO_P *restrict
         ST_P(p, i, FO_FN(l1_prox)(pi + neg_step_size * mi / denom, prox_t, prox)); /* addcdiv: (value*m)/denom */
     }
 }
+
+/* a span of tensor t: its buffers, and the flags that say which exist as constants */
+SPAN(adam_span)
+{
+    const fo_adam_consts *k = fo_consts_of(call, t);
+    AUX;
+    if (k->amsgrad) WITH_PROX(k, FO_FN(adam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), AT_S(4), k, aux, 1, prox));
+    else WITH_PROX(k, FO_FN(adam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), NULL, k, aux, 0, prox));
+}

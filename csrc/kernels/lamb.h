@@ -55,3 +55,17 @@ FO_INLINE void FO_FN(lamb_apply_loop)(size_t n, FO_P *restrict p, const FO_S *re
         ST_P(p, i, FO_FN(l1_prox)(pi + neg_lr_ratio * FO_FN(lamb_direction)(LD_S(m, i), LD_S(v, i), pi, d), prox_t, prox));
     }
 }
+
+/* the spans of the two passes (api.c: fastopt_lamb) */
+BLOCK(lamb_moments_block) /* writes no params: no random bits, and blocks are longer than FO_SR_CHUNK */
+{
+    const fo_aux aux_ = {MASTER_AT(begin), NULL}, *aux = &aux_;
+    FO_FN(lamb_moments_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), fo_consts_of(call, t), aux, out);
+}
+
+SPAN(lamb_apply_span)
+{
+    const fo_lamb_consts *k = fo_consts_of(call, t);
+    AUX;
+    WITH_PROX(k, FO_FN(lamb_apply_loop)(end - begin, AT_P(0), AT_S(2), AT_S(3), k, aux, (T)k->neg_lr_ratio[t], prox));
+}

@@ -17,3 +17,11 @@ FO_INLINE void FO_FN(radam_loop)(size_t n, FO_P *restrict p, const FO_P *restric
         ST_P(p, i, FO_FN(l1_prox)(pi - step, prox_t, prox));
     }
 }
+
+/* a span of tensor t: its buffers, and the flags that say which exist as constants */
+SPAN(radam_span)
+{
+    const fo_radam_consts *k = fo_consts_of(call, t);
+    AUX;
+    WITH_PROX(k, FO_FN(radam_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), AT_S(3), k, aux, prox));
+}

@@ -30,3 +30,17 @@ FO_INLINE void FO_FN(rmsprop_loop)(size_t n, FO_P *restrict p, const FO_P *restr
         ST_P(p, i, FO_FN(l1_prox)(pi, prox_t, prox));
     }
 }
+
+/* a span of tensor t: its buffers, and the flags that say which exist as constants */
+SPAN(rmsprop_span)
+{
+    const fo_rmsprop_consts *k = fo_consts_of(call, t);
+    AUX;
+    size_t n = end - begin;
+    FO_P *p = AT_P(0), *g = AT_P(1);
+    FO_S *sq = AT_S(2);
+    if (k->centered && k->has_momentum) WITH_PROX(k, FO_FN(rmsprop_loop)(n, p, g, sq, AT_S(3), AT_S(4), k, aux, 1, 1, prox));
+    else if (k->centered) WITH_PROX(k, FO_FN(rmsprop_loop)(n, p, g, sq, AT_S(3), NULL, k, aux, 1, 0, prox));
+    else if (k->has_momentum) WITH_PROX(k, FO_FN(rmsprop_loop)(n, p, g, sq, NULL, AT_S(4), k, aux, 0, 1, prox));
+    else WITH_PROX(k, FO_FN(rmsprop_loop)(n, p, g, sq, NULL, NULL, k, aux, 0, 0, prox));
+}

@@ -20,3 +20,12 @@ FO_INLINE void FO_FN(sgd_loop)(size_t n, FO_P *restrict p, const FO_P *restrict 
         ST_P(p, i, FO_FN(l1_prox)(pi - lr * gi, prox_t, prox));
     }
 }
+
+/* a span of tensor t: its buffers, and the flags that say which exist as constants */
+SPAN(sgd_span)
+{
+    const fo_sgd_consts *k = fo_consts_of(call, t);
+    AUX;
+    if (k->has_momentum) WITH_PROX(k, FO_FN(sgd_loop)(end - begin, AT_P(0), AT_P(1), AT_S(2), k, aux, 1, prox));
+    else WITH_PROX(k, FO_FN(sgd_loop)(end - begin, AT_P(0), AT_P(1), NULL, k, aux, 0, prox));
+}

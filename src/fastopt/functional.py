@@ -610,6 +610,6 @@ def _complete(fn) -> None:
     fn.__doc__ = doc[:start] + "\n".join(out) + doc[end:]
 
 
-for _fn in (adamw, nadam, radam, lamb, rmsprop, adagrad, lion, sgd, adam):  # (adam and sgd last: the others read theirs)
-    _complete(_fn)
-del _fn
+for _name in sorted(OPTIMIZERS, key=lambda name: name in ("adam", "sgd")):  # (adam and sgd last: the others read theirs)
+    _complete(globals()[_name])
+del _name

@@ -939,7 +939,7 @@ def register_functional_optimizers() -> None:
     already; otherwise call it once before making such an optimizer (importing
     torch.distributed.optim takes seconds, which ``import fastopt.torch`` does not impose)."""
     from torch.distributed.optim.utils import register_functional_optim
-    for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Lion, LAMB):
+    for cls in (globals()[row.class_name] for row in OPTIMIZERS.values()):
         register_functional_optim(cls, type(f"_Functional{cls.__name__}", (_Functional,), {"optimizer_class": cls}))
 
 

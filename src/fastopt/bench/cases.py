@@ -11,18 +11,38 @@ import numpy as np
 
 import fastopt
 from fastopt import reference
+from fastopt._optimizers import OPTIMIZERS as ROWS
+from fastopt._optimizers import Optimizer as Row
+from fastopt._optimizers import used_state
 
 
 @dataclass(frozen=True)
 class Optimizer:
-    name: str                 # fastopt / fastopt.reference function
-    torch_name: str | None    # torch.optim class
-    state: tuple[str, ...]    # state arrays, fastopt's names, in positional order
-    torch_state: tuple[str, ...]
+    """An optimizer as the benchmark runs it: its row of the optimizer table, and its hyper-parameters."""
+    row: Row
     hyper: dict = field(default_factory=dict)
-    stepped: bool = True      # takes step=
-    torch_fused: bool = False # torch has fused=True for it on the CPU
-    n_in: int = 1             # arrays only read (grads)
+    torch_fused: bool = False  # torch.optim has fused=True for it on the CPU
+    n_in: int = 1              # arrays only read (grads)
+
+    @property
+    def name(self) -> str:     # fastopt / fastopt.reference function
+        return self.row.name
+
+    @property
+    def torch_name(self) -> str | None:  # torch.optim class
+        return self.row.class_name if self.row.in_torch else None
+
+    @property
+    def state(self) -> tuple[str, ...]:  # state arrays these hyper-parameters use, in positional order
+        return tuple(r.arg for r in used_state(self.row, self.hyper))
+
+    @property
+    def torch_state(self) -> tuple[str, ...]:
+        return tuple(r.key for r in used_state(self.row, self.hyper))
+
+    @property
+    def stepped(self) -> bool:  # takes step=
+        return self.row.takes_step
 
     @property
     def n_inout(self) -> int:  # arrays read and written: params and state
@@ -32,19 +52,12 @@ class Optimizer:
         return (self.n_in + 2 * self.n_inout) * itemsize
 
 
-MOMENTS = ("exp_avgs", "exp_avg_sqs"), ("exp_avg", "exp_avg_sq")
-OPTIMIZERS = {
-    "sgd": Optimizer("sgd", "SGD", ("momentum_buffers",), ("momentum_buffer",), dict(lr=1e-3, momentum=0.9),
-                     stepped=False, torch_fused=True),
-    "adam": Optimizer("adam", "Adam", *MOMENTS, dict(lr=1e-3), torch_fused=True),
-    "adamw": Optimizer("adamw", "AdamW", *MOMENTS, dict(lr=1e-3, weight_decay=1e-2), torch_fused=True),
-    "rmsprop": Optimizer("rmsprop", "RMSprop", ("square_avgs",), ("square_avg",), dict(lr=1e-2), stepped=False),
-    "adagrad": Optimizer("adagrad", "Adagrad", ("state_sums",), ("sum",), dict(lr=1e-2), torch_fused=True),
-    "nadam": Optimizer("nadam", "NAdam", *MOMENTS, dict(lr=2e-3)),
-    "radam": Optimizer("radam", "RAdam", *MOMENTS, dict(lr=1e-3)),
-    "lion": Optimizer("lion", None, ("exp_avgs",), (), dict(lr=1e-4), stepped=False),
-    "lamb": Optimizer("lamb", None, *MOMENTS, dict(lr=1e-3)),
-}
+HYPER = {"sgd": dict(lr=1e-3, momentum=0.9), "adam": dict(lr=1e-3), "adamw": dict(lr=1e-3, weight_decay=1e-2),
+         "rmsprop": dict(lr=1e-2), "adagrad": dict(lr=1e-2), "nadam": dict(lr=2e-3), "radam": dict(lr=1e-3),
+         "lion": dict(lr=1e-4), "lamb": dict(lr=1e-3)}
+TORCH_FUSED = ("sgd", "adam", "adamw", "adagrad")
+OPTIMIZERS = {name: Optimizer(row, HYPER.get(name, dict(lr=1e-3)), torch_fused=name in TORCH_FUSED)
+              for name, row in ROWS.items()}
 
 
 def _gpt2_small() -> list[tuple[int, ...]]:

@@ -33,20 +33,6 @@ from fastopt.cuda._arrays import bfloat16, is_gpu_array
 
 __all__ = ["bfloat16", "is_gpu_array", "available", "signatures", "compile_ptx", "precompile"]
 
-# each kernel's arguments after its tensor table, by name (see fastopt.cuda._kernels)
-_ARGS = {
-    "sgd_kernel": "k11 aux flag pm sm", "adam_kernel": "k13 mat aux flag pm sm", "rmsprop_kernel": "k12 aux flag pm sm",
-    "adagrad_kernel": "k8 mat aux flag pm sm", "nadam_kernel": "k13 mat aux flag pm sm",
-    "radam_kernel": "k14 mat aux flag pm sm",
-    "lion_kernel": "k11 aux flag pm sm", "lamb_moments_kernel": "k12 mat aux vec flag mat pm sm",
-    "lamb_ratio_kernel": "k12 flag mat vec", "lamb_apply_kernel": "k12 mat aux flag vec pm sm",
-    "sgd_q8_kernel": "k11 aux flag int book pm", "adam_q8_kernel": "k13 mat aux flag int book pm",
-    "lion_q8_kernel": "k11 aux flag int book pm",
-    "elastic_net_kernel": "k2 pm", "scale_kernel": "k1 pm", "unscale_kernel": "k1 flag pm",
-    "norm_blocks_kernel": "k3 mat pm",
-}
-# how many per-call constants each kernel takes (its "kN"): the first N of C's row of constants
-K_WIDTHS = {name: int(spec.split()[0][1:]) for name, spec in _ARGS.items()}
 # (params dtype, state dtype) pairs, with bfloat16 as its uint16 bits
 _STORED = [("float32", "float32"), ("float32", "bfloat16"), ("float64", "float64"), ("float16", "float16"),
            ("float16", "float32"), ("float16", "bfloat16"), ("bfloat16", "bfloat16"), ("bfloat16", "float32")]
@@ -62,24 +48,27 @@ def available() -> bool:
         return False
 
 
-@functools.cache
-def signatures() -> dict:
-    """{kernel name: [argument types, ...]}: every stored-type combination each kernel is built for."""
+def signatures_of(name: str, spec: str) -> list:
+    """The argument types kernel `name` is built for, its arguments as `spec` names them (see
+    fastopt.cuda._kernels.kernel), once per stored-type combination (8-bit kernels: float32 state)."""
     from numba import types
     bits = {"float32": types.float32, "float64": types.float64, "float16": types.float16,
             "bfloat16": types.uint16}
-    arg = {"flag": types.int64, "int": types.int64, "vec": types.float64[::1], "mat": types.float64[:, ::1],
+    arg = {"table": types.int64[:, ::1], "flag": types.int64, "int": types.int64, "vec": types.float64[::1], "mat": types.float64[:, ::1],
            "aux": types.UniTuple(types.int64, 5), "book": types.float32[:, ::1]}
-    out = {"norm_total_kernel": [(types.float64[:, ::1], types.float64[::1])]}
-    for name, spec in _ARGS.items():
-        sigs = set()
-        for p, s in _STORED if "q8" not in name else [(p, "float32") for p in _Q8_PARAMS]:
-            marker = {"pm": bits[p], "sm": bits[s]}
-            sigs.add((types.int64[:, ::1],) + tuple(
-                types.UniTuple(types.float64, int(a[1:])) if a[0] == "k" else marker.get(a) or arg[a]
-                for a in spec.split()))
-        out[name] = sorted(sigs, key=str)
-    return out
+    sigs = set()  # (a kernel without pm or sm: one)
+    for p, s in _STORED if "q8" not in name else [(p, "float32") for p in _Q8_PARAMS]:
+        marker = {"pm": bits[p], "sm": bits[s]}
+        sigs.add(tuple(types.UniTuple(types.float64, int(a[1:])) if a[0] == "k" else marker.get(a) or arg[a]
+                       for a in spec.split()))
+    return sorted(sigs, key=str)
+
+
+@functools.cache
+def signatures() -> dict:
+    """{kernel name: [argument types, ...]}: every stored-type combination each kernel is built for."""
+    from fastopt.cuda import _kernels
+    return {name: signatures_of(name, spec) for name, spec in _kernels.ARGS.items()}
 
 
 def compile_ptx(cc=(9, 0)) -> dict:

@@ -27,15 +27,29 @@ THREADS = 4 if SIMULATOR else 256    # threads per block (the simulator runs eac
 CHUNK = 64 if SIMULATOR else 4096    # elements per block
 
 
-def kernel(fn):
-    """A CUDA kernel: on a GPU, compiled for every signature it is launched with (see
-    fastopt.cuda.signatures) when this module is first imported, and cached on disk, so a launch
-    pays no compilation and no type dispatch beyond a look-up; elsewhere (the simulator, or PTX
-    builds without a GPU) compiled on demand."""
-    if SIMULATOR or not cuda.is_available():
-        return cuda.jit(fn)
-    from fastopt.cuda import signatures
-    return cuda.jit(signatures()[fn.__name__], cache=True)(fn)
+ARGS = {}  # {kernel name: its spec}, filled by @kernel: what fastopt.cuda.signatures() builds
+
+
+def kernel(spec: str):
+    """A CUDA kernel whose arguments are `spec`, one word each: table (the tensor table), kN (a
+    tuple of N float64 constants: the first N of C's row, fastopt_common.constant_rows), mat, vec
+    (float64 2-d and 1-d arrays), aux (five int64), flag, int (int64), book (the 8-bit codebooks),
+    pm and sm (markers of the params' and the state's stored type).  On a GPU it is compiled for
+    every signature it is launched with (fastopt.cuda.signatures_of) when this module is first
+    imported, and cached on disk, so a launch pays no compilation and no type dispatch beyond a
+    look-up; elsewhere (the simulator, or PTX builds without a GPU) compiled on demand."""
+    def build(fn):
+        ARGS[fn.__name__] = spec
+        if SIMULATOR or not cuda.is_available():
+            return cuda.jit(fn)
+        from fastopt.cuda import signatures_of
+        return cuda.jit(signatures_of(fn.__name__, spec), cache=True)(fn)
+    return build
+
+
+def width(name: str) -> int:
+    """How many constants kernel `name` takes (its kN)."""
+    return next(int(a[1:]) for a in ARGS[name].split() if a[0] == "k")
 
 
 device = cuda.jit(device=True) if SIMULATOR else register_jitable
@@ -173,7 +187,7 @@ def sgd_span(p, g, buf, master, n, k, aux, t, first, pm, sm):
         param_out(p, master, i, l1_prox(pi - lr * gi, prox_t, k[PROX]), pm, aux, t, first)
 
 
-@kernel
+@kernel("table k11 aux flag pm sm")
 def sgd_kernel(table, k, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
@@ -208,7 +222,7 @@ def adam_span(p, g, m, v, vmax, master, n, k, kt, aux, t, first, pm, sm):
         param_out(p, master, i, l1_prox(pi * decay + neg_step_size * mi / denom, prox_t, k[PROX]), pm, aux, t, first)
 
 
-@kernel
+@kernel("table k13 mat aux flag pm sm")
 def adam_kernel(table, k, kt, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
@@ -218,7 +232,7 @@ def adam_kernel(table, k, kt, aux, found_inf, pm, sm):
               n, k, kt, aux, t, start, pm, sm)
 
 
-@kernel
+@kernel("table k12 aux flag pm sm")
 def rmsprop_kernel(table, k, aux, found_inf, pm, sm):
     # k[6:]: alpha, 1 - alpha, eps, momentum, centered, has_momentum
     if flag_set(found_inf):
@@ -249,7 +263,7 @@ def rmsprop_kernel(table, k, aux, found_inf, pm, sm):
         param_out(p, master, i, l1_prox(pi, prox_t, k[PROX]), pm, aux, t, start)
 
 
-@kernel
+@kernel("table k8 mat aux flag pm sm")
 def adagrad_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: -lr / (1 + (t - 1) * lr_decay), eps
     if flag_set(found_inf):
@@ -267,7 +281,7 @@ def adagrad_kernel(table, k, kt, aux, found_inf, pm, sm):
         param_out(p, master, i, l1_prox(pi + neg_clr * gi / (sqrt(si) + eps), prox_t, k[PROX]), pm, aux, t, start)
 
 
-@kernel
+@kernel("table k13 mat aux flag pm sm")
 def nadam_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta2^t), gradient coefficient, momentum coefficient
     if flag_set(found_inf):
@@ -290,7 +304,7 @@ def nadam_kernel(table, k, kt, aux, found_inf, pm, sm):
         param_out(p, master, i, l1_prox(pi + momentum_coef * mi / denom, prox_t, k[PROX]), pm, aux, t, start)
 
 
-@kernel
+@kernel("table k14 mat aux flag pm sm")
 def radam_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), sqrt(1 - beta2^t), rect, rectified
     if flag_set(found_inf):
@@ -330,7 +344,7 @@ def lion_span(p, g, m, master, n, k, aux, t, first, pm, sm):
         param_out(p, master, i, l1_prox(pi + neg_lr * u, prox_t, k[PROX]), pm, aux, t, first)
 
 
-@kernel
+@kernel("table k11 aux flag pm sm")
 def lion_kernel(table, k, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
@@ -443,7 +457,7 @@ def q8_store(table, t, r, scale_r, start, n, block, codebook, j, tile, shared):
         codes[i] = np.uint8(q8_code_of(tile[i] * inv, signed))
 
 
-@kernel
+@kernel("table k11 aux flag int book pm")
 def sgd_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
     if flag_set(found_inf):
         return
@@ -457,7 +471,7 @@ def sgd_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
     q8_store(table, t, 2, 4, start, n, block, codebook, 0, buf, shared)
 
 
-@kernel
+@kernel("table k13 mat aux flag int book pm")
 def adam_q8_kernel(table, k, kt, aux, found_inf, block, codebook, pm):
     if flag_set(found_inf):
         return
@@ -474,7 +488,7 @@ def adam_q8_kernel(table, k, kt, aux, found_inf, block, codebook, pm):
     q8_store(table, t, 3, 7, start, n, block, codebook, 1, v, shared)
 
 
-@kernel
+@kernel("table k11 aux flag int book pm")
 def lion_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
     if flag_set(found_inf):
         return
@@ -499,7 +513,7 @@ def lamb_direction(mi, vi, pi, inv_bc1, inv_bc2, eps, wd, has_wd):
 # k layout of LAMB: 1 - beta1, beta2, 1 - beta2, eps, 1 / (1 - beta1^t), 1 / (1 - beta2^t), weight_decay,
 # has_wd, prox threshold, prox, -lr, trust (weight decay or nvlamb)
 
-@kernel
+@kernel("table k12 mat aux vec flag mat pm sm")
 def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
     if flag_set(found_inf):
         return
@@ -527,7 +541,7 @@ def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
         sums[cuda.blockIdx.x, 1] = u2
 
 
-@kernel
+@kernel("table k12 flag mat vec")
 def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
     """ratios[t] = -lr * ||p|| / ||u|| over tensor t (its blocks summed in order), or -lr."""
     t = cuda.grid(1)
@@ -545,7 +559,7 @@ def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
     ratios[t] = k[10] * (p_norm / u_norm if trust else 1.0)
 
 
-@kernel
+@kernel("table k12 mat aux flag vec pm sm")
 def lamb_apply_kernel(table, k, kt, aux, found_inf, ratios, pm, sm):
     if flag_set(found_inf):
         return
@@ -563,7 +577,7 @@ def lamb_apply_kernel(table, k, kt, aux, found_inf, ratios, pm, sm):
 
 # ---- gradients: regularization, scaling, unscaling, norms ----
 
-@kernel
+@kernel("table k2 pm")
 def elastic_net_kernel(table, k, pm):
     # grads (role 0) += l2 * params (role 1) + l1 * sign(params), each term only when asked for
     t, start, end = chunk_of(table, CHUNK)
@@ -576,7 +590,7 @@ def elastic_net_kernel(table, k, pm):
         store(g, i, load(g, i, pm) + ((w + s if k[1] != 0 else s) if k[0] != 0 else w), pm)
 
 
-@kernel
+@kernel("table k1 pm")
 def scale_kernel(table, k, pm):
     t, start, end = chunk_of(table, CHUNK)
     end += start
@@ -586,7 +600,7 @@ def scale_kernel(table, k, pm):
         store(g, i, load(g, i, pm) * factor, pm)
 
 
-@kernel
+@kernel("table k1 flag pm")
 def unscale_kernel(table, k, found_inf, pm):
     # g *= inv_scale; the flag is set to 1 by any inf or NaN input (x - x is NaN exactly for those)
     t, start, end = chunk_of(table, CHUNK)
@@ -605,7 +619,7 @@ def unscale_kernel(table, k, found_inf, pm):
 NORM_2, NORM_1, NORM_INF, NORM_P = range(4)
 
 
-@kernel
+@kernel("table k3 mat pm")
 def norm_blocks_kernel(table, k, out, pm):
     """out[b] = (this block's sum for the norm, its largest |x|); k = (kind, p, scale)."""
     shared = cuda.shared.array(THREADS, float64)
@@ -632,7 +646,7 @@ def norm_blocks_kernel(table, k, out, pm):
         out[cuda.blockIdx.x, 1] = big
 
 
-@kernel
+@kernel("mat vec")
 def norm_total_kernel(blocks, total):
     """total = (the sum of blocks[:, 0], the largest of blocks[:, 1]): one block, a fixed order."""
     shared = cuda.shared.array(THREADS, float64)

@@ -20,7 +20,6 @@ from numba import cuda
 
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS
-from fastopt.cuda import K_WIDTHS
 from fastopt.cuda import _kernels as K
 from fastopt.cuda._arrays import DTYPES, is_gpu_array, stream_handle, view
 from fastopt.cuda._prims import MARKERS, SIMULATOR
@@ -281,11 +280,11 @@ def flag_address(call: Call, found_inf) -> int | None:
 
 # ---- optimizers ----
 
-# each optimizer's kernel (in fastopt.cuda._kernels), and its 8-bit state kernel
-KERNELS = {"sgd": "sgd_kernel", "adam": "adam_kernel", "adamw": "adam_kernel", "rmsprop": "rmsprop_kernel",
-           "adagrad": "adagrad_kernel", "nadam": "nadam_kernel", "radam": "radam_kernel", "lion": "lion_kernel",
-           "lamb": "lamb_moments_kernel"}
-Q8_KERNELS = {"sgd": "sgd_q8_kernel", "adam": "adam_q8_kernel", "adamw": "adam_q8_kernel", "lion": "lion_q8_kernel"}
+def kernel_of(fn: str, q8: bool) -> str:
+    """The name of optimizer fn's kernel in fastopt.cuda._kernels: <c_name>_kernel, or with 8-bit
+    state <c_name>_q8_kernel (LAMB's first: lamb_moments_kernel)."""
+    c_name = OPTIMIZERS[fn].c_name
+    return "lamb_moments_kernel" if c_name == "lamb" else f"{c_name}_q8_kernel" if q8 else f"{c_name}_kernel"
 
 
 def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master_params=None, rounding=None,
@@ -309,8 +308,8 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     aux = (int(master_params is not None), int(rounding is not None), counter, seed & 0xFFFFFFFF, seed >> 32)
     # each tensor's row where they differ (per-tensor steps or products); else every tensor reads k,
     # the row cut to the width the kernel is declared (compiled) with
-    kernel = (Q8_KERNELS if call.has("q8") else KERNELS)[fn]
-    k = tuple(float(x) for x in rows[0][:K_WIDTHS[kernel]])
+    kernel = kernel_of(fn, call.has("q8"))
+    k = tuple(float(x) for x in rows[0][:K.width(kernel)])
     per_tensor = _to_device(call, "per_tensor", rows) if steps is not None or mu_products is not None else \
         call.workspace("no_rows", (0, 1))
     if fn == "lamb":
