@@ -699,6 +699,36 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
                        radam_at_step, radam_row, o, &o->common);
 }
 
+static void adamax_at_step(void *kv, const void *ov, size_t t, int64_t step)
+{
+    fo_adamax_consts *k = kv;
+    const fastopt_adamax_options *o = ov;
+    (void)t;
+    k->clr = o->common.lr / (1.0 - pow(o->beta1, (double)step));
+}
+
+static void adamax_row(const void *kv, double *row)
+{
+    const fo_adamax_consts *k = kv;
+    common_row(&k->c, row);
+    row[6] = k->one_minus_beta1, row[7] = k->beta2, row[8] = k->eps, row[9] = -k->clr;
+}
+
+fastopt_status fastopt_adamax(fastopt_dtype dtype, size_t n_tensors, const size_t *numel, void *const *params,
+                              const void *const *grads, void *const *exp_avgs, void *const *exp_infs,
+                              const fastopt_adamax_options *o)
+{
+    NEED_OPTIONS(o);
+    fo_adamax_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .eps = o->eps};
+    CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(check_betas(o->beta1, o->beta2, 0));
+    CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
+    const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
+                             ROLE_NONNEGATIVE("exp_infs", exp_infs)};
+    return run_stepped(dtype, n_tensors, numel, roles, 4, fo_kernels()->adamax, NULL, &k, sizeof k, o->step, NULL,
+                       adamax_at_step, adamax_row, o, &o->common);
+}
+
 /* (Lion's weight decay joins the update after the sign: row[10], not the common coupled term) */
 static void lion_row(const void *kv, double *row)
 {

@@ -114,6 +114,12 @@ typedef struct fo_radam_consts {
     int rectified; /* rho_t > 5 */
 } fo_radam_consts;
 
+typedef struct fo_adamax_consts {
+    fo_common_consts c;
+    double one_minus_beta1, beta2, eps;
+    double clr; /* lr / (1 - beta1^t) */
+} fo_adamax_consts;
+
 typedef struct fo_lion_consts {
     fo_common_consts c;
     double beta1, one_minus_beta1, beta2, one_minus_beta2;
@@ -167,7 +173,7 @@ static inline double fo_max_lanes(const double *a)
  * by element type (FO_F32 .. FO_B16). */
 /* The optimizers' span functions, one line each: fo_kernel_table.<name>[combination] is the
  * span <name>_span of kernels/<file>.h (kernels.c). */
-#define FO_OPTIMIZER_SPANS(X) X(sgd) X(adam) X(rmsprop) X(adagrad) X(nadam) X(radam) X(lion) X(lamb_apply)
+#define FO_OPTIMIZER_SPANS(X) X(sgd) X(adam) X(rmsprop) X(adagrad) X(nadam) X(radam) X(adamax) X(lion) X(lamb_apply)
 
 #define FO_SPAN_FIELD(name) fo_span_fn name[FO_NCOMBOS];
 typedef struct fo_kernel_table {

@@ -32,12 +32,13 @@ ADAGRAD_FLAGS = _grid(lr=[0.1], lr_decay=[0.0, 0.01], weight_decay=[0.0, 0.01], 
 NADAM_FLAGS = _grid(lr=[2e-3], weight_decay=[0.0, 0.01], decoupled_weight_decay=[False, True],
                     maximize=[False, True])
 RADAM_FLAGS = NADAM_FLAGS
+ADAMAX_FLAGS = _grid(lr=[2e-3], weight_decay=[0.0, 0.01], maximize=[False, True])
 LION_FLAGS = _grid(lr=[1e-3], weight_decay=[0.0, 0.1], maximize=[False, True])
 LAMB_FLAGS = _grid(lr=[1e-2], weight_decay=[0.0, 0.01], max_grad_norm=[0.0, 1.0], use_nvlamb=[False, True],
                    maximize=[False, True])
 
 FLAGS = {"sgd": SGD_FLAGS, "adam": ADAM_FLAGS, "adamw": ADAM_FLAGS, "rmsprop": RMSPROP_FLAGS, "adagrad": ADAGRAD_FLAGS,
-         "nadam": NADAM_FLAGS, "radam": RADAM_FLAGS, "lion": LION_FLAGS, "lamb": LAMB_FLAGS}
+         "nadam": NADAM_FLAGS, "radam": RADAM_FLAGS, "adamax": ADAMAX_FLAGS, "lion": LION_FLAGS, "lamb": LAMB_FLAGS}
 assert set(FLAGS) == set(OPTIMIZERS), "each optimizer of the table needs its row of flags here"
 # each optimizer's flags with every one on (the last row of its grid)
 BUSIEST = {name: flags[-1] for name, flags in FLAGS.items()}

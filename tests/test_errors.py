@@ -1,9 +1,15 @@
 """Bad input: each case raises a TypeError/ValueError naming the argument, and writes nothing."""
+import inspect
+import math
+import re
+
 import ml_dtypes
 import numpy as np
 import pytest
+from cases import BUSIEST, call, make_arrays
 
 import fastopt
+from fastopt._optimizers import OPTIMIZERS
 
 
 def adam_args(n=16, dtype=np.float32, k=None):
@@ -170,3 +176,25 @@ def test_torch_cpu_tensors_are_host_arrays():
     assert fastopt.unscale(torch.tensor([1.0, float("inf")]), 0.5, found_inf=flag) and flag.item() == 1.0
     with pytest.raises(ValueError, match="grads is not C-contiguous"):
         fastopt.sgd(torch.zeros(4, 4), torch.zeros(4, 4).t(), lr=0.1)
+
+
+# A value out of range for each bounded hyper-parameter, and the words of its error.
+OUT_OF_RANGE = {"lr": (-1.0, "lr must be"), "eps": (-1e-8, "eps must be"), "weight_decay": (-0.1, "weight_decay must be"),
+                "betas": ((0.9, 1.5), "betas[1] must be"), "momentum": (-0.5, "momentum must be"),
+                "alpha": (1.5, "alpha must be"), "lr_decay": (-0.1, "lr_decay must be"),
+                "momentum_decay": (-1.0, "momentum_decay must be"), "max_grad_norm": (-1.0, "max_grad_norm must be")}
+
+
+@pytest.mark.parametrize("name,arg", [(name, arg) for name in OPTIMIZERS for arg in OUT_OF_RANGE
+                                      if arg in inspect.signature(getattr(fastopt, name)).parameters])
+def test_every_bounded_hyper_parameter_is_checked_before_writing(name, arg):
+    """Every optimizer of the table, each hyper-parameter it bounds: a ValueError naming it, and
+    params and state unchanged (NaN too: it is in no range)."""
+    flags = dict(BUSIEST[name])
+    arrays = make_arrays(name, flags, 33, np.float32, np.random.default_rng(0))
+    before = {k: v.tobytes() for k, v in arrays.items()}
+    value, words = OUT_OF_RANGE[arg]
+    for bad in (value, (value[0], math.nan) if arg == "betas" else math.nan):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            call(fastopt, name, arrays, flags, **{arg: bad})
+        assert {k: v.tobytes() for k, v in arrays.items()} == before

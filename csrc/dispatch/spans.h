@@ -79,6 +79,7 @@ static const size_t FO_FN(optimizer_role_size)[FO_MAX_ROLES] = {sizeof(FO_P), si
 #include "kernels/adagrad.h"
 #include "kernels/nadam.h"
 #include "kernels/radam.h"
+#include "kernels/adamax.h"
 #include "kernels/lion.h"
 #include "kernels/lamb.h"
 

@@ -91,9 +91,10 @@ typedef struct fastopt_common {
     size_t quant_block;           /* 256 or 2048 */
     void *const *absmax[2];
     /* Per-tensor step counts, for the optimizers that count steps (adam, adagrad, nadam, radam,
-     * lamb): NULL, or steps[i] >= 1 is tensor i's step, in place of the options' step.  torch keeps
-     * one step count per parameter (a parameter whose gradient is None is skipped and its count
-     * stays), so tensors at different steps share one call, each with its own bias correction.
+     * adamax, lamb): NULL, or steps[i] >= 1 is tensor i's step, in place of the options' step.
+     * torch keeps one step count per parameter (a parameter whose gradient is None is skipped
+     * and its count stays), so tensors at different steps share one call, each with its own bias
+     * correction.
      * sgd, rmsprop and lion count no steps and refuse it (FASTOPT_ERR_ARGUMENT). */
     const int64_t *steps;
     /* For a backend that runs the kernels elsewhere (fastopt's CUDA backend): NULL, or the call is
@@ -166,6 +167,14 @@ typedef struct fastopt_radam_options {
     int decoupled_weight_decay;
 } fastopt_radam_options;
 
+/* torch.optim.Adamax (weight decay coupled). */
+typedef struct fastopt_adamax_options {
+    fastopt_common common;
+    double beta1, beta2;  /* in [0, 1) */
+    double eps;           /* >= 0 */
+    int64_t step;         /* >= 1 */
+} fastopt_adamax_options;
+
 /* Lion (Chen et al. 2023), optax rules; weight decay decoupled. */
 typedef struct fastopt_lion_options {
     fastopt_common common;
@@ -226,6 +235,7 @@ FASTOPT_API fastopt_status fastopt_set_num_threads(int n);
  *           d = sqrt(v / (1-beta2^t)) + eps;  p -= lr*(1-mu_t)/(1-prod mu) * g/d + lr*mu_{t+1}/(1-prod mu * mu_{t+1}) * m/d
  * radam:    as Adam's m, v and weight decay;  rho_t = rho_inf - 2t*beta2^t/(1-beta2^t);
  *           rho_t > 5: p -= lr * m/(1-beta1^t) * sqrt(1-beta2^t)/(sqrt(v)+eps) * rect_t;  else p -= lr * m/(1-beta1^t)
+ * adamax:   g += wd*p;  m += (1-beta1)*(g-m);  u = max(beta2*u, |g| + eps);  p -= lr/(1-beta1^t) * m/u
  * lion:     c = beta1*m + (1-beta1)*g;  p -= lr*(sign(c) + wd*p);  m = beta2*m + (1-beta2)*g
  * lamb:     g /= max(1, ||all grads|| / max_grad_norm);  m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g*g;
  *           u = (m/(1-beta1^t)) / (sqrt(v/(1-beta2^t)) + eps) + wd*p;
@@ -261,6 +271,10 @@ FASTOPT_API fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, 
                                          void *const *params, const void *const *grads,
                                          void *const *exp_avgs, void *const *exp_avg_sqs,
                                          const fastopt_radam_options *options);
+FASTOPT_API fastopt_status fastopt_adamax(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
+                                          void *const *params, const void *const *grads,
+                                          void *const *exp_avgs, void *const *exp_infs,
+                                          const fastopt_adamax_options *options);
 FASTOPT_API fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t *numel,
                                         void *const *params, const void *const *grads,
                                         void *const *exp_avgs, const fastopt_lion_options *options);

@@ -17,11 +17,11 @@ from fastopt._native import check as _check
 from fastopt._native import ffi as _ffi
 from fastopt._native import lib as _lib
 from fastopt._paths import get_cmake_dir, get_include, get_library_dir
-from fastopt.functional import (adagrad, adam, adamw, clip_grad_norm, elastic_net_grad, global_norm,
+from fastopt.functional import (adagrad, adam, adamax, adamw, clip_grad_norm, elastic_net_grad, global_norm,
                                 l1_grad, l2_grad, lamb, lion, nadam, radam, rmsprop, sgd, unscale)
 
 __version__ = _c_string(_lib.fastopt_version())
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale",
            "info", "set_num_threads", "get_num_threads", "set_isa", "optim", "schedules", "reference",
            "get_include", "get_library_dir", "get_cmake_dir", "QuantizedState", "__version__"]

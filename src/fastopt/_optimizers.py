@@ -51,6 +51,8 @@ OPTIMIZERS = {o.name: o for o in (
               class_name="Adagrad"),
     Optimizer("nadam", "nadam", _MOMENTS, takes_step=True, keeps_step=True, class_name="NAdam"),
     Optimizer("radam", "radam", _MOMENTS, takes_step=True, keeps_step=True, class_name="RAdam"),
+    Optimizer("adamax", "adamax", (Role("exp_avgs", "exp_avg"), Role("exp_infs", "exp_inf", signed=False)),
+              takes_step=True, keeps_step=True, class_name="Adamax"),
     Optimizer("lion", "lion", (Role("exp_avgs", "exp_avg"),), takes_step=False, keeps_step=False, q8=True,
               class_name="Lion", in_torch=False),
     Optimizer("lamb", "lamb", _MOMENTS, takes_step=True, keeps_step=True, class_name="LAMB", in_torch=False),

@@ -48,7 +48,7 @@ from fastopt._optimizers import OPTIMIZERS
 # anything refused, and the general path then runs (and names the problem).
 from fastopt import _single
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "lion", "lamb",
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale"]
 
 
@@ -348,6 +348,35 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
     """
     _update("radam", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
             dict(betas=betas, eps=eps, step=step, decoupled_weight_decay=decoupled_weight_decay),
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
+
+
+def adamax(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+           maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None, stream=None, master_params=None,
+           stochastic_rounding=None):
+    """Adamax, in place (torch.optim.Adamax rules): Adam with an infinity norm for the second moment.
+
+    Per element, at step ``t``, with ``u`` the exponentially weighted infinity norm::
+
+        g = -grad if maximize else grad;  g = g + weight_decay * p   (if weight_decay != 0)
+        m = m + (1 - beta1) * (g - m)
+        u = max(beta2 * u, |g| + eps)
+        p = p - lr / (1 - beta1**t) * m / u
+
+    References: Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", section 7.1.
+
+    Args:
+      params, grads: as :func:`sgd`.
+      exp_avgs: first moment state (torch's ``exp_avg``), updated in place (start at zeros).
+      exp_infs: the infinity norm ``u`` (torch's ``exp_inf``), >= 0, updated in place (start at zeros).
+      step: >= 1, or one per tensor (see :func:`adam`).  lr: >= 0.  betas: (beta1, beta2), each in [0, 1).
+      eps: >= 0.  weight_decay: >= 0.
+      maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
+
+    Returns:
+      None.
+    """
+    _update("adamax", params, grads, dict(exp_avgs=exp_avgs, exp_infs=exp_infs), dict(betas=betas, eps=eps, step=step),
             lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
 
 

@@ -22,7 +22,7 @@ from fastopt import functional
 from fastopt._arrays import C_DTYPES, SUPPORTED
 from fastopt._optimizers import OPTIMIZERS, used_state
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Lion", "LAMB"]
 
 
 class Optimizer:
@@ -329,6 +329,16 @@ class RAdam(Optimizer):
                  decoupled_weight_decay=False, maximize=False, l1_prox=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                                      l1_prox=l1_prox))
+
+
+class Adamax(Optimizer):
+    """Adamax (torch.optim.Adamax arguments and defaults); see :func:`fastopt.adamax`."""
+    update = functional.adamax
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False,
+                 l1_prox=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
                                       l1_prox=l1_prox))
 
 

@@ -185,6 +185,21 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.
         _prox(p, lr, l1_prox)
 
 
+def adamax(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+           maximize=False, l1_prox=0.0, grad_scale=None, found_inf=None):
+    """Adamax, torch.optim.Adamax rules; see :func:`fastopt.adamax`."""
+    if _skipped(found_inf):
+        return
+    beta1, beta2 = betas
+    clr = lr / (1 - beta1**step)
+    for p, g, m, u in zip(_as_list(params), _as_list(grads), _as_list(exp_avgs), _as_list(exp_infs)):
+        g = _grad(g, p, maximize, grad_scale, weight_decay)
+        m += (1 - beta1) * (g - m)
+        np.maximum(u * beta2, np.abs(g) + eps, out=u)  # NaN wins, as torch.maximum
+        p += (-clr * m) / u
+        _prox(p, lr, l1_prox)
+
+
 def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-3, maximize=False,
          l1_prox=0.0, grad_scale=None, found_inf=None):
     """Lion, optax.lion rules; see :func:`fastopt.lion`."""

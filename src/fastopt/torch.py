@@ -41,7 +41,7 @@ from fastopt._arrays import gather, host_view
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS, used_state
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Lion", "LAMB",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Lion", "LAMB",
            "register_functional_optimizers"]
 
 _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOAT64,
@@ -828,6 +828,25 @@ class RAdam(_Optimizer):
         return dict(betas=tuple(map(float, group["betas"])), eps=group["eps"], weight_decay=group["weight_decay"],
                     decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
                     l1_prox=group.get("l1_prox", 0.0))
+
+
+class Adamax(_Optimizer):
+    """torch.optim.Adamax (see :func:`fastopt.adamax`)."""
+
+    _torch = torch.optim.Adamax
+
+    _update = staticmethod(functional.adamax)
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
+                 maximize=False, differentiable=False, capturable=False, l1_prox=0.0, state_dtype=None,
+                 master_weights=False):
+        super().__init__(params, _extras(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                              foreach=foreach, maximize=maximize, differentiable=differentiable,
+                                              capturable=capturable), l1_prox, state_dtype, master_weights))
+
+    def _hyper(self, group, first):
+        return dict(betas=tuple(map(float, group["betas"])), eps=group["eps"], weight_decay=group["weight_decay"],
+                    maximize=group["maximize"], l1_prox=group.get("l1_prox", 0.0))
 
 
 class Lion(_Optimizer):

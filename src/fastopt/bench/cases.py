@@ -54,7 +54,7 @@ class Optimizer:
 
 HYPER = {"sgd": dict(lr=1e-3, momentum=0.9), "adam": dict(lr=1e-3), "adamw": dict(lr=1e-3, weight_decay=1e-2),
          "rmsprop": dict(lr=1e-2), "adagrad": dict(lr=1e-2), "nadam": dict(lr=2e-3), "radam": dict(lr=1e-3),
-         "lion": dict(lr=1e-4), "lamb": dict(lr=1e-3)}
+         "adamax": dict(lr=2e-3), "lion": dict(lr=1e-4), "lamb": dict(lr=1e-3)}
 TORCH_FUSED = ("sgd", "adam", "adamw", "adagrad")
 OPTIMIZERS = {name: Optimizer(row, HYPER.get(name, dict(lr=1e-3)), torch_fused=name in TORCH_FUSED)
               for name, row in ROWS.items()}

@@ -20,7 +20,7 @@ anything with ``__cuda_array_interface__`` or a CUDA ``__dlpack__``) and it runs
   (``fastopt.QuantizedState(shape, like=param)``): the same bits as the C kernels.
 - Norms and found_inf are deterministic (a fixed reduction tree); a skipped step writes nothing.
 
-On a GPU, every kernel is compiled for all its signatures (99 in all) when fastopt.cuda's kernels
+On a GPU, every kernel is compiled for all its signatures (107 in all) when fastopt.cuda's kernels
 are first imported, and cached on disk (``cache=True``): the first import on a machine takes a
 while, later ones load the cache.  Without a GPU, the kernels run under Numba's simulator
 (``NUMBA_ENABLE_CUDASIM=1``) and :func:`compile_ptx` builds their PTX.

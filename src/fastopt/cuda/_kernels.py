@@ -329,6 +329,28 @@ def radam_kernel(table, k, kt, aux, found_inf, pm, sm):
         param_out(p, master, i, l1_prox(pi * decay - step, prox_t, k[PROX]), pm, aux, t, start)
 
 
+@kernel("table k10 mat aux flag pm sm")
+def adamax_kernel(table, k, kt, aux, found_inf, pm, sm):
+    # k[6:]: 1 - beta1, beta2, eps, -lr / (1 - beta1^t)
+    if flag_set(found_inf):
+        return
+    t, start, n = chunk_of(table, CHUNK)
+    p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
+    m, u = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
+    wd, mul, prox_t = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
+    c1, beta2, eps, neg_clr = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(at_step(k, kt, t, 9), pm)
+    for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
+        pi = param_in(p, master, i, pm, aux)
+        gi = grad_in(load(g, i, pm), pi, mul, wd)
+        m0 = load(m, i, sm)
+        mi = m0 + c1 * (gi - m0)
+        decayed, bound = load(u, i, sm) * beta2, abs(gi) + eps
+        ui = decayed if (decayed > bound or decayed != decayed) else bound  # torch.maximum: NaN wins
+        store(m, i, mi, sm)
+        store(u, i, ui, sm)
+        param_out(p, master, i, l1_prox(pi + neg_clr * mi / ui, prox_t, k[PROX]), pm, aux, t, start)
+
+
 @device
 def lion_span(p, g, m, master, n, k, aux, t, first, pm, sm):
     # k[6:]: beta1, 1 - beta1, beta2, 1 - beta2, weight_decay (decoupled, after the sign)
