@@ -145,6 +145,44 @@ def test_zero_resumes_after_stepping(tmp_path):
         _close(r["fastopt"], r["torch"])
 
 
+# ---- DeepSpeed ZeRO-Offload ----
+
+def _deepspeed(rank):
+    """ZeRO-2 with the optimizer offloaded to the host, fastopt.torch.AdamW its client optimizer,
+    with the two config keys that allow it (docs/distributed.md); against torch.optim.AdamW on the
+    gradient averaged over the ranks, which is what data parallelism steps with."""
+    os.environ.update(DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    import deepspeed
+    # gloo carries the collectives: no need for the shared-memory op DeepSpeed compiles otherwise (30-50 s)
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    hyper = dict(lr=1e-2, weight_decay=0.01)
+    config = {"train_micro_batch_size_per_gpu": 6, "gradient_accumulation_steps": 1, "gradient_clipping": 0.0,
+              "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}},
+              "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
+    model = _model()
+    engine = deepspeed.initialize(model=model, optimizer=ft.AdamW(model.parameters(), **hyper), config=config)[0]
+    reference = _model()
+    opt = torch.optim.AdamW(reference.parameters(), **hyper)
+    for t in range(1, 6):
+        x, y = _batch(rank, t)
+        engine.backward(torch.nn.functional.mse_loss(engine(x), y))
+        engine.step()
+        opt.zero_grad()
+        sum(torch.nn.functional.mse_loss(reference(x), y) / WORLD for x, y in (_batch(r, t) for r in range(WORLD))
+            ).backward()
+        opt.step()
+    offloaded = engine.optimizer.cpu_offload and type(engine.optimizer.optimizer) is ft.AdamW
+    return {"fastopt": _full(engine.module), "torch": _full(reference), "offloaded": offloaded}
+
+
+@pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
+def test_deepspeed_zero2_offload_matches_torch(tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install deepspeed")
+    for r in run(tmp_path, _deepspeed):
+        assert r["offloaded"]
+        _close(r["fastopt"], r["torch"])
+
+
 # ---- FSDP2 ----
 
 FSDP_CASES = [(TORCH_CLASS[name], BUSIEST[name]) for name in TORCH_CLASS]  # every flag on
