@@ -117,5 +117,37 @@ def assert_close(actual, expected, dtype, name: str = "") -> None:
         np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=floor)
 
 
-__all__ = ["CASES", "FLAGS", "BUSIEST", "TORCH_CASES", "TORCH_CLASS", "Q8_CASES", "fastopt", "reference", "flag_id", "state_names", "make_arrays", "call", "copy",
+def sharded_lamb(flags: dict, dtype, device=None, host=None, sizes=(300, 5, 77), seed=0) -> tuple:
+    """LAMB over tensors cut in two shards, each shard's call given sum_over (fastopt.lamb), as two
+    processes would run it; returns (the shards' params joined, the params of one call over the
+    whole tensors).  Each shard's sums over the elements it holds come from a first call on copies;
+    then each shard's sum_over puts both shards' sums in place.  device/host move arrays to and
+    from a GPU (None: NumPy arrays)."""
+    device, host = device or (lambda a: a), host or (lambda a: a)
+    rng = np.random.default_rng(seed)
+    whole = [make_arrays("lamb", flags, n, dtype, rng) for n in sizes]
+    shards = [[{k: v[:n // 3].copy() for k, v in a.items()} for a, n in zip(whole, sizes)],
+              [{k: v[n // 3:].copy() for k, v in a.items()} for a, n in zip(whole, sizes)]]
+
+    def run(shard, sum_over):
+        lists = {k: [device(a[k]) for a in shard] for k in shard[0]}
+        call(fastopt, "lamb", lists, flags, sum_over=sum_over)
+        return [host(p) for p in lists["params"]]
+
+    def put(sums, values):
+        if isinstance(sums, np.ndarray):
+            sums[...] = values
+        else:
+            sums.copy_to_device(values)
+    own = []
+    for shard in shards:
+        run([{k: v.copy() for k, v in a.items()} for a in shard], lambda sums: own.append(host(sums).copy()))
+    total = own[0] + own[1]
+    got = [run(shard, lambda sums: put(sums, total)) for shard in shards]
+    lists = {k: [device(a[k]) for a in whole] for k in whole[0]}
+    call(fastopt, "lamb", lists, flags)
+    return [np.concatenate([a, b]) for a, b in zip(*got)], [host(p) for p in lists["params"]]
+
+
+__all__ = ["CASES", "FLAGS", "BUSIEST", "TORCH_CASES", "TORCH_CLASS", "Q8_CASES", "fastopt", "reference", "flag_id", "state_names", "make_arrays", "call", "copy", "sharded_lamb",
            "assert_close"]

@@ -20,7 +20,7 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import fastopt  # noqa: E402
 from fastopt.cuda import _arrays, _prims  # noqa: E402
-from cases import CASES, NON_NEGATIVE, Q8_CASES, STATE, TORCH_CLASS, assert_close, call, flag_id, make_arrays, reference, state_names  # noqa: E402
+from cases import CASES, NON_NEGATIVE, Q8_CASES, STATE, TORCH_CLASS, assert_close, sharded_lamb, call, flag_id, make_arrays, reference, state_names  # noqa: E402
 
 SIM = _prims.SIMULATOR
 # NumPy scalars warn where the device computes inf - inf in silence (the simulator runs on them)
@@ -161,6 +161,17 @@ def test_optimizer_matches_reference(name, flags, dtype):
             scale = max(1.0, float(np.max(np.abs(w), initial=0)))
             assert_mostly_close(g, w, fraction=2e-4, rtol=1e-12 if dtype == np.float64 else 1e-5,
                                 atol=16 * eps * scale)
+
+
+@pytest.mark.parametrize("flags", [f for f in CASES["lamb"] if not f.get("max_grad_norm") and f.get("weight_decay")],
+                         ids=flag_id)
+def test_lamb_over_shards_with_sum_over_is_the_whole_step(flags):
+    """The GPU path of fastopt.lamb(sum_over=...): each tensor's sums over its shard, handed to
+    sum_over as a device array between the launches, then the trust ratios from what it leaves
+    there: two shards give the params of one call over the whole tensors."""
+    got, want = sharded_lamb(flags, np.float64, device=to_gpu, host=lambda a: a.copy_to_host())
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
 def _round(x, dtype):

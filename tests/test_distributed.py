@@ -5,6 +5,7 @@ same engine and sharding.  Each case runs in a fresh pair of processes, bounded 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import pickle
 import traceback
@@ -40,6 +41,11 @@ def _entry(rank, fn, tmp, args):
             dist.destroy_process_group()
     with open(f"{tmp}/result{rank}", "wb") as f:
         pickle.dump(out, f)
+    # The rank's work is done and reported.  Leave without the interpreter's teardown: torch's C++
+    # destructors at exit abort now and then after DCP ("terminate called without an active
+    # exception"; 3 in 18 runs of the checkpoint case with torch.optim alone), and a rank killed
+    # then would fail a case whose result is in.
+    os._exit(0)
 
 
 def run(tmp_path, fn, *args):
@@ -176,8 +182,10 @@ def _deepspeed(rank):
 
 
 @pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is an optional extra: pip install fastopt[deepspeed]")
 def test_deepspeed_zero2_offload_matches_torch(tmp_path):
-    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install deepspeed")
+    # (deepspeed is imported in the ranks only: imported here, it changes what later tests' ranks inherit)
     for r in run(tmp_path, _deepspeed):
         assert r["offloaded"]
         _close(r["fastopt"], r["torch"])

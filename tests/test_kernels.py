@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cases import CASES, assert_close, call, copy, flag_id, make_arrays
+from cases import CASES, assert_close, call, copy, flag_id, make_arrays, sharded_lamb
 
 import fastopt
 from fastopt import reference
@@ -153,6 +153,25 @@ def test_single_arrays_take_the_latency_path(name, flags, dtype, monkeypatch):
     for other in (dict(flags, lr=1), dict(flags, grad_scale=2.0)):  # an int lr, an extra: the general path
         with pytest.raises(AssertionError, match="general"):
             call(fastopt, name, arrays, other)
+
+
+@pytest.mark.parametrize("flags", [f for f in CASES["lamb"] if not f.get("max_grad_norm")], ids=flag_id)
+def test_lamb_over_shards_with_sum_over_is_the_whole_step(flags):
+    """fastopt.lamb(sum_over=...) on two shards of every tensor (the sums over both shards put in
+    place, as an all_reduce would) gives the params of one call over the whole tensors: the trust
+    ratios are of whole tensors (equal to their last bits: the sums add in another order)."""
+    got, want = sharded_lamb(flags, np.float64)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_lamb_sum_over_must_be_a_function_and_clipping_off():
+    p, g, m, v = (np.ones(4) for _ in range(4))
+    with pytest.raises(TypeError, match="sum_over must be a function"):
+        fastopt.lamb(p, g, m, v, step=1, max_grad_norm=0.0, sum_over=[1.0])
+    with pytest.raises(ValueError, match="needs sums and max_grad_norm == 0"):
+        fastopt.lamb(p, g, m, v, step=1, max_grad_norm=1.0, sum_over=lambda sums: None)
+    assert (p == 1).all() and (m == 1).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

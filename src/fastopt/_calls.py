@@ -124,11 +124,12 @@ def state_roles(optimizer: Optimizer, fn: str, hyper: dict, arrays: dict) -> lis
 
 
 def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, master_params=None,
-        stochastic_rounding=None, step=None, steps=None, mu_products=None):
+        stochastic_rounding=None, step=None, steps=None, mu_products=None, sum_over=None):
     """Validates the arrays of roles, (name, array(s) or UNUSED, written[, "state"]), and calls C
     with the options struct o, or with the scalars when there is none; GPU arrays go to
     fastopt.cuda.  The state arrays' dtype, master_params, stochastic rounding and per-tensor steps
-    (and NAdam's mu_products) go into the options."""
+    (and NAdam's mu_products) go into the options.  sum_over: LAMB's step in two phases around it
+    (see fastopt.lamb)."""
     if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
     written = torch_written(fn, roles, master_params)
@@ -137,7 +138,7 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
     if gpu:
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
         _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                 block, steps, mu_products)
+                 block, steps, mu_products, sum_over)
         bump_versions(written)
         return
     if master_params is not None:
@@ -149,6 +150,15 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
         kept = with_arrays(fn, o, len(numel), state if state != dtype else None, steps, mu_products,  # noqa: F841
                            scales, block, masters, rounding)  # (alive for the call)
+    if sum_over is not None:  # LAMB over shards: the moments and local sums, their sums over the processes, the params
+        sums = np.zeros((len(numel), 2))
+        o.phase, o.sums = lib.FASTOPT_LAMB_MOMENTS, ffi.from_buffer("double[]", sums)
+        check(c_function(dtype, len(numel), numel, *ptrs, o), fn)
+        sum_over(sums)  # (also when found_inf skips the step: a collective every process must join)
+        o.phase = lib.FASTOPT_LAMB_APPLY
+        check(c_function(dtype, len(numel), numel, *ptrs, o), fn)
+        bump_versions(written)
+        return
     status = c_function(dtype, len(numel), numel, *ptrs, o) if o is not None else \
         c_function(dtype, len(numel), numel, *ptrs, *scalars)
     if status:
@@ -258,7 +268,7 @@ def on_gpu(value) -> bool:
 
 
 def _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax, block,
-             steps=None, mu_products=None):
+             steps=None, mu_products=None, sum_over=None):
     """The GPU path of run: fastopt.cuda checks what the array objects carry, C the rest (device
     addresses check as host ones do) and computes the constants, then the kernels launch."""
     from fastopt.cuda import _launch
@@ -267,4 +277,5 @@ def _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params
         check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, ffi.NULL, *scalars), fn)
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
     _launch.optimizer(fn, c_function, o, roles, stream=stream, found_inf=found_inf, master_params=master_params,
-                      rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products)
+                      rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products,
+                      sum_over=sum_over)

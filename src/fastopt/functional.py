@@ -53,10 +53,14 @@ __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adam
 
 
 def _update(fn, params, grads, state: dict, hyper: dict, lr, weight_decay, maximize, l1_prox, grad_scale,
-            found_inf, stream, master_params, stochastic_rounding, mu_product=None):
+            found_inf, stream, master_params, stochastic_rounding, mu_product=None, sum_over=None):
     """One optimizer call: its options from the hyper-parameters (by the optimizer's table row),
     its state roles from state {functional argument: arrays}, then the call (see fastopt._calls).
-    NAdam's mu_product: the products before this step; returns them through it."""
+    NAdam's mu_product: the products before this step; returns them through it.  LAMB's
+    sum_over: see :func:`lamb`."""
+    if sum_over is not None and not callable(sum_over):
+        raise TypeError(f"fastopt.{fn}: sum_over must be a function (of the per-tensor sums) or None, got "
+                        f"{type(sum_over).__name__}")
     optimizer = OPTIMIZERS[fn]
     for r in optimizer.state:  # an optional array given as something else: never a value silently ignored
         if r.when is not None and state[r.arg] is not None and type(state[r.arg]) is not np.ndarray:
@@ -80,7 +84,7 @@ def _update(fn, params, grads, state: dict, hyper: dict, lr, weight_decay, maxim
     roles = [("params", params, True), ("grads", grads, False)] + _calls.state_roles(optimizer, fn, hyper, state)
     _calls.run(fn, getattr(lib, f"fastopt_{optimizer.c_name}"), o, roles, stream=stream, found_inf=found_inf,
                master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps,
-               mu_products=None if through is None else through.astype(np.float64))
+               mu_products=None if through is None else through.astype(np.float64), sum_over=sum_over)
     if mu_product is None:
         return None
     return through if through is not None else lib.fastopt_nadam_mu_product(o.mu_product, o.beta1,
@@ -409,7 +413,8 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
 
 def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-6,
          weight_decay=0.01, max_grad_norm=1.0, use_nvlamb=False, maximize=False, l1_prox=0.0,
-         grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None):
+         grad_scale=None, found_inf=None, stream=None, master_params=None, stochastic_rounding=None,
+         sum_over=None):
     """LAMB, in place (apex FusedLAMB rules): Adam's direction scaled per tensor by a trust ratio.
 
     With ``G`` the global norm of all gradients, per tensor and element, at step ``t``::
@@ -428,13 +433,20 @@ def lamb(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       As :func:`adam`, and:
       max_grad_norm: clip the global gradient norm to this first (0: off), >= 0.
       use_nvlamb: apply the trust ratio even without weight decay.
+      sum_over: for tensors sharded over processes (FSDP2, ZeRO), whose norms are over the whole
+        tensors: None, or a function called between the step's two passes with a float64 array
+        of shape (n_tensors, 2), each tensor's sums of p**2 and of u**2 over the elements this call
+        holds (a NumPy array for host arrays, a device array for GPU arrays), which it replaces in
+        place with the sums over every process (an all_reduce).  max_grad_norm must then be 0:
+        clip through grad_scale, by a norm summed over the processes too.
 
     Returns:
       None.
     """
     _update("lamb", params, grads, dict(exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs),
             dict(betas=betas, eps=eps, step=step, max_grad_norm=max_grad_norm, use_nvlamb=use_nvlamb),
-            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding)
+            lr, weight_decay, maximize, l1_prox, grad_scale, found_inf, stream, master_params, stochastic_rounding,
+            sum_over=sum_over)
 
 
 # ---- regularization gradients ----

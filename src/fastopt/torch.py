@@ -633,9 +633,6 @@ class _Optimizer(torch.optim.Optimizer):
             bucket.mu_products[idx]
         if bucket.cpu:
             out = bucket.run(self, group, function, idx, grads, scale, first, step, steps, products)
-        elif bucket.sharded and function is functional.lamb:
-            raise RuntimeError("fastopt.torch.LAMB: sharded (DTensor) CUDA params are not supported yet: their trust "
-                               "ratios need norms over the shards; the CPU (and CPU-offloaded) path supports them")
         else:  # CUDA tensors: fastopt.functional, written in place under no_grad as torch.optim writes them
             params, grads_in, state, masters = bucket.call_arrays(idx, grads)
             kwargs = self._hyper(group, first=first)
@@ -644,6 +641,9 @@ class _Optimizer(torch.optim.Optimizer):
                 kwargs["step"] = step if steps is None else steps
             if products is not None:
                 kwargs["mu_product"] = products
+            if bucket.sharded and function is functional.lamb:  # trust ratios of whole tensors: sums over the shards
+                device = params[0].device
+                kwargs["sum_over"] = lambda sums: _all_reduce(torch.as_tensor(sums, device=device), bucket.shard_groups)
             with torch.no_grad():
                 out = function(params, grads_in, lr=float(group["lr"]), grad_scale=scale, master_params=masters,
                                **kwargs)

@@ -563,19 +563,30 @@ def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
         sums[cuda.blockIdx.x, 1] = u2
 
 
-@kernel("table k12 flag mat vec")
-def lamb_ratio_kernel(table, k, found_inf, sums, ratios):
-    """ratios[t] = -lr * ||p|| / ||u|| over tensor t (its blocks summed in order), or -lr."""
+LAMB_WHOLE, LAMB_SUMS, LAMB_RATIOS = range(3)  # lamb_ratio_kernel's modes
+
+
+@kernel("table k12 flag mat mat vec int")
+def lamb_ratio_kernel(table, k, found_inf, sums, tensor_sums, ratios, mode):
+    """ratios[t] = -lr * ||p|| / ||u|| over tensor t (its blocks' sums added in order), or -lr.
+    For sharded tensors in two launches around a sum over the processes: LAMB_SUMS writes the
+    tensor's sums to tensor_sums[t], LAMB_RATIOS takes them from there (as C's phases)."""
     t = cuda.grid(1)
     if t >= table.shape[0] or flag_set(found_inf):
         return
-    first = table[t, 1]
-    n_chunks = (table[t, 0] + CHUNK - 1) // CHUNK
     p2 = float64(0)
     u2 = float64(0)
-    for b in range(first, first + n_chunks):
-        p2 += sums[b, 0]
-        u2 += sums[b, 1]
+    if mode == LAMB_RATIOS:
+        p2, u2 = tensor_sums[t, 0], tensor_sums[t, 1]
+    else:
+        first = table[t, 1]
+        for b in range(first, first + (table[t, 0] + CHUNK - 1) // CHUNK):
+            p2 += sums[b, 0]
+            u2 += sums[b, 1]
+        if mode == LAMB_SUMS:
+            tensor_sums[t, 0] = p2
+            tensor_sums[t, 1] = u2
+            return
     p_norm, u_norm = math.sqrt(p2), math.sqrt(u2)
     trust = k[11] != 0 and p_norm > 0 and u_norm > 0
     ratios[t] = k[10] * (p_norm / u_norm if trust else 1.0)

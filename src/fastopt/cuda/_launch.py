@@ -288,18 +288,22 @@ def kernel_of(fn: str, q8: bool) -> str:
 
 
 def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master_params=None, rounding=None,
-              absmax=(), block=0, steps=None, mu_products=None) -> None:
+              absmax=(), block=0, steps=None, mu_products=None, sum_over=None) -> None:
     """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors.
 
     c_function and o: the C function and its options struct, which check the call and give the
     kernels' constants; roles: its array arguments, (name, arrays or None, written, kind) with
     kind "state" or "q8" (8-bit codes, their scales in absmax, one list per 8-bit state, and block
     elements per scale); master_params: float32 copies of 16-bit params; rounding: (seed, counter)
-    of stochastic rounding; steps (and NAdam's mu_products): per-tensor values, or None."""
+    of stochastic rounding; steps (and NAdam's mu_products): per-tensor values, or None; sum_over:
+    LAMB's sums over processes (see fastopt.lamb)."""
     n_args = len(roles)
     roles = list(roles) + [("master_params", master_params, True, "master")] + \
         [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
     call = Call.of(fn, roles, stream, block=block)
+    if sum_over is not None:  # C checks a phased step as such (max_grad_norm 0); the sums are the kernels'
+        unused = np.zeros(2 * call.n)
+        o.phase, o.sums = lib.FASTOPT_LAMB_MOMENTS, ffi.from_buffer("double[]", unused)
     rows = call.constants(c_function, n_args, o, steps, mu_products, rounding)
     flag = flag_address(call, found_inf)
     if flag is None:
@@ -313,7 +317,7 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     per_tensor = _to_device(call, "per_tensor", rows) if steps is not None or mu_products is not None else \
         call.workspace("no_rows", (0, 1))
     if fn == "lamb":
-        return _lamb(call, o, k, float(rows[0][12]), per_tensor, aux, flag)
+        return _lamb(call, o, k, float(rows[0][12]), per_tensor, aux, flag, sum_over)
     rows_arg = (per_tensor,) if OPTIMIZERS[fn].takes_step else ()
     if call.has("q8"):
         table, blocks = call.table(block)
@@ -324,17 +328,26 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     call.launch(getattr(K, kernel), blocks, table, k, *rows_arg, aux, flag, *call.markers())
 
 
-def _lamb(call: Call, o, k, grad_mul: float, rows, aux, flag: int) -> None:
+def _lamb(call: Call, o, k, grad_mul: float, rows, aux, flag: int, sum_over=None) -> None:
+    """The moments and each block's sums of squares; each tensor's trust ratio from its blocks'
+    sums (with sum_over: each tensor's sums first, summed over the processes by sum_over); the params."""
     if o.max_grad_norm > 0:  # apex: g / max(1, ||g|| / max_grad_norm), the norm over all tensors
         norm = _norm(call.role(1, False), 2.0) * abs(grad_mul)
         if norm > o.max_grad_norm:
             grad_mul = grad_mul / (norm / o.max_grad_norm)
     table, blocks = call.table()
     sums = call.workspace("sums", (max(blocks, 1), 2))
+    tensor_sums = call.workspace("tensor_sums", (call.n, 2))
     mul = _to_device(call, "grad_mul", np.array([grad_mul]))
     ratios = call.workspace("ratios", (call.n,))
+    grid = (call.n + K.THREADS - 1) // K.THREADS
     call.launch(K.lamb_moments_kernel, blocks, table, k, rows, aux, mul, flag, sums, *call.markers())
-    call.launch(K.lamb_ratio_kernel, (call.n + K.THREADS - 1) // K.THREADS, table, k, flag, sums, ratios)
+    if sum_over is None:
+        call.launch(K.lamb_ratio_kernel, grid, table, k, flag, sums, tensor_sums, ratios, K.LAMB_WHOLE)
+    else:
+        call.launch(K.lamb_ratio_kernel, grid, table, k, flag, sums, tensor_sums, ratios, K.LAMB_SUMS)
+        sum_over(tensor_sums)
+        call.launch(K.lamb_ratio_kernel, grid, table, k, flag, sums, tensor_sums, ratios, K.LAMB_RATIOS)
     call.launch(K.lamb_apply_kernel, blocks, table, k, rows, aux, flag, ratios, *call.markers())
 
 
