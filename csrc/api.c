@@ -244,7 +244,8 @@ void fastopt_quant8_code(int is_signed, float code[256])
 
 /* ---- what every update shares ---- */
 
-static fastopt_status common_consts(const fastopt_common *o, int decoupled, fo_common_consts *c)
+/* The common constants of a call (lr and weight_decay: the options', or a tensor's); wd_mode FO_WD_*. */
+static fastopt_status common_consts(const fastopt_common *o, int wd_mode, fo_common_consts *c)
 {
     REQUIRE(in_range(o->lr, 0, INFINITY, 1), "lr must be a finite number >= 0, got %g", o->lr);
     REQUIRE(in_range(o->weight_decay, 0, INFINITY, 1), "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
@@ -253,9 +254,20 @@ static fastopt_status common_consts(const fastopt_common *o, int decoupled, fo_c
     double scale = o->grad_scale == 0 ? 1.0 : o->grad_scale, wd = o->weight_decay;
     *c = (fo_common_consts){
         .lr = o->lr, .weight_decay = wd, .grad_mul = (o->maximize ? -1.0 : 1.0) / scale,
-        .prox_threshold = o->lr * o->l1_prox, .decay = decoupled && wd != 0 ? 1.0 - o->lr * wd : 1.0,
-        .coupled_wd = !decoupled && wd != 0,
+        .prox_threshold = o->lr * o->l1_prox, .decay = wd_mode == FO_WD_DECOUPLED && wd != 0 ? 1.0 - o->lr * wd : 1.0,
+        .coupled_wd = wd_mode == FO_WD_COUPLED && wd != 0, .wd_mode = wd_mode,
     };
+    return FASTOPT_OK;
+}
+
+/* Per-tensor lrs and weight_decays, each in its range (checked before anything is written). */
+static fastopt_status check_per_tensor(const fastopt_common *c, size_t n)
+{
+    for (size_t t = 0; c->lrs && t < n; t++)
+        REQUIRE(in_range(c->lrs[t], 0, INFINITY, 1), "lrs[%zu] must be a finite number >= 0, got %g", t, c->lrs[t]);
+    for (size_t t = 0; c->weight_decays && t < n; t++)
+        REQUIRE(in_range(c->weight_decays[t], 0, INFINITY, 1), "weight_decays[%zu] must be a finite number >= 0, got %g",
+                t, c->weight_decays[t]);
     return FASTOPT_OK;
 }
 
@@ -291,7 +303,8 @@ static fastopt_status write_rows(const fo_consts_list *consts, size_t n, double 
     return FASTOPT_OK;
 }
 
-/* An optimizer's step-dependent constants (its bias corrections) in k, for tensor t at `step`. */
+/* An optimizer's step-dependent constants (its bias corrections) in k, for tensor t at `step`;
+ * they read lr and weight decay from k's common constants (the tensor's own, when per tensor). */
 typedef void (*fo_at_step_fn)(void *k, const void *options, size_t t, int64_t step);
 
 /* Per-tensor steps are for the optimizers that count steps, each >= 1; checked with the other
@@ -306,25 +319,39 @@ static fastopt_status check_steps(const fastopt_common *c, size_t n, int counts_
     return FASTOPT_OK;
 }
 
-/* Completes k (size bytes) by at_step: once, at `step`; or, when steps or keys (another per-tensor
- * input of the step's constants, NAdam's mu_products) are given, once per tensor into a fresh list.
- * A tensor whose step and key repeat the previous tensor's copies its constants. */
-static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, size_t n, const int64_t *steps,
+/* Completes k (size bytes), whose common constants are the options': by at_step (if any), once,
+ * at `step`; or, when the common options give per-tensor steps, lrs or weight_decays or keys
+ * (another per-tensor input of at_step) is given, once per tensor, each tensor's copy with its own
+ * common constants, into out->owned (a tensor equal to the one before it is copied). */
+static fastopt_status step_consts(fo_consts_list *out, void *k, size_t size, size_t n, const fastopt_common *common,
                                   int64_t step, const double *keys, fo_at_step_fn at_step, const void *options,
                                   fo_row_fn row)
 {
+    const int64_t *steps = common->steps;
+    const double *lrs = common->lrs, *wds = common->weight_decays;
     *out = (fo_consts_list){k, 0, NULL, row};
-    if ((!steps && !keys) || n == 0) {
-        at_step(k, options, 0, step);
+    CHECK(check_per_tensor(common, n));
+    if ((!steps && !keys && !lrs && !wds) || n == 0) {
+        if (at_step) at_step(k, options, 0, step);
         return FASTOPT_OK;
     }
     char *all = malloc(n * size);
     if (!all) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate the constants of %zu tensors", n);
     for (size_t t = 0; t < n; t++) {
         char *kt = all + t * size;
-        int repeat = t > 0 && (!steps || steps[t] == steps[t - 1]) && (!keys || keys[t] == keys[t - 1]);
+#define SAME_AS_BEFORE(list) (!(list) || (list)[t] == (list)[t - 1])
+        int repeat = t > 0 && SAME_AS_BEFORE(steps) && SAME_AS_BEFORE(keys) && SAME_AS_BEFORE(lrs) && SAME_AS_BEFORE(wds);
+#undef SAME_AS_BEFORE
         memcpy(kt, repeat ? kt - size : k, size);
-        if (!repeat) at_step(kt, options, t, steps ? steps[t] : step);
+        if (repeat) continue;
+        fo_common_consts *c = (fo_common_consts *)kt; /* (every optimizer's constants start with them) */
+        if (lrs || wds) {
+            fastopt_common own = *common;
+            own.lr = lrs ? lrs[t] : common->lr;
+            own.weight_decay = wds ? wds[t] : common->weight_decay;
+            common_consts(&own, c->wd_mode, c); /* (in range: checked above) */
+        }
+        if (at_step) at_step(kt, options, t, steps ? steps[t] : step);
     }
     *out = (fo_consts_list){all, size, all, row};
     return FASTOPT_OK;
@@ -473,17 +500,15 @@ static fastopt_status check_eps_step(const fastopt_common *c, size_t n, double e
     return FASTOPT_OK;
 }
 
-/* An optimizer whose constants k are the same for every tensor (it counts no steps). */
-#define ONE_CONSTS(k, row) (&(const fo_consts_list){&(k), 0, NULL, (row)})
-
-/* Runs an optimizer with per-call or per-tensor constants (step_consts), then frees them. */
+/* Runs an optimizer with per-call or per-tensor constants (step_consts), then frees them;
+ * at_step NULL: an optimizer that counts no steps. */
 static fastopt_status run_stepped(fastopt_dtype dtype, size_t n, const size_t *numel, const fo_role *roles, size_t n_roles,
                                   const fo_span_fn *kernel, const fo_block_fn *q8_kernel, void *k, size_t size,
                                   int64_t step, const double *keys, fo_at_step_fn at_step, fo_row_fn row,
                                   const void *o, const fastopt_common *common)
 {
     fo_consts_list consts;
-    CHECK(step_consts(&consts, k, size, n, common->steps, step, keys, at_step, o, row));
+    CHECK(step_consts(&consts, k, size, n, common, step, keys, at_step, o, row));
     fastopt_status s = run(dtype, n, numel, roles, n_roles, kernel, q8_kernel, &consts, common);
     free(consts.owned);
     return s;
@@ -505,7 +530,7 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
     NEED_OPTIONS(o);
     fo_sgd_consts k = {.momentum = o->momentum, .one_minus_dampening = 1.0 - o->dampening,
                        .has_momentum = o->momentum != 0, .nesterov = !!o->nesterov, .first_step = !!o->first_step};
-    CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(common_consts(&o->common, FO_WD_COUPLED, &k.c));
     CHECK(check_steps(&o->common, n_tensors, 0));
     REQUIRE(in_range(o->momentum, 0, INFINITY, 1), "momentum must be a finite number >= 0, got %g", o->momentum);
     REQUIRE(isfinite(o->dampening), "dampening must be finite, got %g", o->dampening);
@@ -513,8 +538,8 @@ fastopt_status fastopt_sgd(fastopt_dtype dtype, size_t n_tensors, const size_t *
             "nesterov requires momentum > 0 and dampening == 0, got momentum=%g, dampening=%g", o->momentum, o->dampening);
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads),
                              ROLE_STATE(k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers)};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, ONE_CONSTS(k, sgd_row),
-               &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 3, fo_kernels()->sgd, fo_kernels()->sgd_q8, &k, sizeof k, 0,
+                       NULL, NULL, sgd_row, o, &o->common);
 }
 
 /* Python's float arithmetic, as torch computes these scalars */
@@ -525,7 +550,7 @@ static void adam_at_step(void *kv, const void *ov, size_t t, int64_t step)
     (void)t;
     double bias_correction1 = 1.0 - pow(o->beta1, (double)step);
     double bias_correction2 = 1.0 - pow(o->beta2, (double)step);
-    k->step_size = o->common.lr / bias_correction1;
+    k->step_size = k->c.lr / bias_correction1;
     k->inv_bias_correction2_sqrt = 1.0 / pow(bias_correction2, 0.5);
 }
 
@@ -544,7 +569,7 @@ fastopt_status fastopt_adam(fastopt_dtype dtype, size_t n_tensors, const size_t 
     NEED_OPTIONS(o);
     fo_adam_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
                         .eps = o->eps, .amsgrad = !!o->amsgrad};
-    CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
+    CHECK(common_consts(&o->common, o->decoupled_weight_decay ? FO_WD_DECOUPLED : FO_WD_COUPLED, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
@@ -568,7 +593,7 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     NEED_OPTIONS(o);
     fo_rmsprop_consts k = {.alpha = o->alpha, .one_minus_alpha = 1.0 - o->alpha, .eps = o->eps,
                            .momentum = o->momentum, .centered = !!o->centered, .has_momentum = o->momentum > 0};
-    CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(common_consts(&o->common, FO_WD_COUPLED, &k.c));
     CHECK(check_steps(&o->common, n_tensors, 0));
     REQUIRE(in_range(o->alpha, 0, 1, 0), "alpha must be in [0, 1], got %g", o->alpha);
     REQUIRE(in_range(o->eps, 0, INFINITY, 1), "eps must be a finite number >= 0, got %g", o->eps);
@@ -576,8 +601,8 @@ fastopt_status fastopt_rmsprop(fastopt_dtype dtype, size_t n_tensors, const size
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_NONNEGATIVE("square_avgs", square_avgs),
                              ROLE_STATE(k.centered ? "grad_avgs" : NULL, grad_avgs),
                              ROLE_STATE(k.has_momentum ? "momentum_buffers" : NULL, momentum_buffers)};
-    return run(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, ONE_CONSTS(k, rmsprop_row),
-               &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 5, fo_kernels()->rmsprop, NULL, &k, sizeof k, 0, NULL, NULL,
+                       rmsprop_row, o, &o->common);
 }
 
 static void adagrad_at_step(void *kv, const void *ov, size_t t, int64_t step)
@@ -585,7 +610,7 @@ static void adagrad_at_step(void *kv, const void *ov, size_t t, int64_t step)
     fo_adagrad_consts *k = kv;
     const fastopt_adagrad_options *o = ov;
     (void)t;
-    k->clr = o->common.lr / (1.0 + (double)(step - 1) * o->lr_decay);
+    k->clr = k->c.lr / (1.0 + (double)(step - 1) * o->lr_decay);
 }
 
 static void adagrad_row(const void *kv, double *row)
@@ -600,7 +625,7 @@ fastopt_status fastopt_adagrad(fastopt_dtype dtype, size_t n_tensors, const size
 {
     NEED_OPTIONS(o);
     fo_adagrad_consts k = {.eps = o->eps};
-    CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(common_consts(&o->common, FO_WD_COUPLED, &k.c));
     REQUIRE(in_range(o->lr_decay, 0, INFINITY, 1), "lr_decay must be a finite number >= 0, got %g", o->lr_decay);
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_NONNEGATIVE("state_sums", state_sums)};
@@ -622,7 +647,7 @@ static void nadam_at_step(void *kv, const void *ov, size_t t, int64_t step)
 {
     fo_nadam_consts *k = kv;
     const fastopt_nadam_options *o = ov;
-    double lr = o->common.lr, mu = nadam_mu(o->beta1, o->momentum_decay, step);
+    double lr = k->c.lr, mu = nadam_mu(o->beta1, o->momentum_decay, step);
     double mu_next = nadam_mu(o->beta1, o->momentum_decay, step + 1);
     double mu_product = o->mu_products ? o->mu_products[t] : o->mu_product * mu;
     k->inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, (double)step));
@@ -645,7 +670,7 @@ fastopt_status fastopt_nadam(fastopt_dtype dtype, size_t n_tensors, const size_t
     NEED_OPTIONS(o);
     fo_nadam_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
                          .eps = o->eps};
-    CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
+    CHECK(common_consts(&o->common, o->decoupled_weight_decay ? FO_WD_DECOUPLED : FO_WD_COUPLED, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     REQUIRE(in_range(o->momentum_decay, 0, INFINITY, 1), "momentum_decay must be a finite number >= 0, got %g", o->momentum_decay);
@@ -690,7 +715,7 @@ fastopt_status fastopt_radam(fastopt_dtype dtype, size_t n_tensors, const size_t
     NEED_OPTIONS(o);
     fo_radam_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
                          .eps = o->eps};
-    CHECK(common_consts(&o->common, o->decoupled_weight_decay, &k.c));
+    CHECK(common_consts(&o->common, o->decoupled_weight_decay ? FO_WD_DECOUPLED : FO_WD_COUPLED, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
@@ -704,7 +729,7 @@ static void adamax_at_step(void *kv, const void *ov, size_t t, int64_t step)
     fo_adamax_consts *k = kv;
     const fastopt_adamax_options *o = ov;
     (void)t;
-    k->clr = o->common.lr / (1.0 - pow(o->beta1, (double)step));
+    k->clr = k->c.lr / (1.0 - pow(o->beta1, (double)step));
 }
 
 static void adamax_row(const void *kv, double *row)
@@ -720,7 +745,7 @@ fastopt_status fastopt_adamax(fastopt_dtype dtype, size_t n_tensors, const size_
 {
     NEED_OPTIONS(o);
     fo_adamax_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .eps = o->eps};
-    CHECK(common_consts(&o->common, 0, &k.c));
+    CHECK(common_consts(&o->common, FO_WD_COUPLED, &k.c));
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs),
@@ -743,14 +768,13 @@ fastopt_status fastopt_lion(fastopt_dtype dtype, size_t n_tensors, const size_t 
 {
     NEED_OPTIONS(o);
     fo_lion_consts k = {.beta1 = o->beta1, .one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2,
-                        .one_minus_beta2 = 1.0 - o->beta2, .has_wd = o->common.weight_decay != 0};
-    CHECK(common_consts(&o->common, 0, &k.c));
+                        .one_minus_beta2 = 1.0 - o->beta2};
+    CHECK(common_consts(&o->common, FO_WD_OWN, &k.c)); /* Lion's weight decay joins the update, after the sign */
     CHECK(check_steps(&o->common, n_tensors, 0));
-    k.c.coupled_wd = 0; /* Lion's weight decay joins the update, after the sign */
     CHECK(check_betas(o->beta1, o->beta2, 1));
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads), ROLE_STATE("exp_avgs", exp_avgs)};
-    return run(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8,
-               ONE_CONSTS(k, lion_row), &o->common);
+    return run_stepped(dtype, n_tensors, numel, roles, 3, fo_kernels()->lion, fo_kernels()->lion_q8, &k, sizeof k, 0,
+                       NULL, NULL, lion_row, o, &o->common);
 }
 
 /* ---- reductions ---- */
@@ -883,6 +907,8 @@ static void lamb_at_step(void *kv, const void *ov, size_t t, int64_t step)
     (void)t;
     k->inv_bias_correction1 = 1.0 / (1.0 - pow(o->beta1, (double)step));
     k->inv_bias_correction2 = 1.0 / (1.0 - pow(o->beta2, (double)step));
+    k->has_wd = k->c.weight_decay != 0;
+    k->trust = k->has_wd || k->use_nvlamb;
 }
 
 /* The GPU's LAMB kernels read the moments' constants, weight decay and its flag, l1_prox's
@@ -902,9 +928,8 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
 {
     NEED_OPTIONS(o);
     fo_lamb_consts k = {.one_minus_beta1 = 1.0 - o->beta1, .beta2 = o->beta2, .one_minus_beta2 = 1.0 - o->beta2,
-                        .eps = o->eps, .has_wd = o->common.weight_decay != 0,
-                        .trust = o->common.weight_decay != 0 || o->use_nvlamb};
-    CHECK(common_consts(&o->common, 1, &k.c));
+                        .eps = o->eps, .use_nvlamb = !!o->use_nvlamb};
+    CHECK(common_consts(&o->common, FO_WD_OWN, &k.c)); /* the decay is part of u, scaled by the trust ratio */
     CHECK(check_betas(o->beta1, o->beta2, 0));
     CHECK(check_eps_step(&o->common, n_tensors, o->eps, o->step));
     REQUIRE(in_range(o->max_grad_norm, 0, INFINITY, 1), "max_grad_norm must be a finite number >= 0, got %g", o->max_grad_norm);
@@ -912,13 +937,12 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
             "FASTOPT_LAMB_MOMENTS or FASTOPT_LAMB_APPLY, got %d", o->phase);
     REQUIRE(o->phase == FASTOPT_LAMB_WHOLE || (o->max_grad_norm == 0 && o->sums),
             "a phased LAMB step (phase %d) needs sums and max_grad_norm == 0 (clip through grad_scale)", o->phase);
-    k.c.decay = 1.0; /* the decay is part of u, scaled by the trust ratio */
     k.clip_grad_mul = k.c.grad_mul;
     double *ratio = calloc(n_tensors ? n_tensors : 1, sizeof *ratio), *sums;
     if (!ratio) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu trust ratios", n_tensors);
     k.neg_lr_ratio = ratio; /* filled between the passes */
     fo_consts_list consts;
-    fastopt_status s = step_consts(&consts, &k, sizeof k, n_tensors, o->common.steps, o->step, NULL, lamb_at_step, o,
+    fastopt_status s = step_consts(&consts, &k, sizeof k, n_tensors, &o->common, o->step, NULL, lamb_at_step, o,
                                    lamb_row);
     if (s) return free(ratio), s;
     const fo_role roles[] = {ROLE_PARAMS(params), ROLE_GRADS(grads),
@@ -959,8 +983,9 @@ fastopt_status fastopt_lamb(fastopt_dtype dtype, size_t n_tensors, const size_t 
     }
     for (size_t t_i = 0; t_i < n_tensors; t_i++) {
         double p_norm = sqrt(tensor_sums[2 * t_i]), u_norm = sqrt(tensor_sums[2 * t_i + 1]);
-        int trust = k.trust && p_norm > 0 && u_norm > 0;
-        ratio[t_i] = -o->common.lr * (trust ? p_norm / u_norm : 1.0);
+        const fo_lamb_consts *kt = (const fo_lamb_consts *)((const char *)consts.k + t_i * consts.stride);
+        int trust = kt->trust && p_norm > 0 && u_norm > 0;
+        ratio[t_i] = -kt->c.lr * (trust ? p_norm / u_norm : 1.0);
     }
     free(own_sums);
     call.buf[1] = NULL; /* the weights' pass reads no grads: none to prefetch */

@@ -74,7 +74,12 @@ typedef struct fo_common_consts {
     double prox_threshold;  /* lr * l1_prox */
     double decay;           /* 1 - lr * weight_decay when decoupled, else 1 */
     int coupled_wd;         /* g += weight_decay * p */
+    int wd_mode;            /* FO_WD_*: how the optimizer applies weight decay */
 } fo_common_consts;
+
+/* Weight decay added to the gradient, applied to the weight before the update (p *= 1 - lr * wd),
+ * or by the optimizer's own rule (Lion after the sign, LAMB inside its direction): neither. */
+enum { FO_WD_COUPLED, FO_WD_DECOUPLED, FO_WD_OWN };
 
 typedef struct fo_sgd_consts {
     fo_common_consts c;
@@ -123,7 +128,6 @@ typedef struct fo_adamax_consts {
 typedef struct fo_lion_consts {
     fo_common_consts c;
     double beta1, one_minus_beta1, beta2, one_minus_beta2;
-    int has_wd;
 } fo_lion_consts;
 
 typedef struct fo_lamb_consts {
@@ -133,6 +137,7 @@ typedef struct fo_lamb_consts {
     const double *neg_lr_ratio; /* pass 2, per tensor: -lr * trust ratio */
     int has_wd;
     int trust;                  /* the trust ratio applies: weight decay, or use_nvlamb */
+    int use_nvlamb;
 } fo_lamb_consts;
 
 typedef struct fo_elastic_consts {

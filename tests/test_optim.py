@@ -68,14 +68,17 @@ def test_param_groups_have_their_own_hyper_parameters():
         np.testing.assert_array_equal(p, e)
 
 
-def test_one_c_call_per_group_per_step(monkeypatch):
+def test_groups_that_differ_in_lr_and_weight_decay_step_in_one_c_call(monkeypatch):
+    """One call for the groups that differ only in lr and weight_decay (no decay on biases,
+    layer-wise lr); a group with other betas is a call of its own."""
     calls = []
     real = _calls.run
-    params = problem()
-    opt = optim.Adam([{"params": params[:2]}, {"params": params[2:]}])
+    params = problem() + problem(1)
+    opt = optim.AdamW([{"params": params[:2], "weight_decay": 0.0}, {"params": params[2:3], "lr": 0.1},
+                       {"params": params[3:], "betas": (0.8, 0.9)}])
     monkeypatch.setattr(_calls, "run", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     opt.step(gradient(params, 1))
-    assert calls == ["adam", "adam"]
+    assert calls == ["adamw", "adamw"]
 
 
 def test_schedule_as_lr():

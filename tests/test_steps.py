@@ -174,3 +174,66 @@ def test_per_tensor_steps_with_8_bit_state_on_the_gpu_path_match_the_cpu():
     for i in range(len(sizes)):
         np.testing.assert_array_equal(dev_p[i].copy_to_host(), host_p[i])
         np.testing.assert_array_equal(dev_m[i].codes.copy_to_host(), host_m[i].codes)
+
+
+# ---- per-tensor hyper-parameters: param groups that differ in lr and weight decay, in one call ----
+
+LRS = [1e-2, 3e-3, 3e-3, 0.1, 0.0]
+DECAYS = [0.0, 0.01, 0.01, 0.1, 0.5]
+# every optimizer, its busiest flags (LAMB without its clipping, which spans the call's tensors)
+HYPER_CASES = [(n, dict(f, max_grad_norm=0.0) if n == "lamb" else f) for n, f in
+               ((n, CASES[n][-3]) for n in sorted(CASES))]
+
+
+def _hyper_call(name, flags, arrays, lrs, decays, steps, products):
+    kwargs = dict(lr=lrs) if decays is None else dict(lr=lrs, weight_decay=decays)
+    return call(fastopt, name, arrays, flags, step=steps, mu_product=products, **kwargs)
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "cuda-simulator"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,flags", HYPER_CASES, ids=[f"{n}-{flag_id(f)}" for n, f in HYPER_CASES])
+def test_per_tensor_lr_and_weight_decay_equal_a_call_per_tensor(name, flags, dtype, gpu):
+    """lr and weight_decay given one per tensor (with per-tensor steps where the optimizer counts
+    them): the bits of one call per tensor with its own values, on the CPU and on the GPU path."""
+    if gpu:
+        cuda = pytest.importorskip("numba.cuda")
+        if not cuda.is_available():
+            pytest.skip("the GPU path needs a GPU or NUMBA_ENABLE_CUDASIM=1")
+    decays = DECAYS if "weight_decay" in flags else None
+    stepped = name in STEPPED
+
+    def run(arrays, lrs, decays, steps, products):  # on the path under test (GPU: to the device and back)
+        if not gpu:
+            return _hyper_call(name, flags, arrays, lrs, decays, steps, products)
+        device = {k: [cuda.to_device(a) for a in v] for k, v in arrays.items()}
+        _hyper_call(name, flags, device, lrs, decays, steps, products)
+        for k, v in device.items():
+            for a, d in zip(arrays[k], v):
+                a[...] = d.copy_to_host()
+    arrays = lists(name, flags, dtype)
+    expected = copy(arrays)
+    for i in range(len(SIZES)):
+        run({k: [v[i]] for k, v in expected.items()}, LRS[i], None if decays is None else decays[i],
+            STEPS[i] if stepped else 1, PRODUCTS[i])
+    run(arrays, np.array(LRS), decays, np.array(STEPS) if stepped else 1, np.array(PRODUCTS))
+    for role in arrays:
+        for a, b in zip(arrays[role], expected[role]):
+            np.testing.assert_array_equal(a, b, err_msg=role)
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    ([0.1, 0.1], ValueError, "lr has 2 values, one per tensor of params"),
+    ([0.1, -1.0, 0.1, 0.1, 0.1], ValueError, r"lrs\[1\] must be a finite number >= 0"),
+    ([0.1, float("nan"), 0.1, 0.1, 0.1], ValueError, r"lrs\[1\] must be"),
+    (["a"] * 5, TypeError, "lr must be a real number, or a non-empty sequence"),
+    ([], TypeError, "lr must be a real number, or a non-empty sequence"),
+])
+def test_bad_per_tensor_lr_is_a_clear_error_and_writes_nothing(bad, error, match):
+    arrays = lists("adam", {}, np.float32)
+    before = copy(arrays)
+    with pytest.raises(error, match=match):
+        call(fastopt, "adam", arrays, {}, lr=bad)
+    for role in arrays:
+        for a, b in zip(arrays[role], before[role]):
+            np.testing.assert_array_equal(a, b)

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import fastopt  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
+from cases import TORCH_CLASS  # noqa: E402
 
 
 def twins(params, name="Adam", **kwargs):
@@ -386,3 +387,37 @@ def test_functional_optimizers_for_zero_overlap_with_ddp():
     as_functional_optim(ft.AdamW, [], lr=1e-2).step([])
     with pytest.raises(ValueError, match="empty parameter list"):
         functional_optim_map[ft.AdamW]([], lr=1e-2)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_CLASS.values()))
+def test_param_groups_differing_in_lr_and_weight_decay_step_in_one_call_as_torch(name, monkeypatch):
+    """A transformer recipe's groups: no weight decay on biases, layer-wise lr decay, a scheduler
+    changing each group's lr, a group whose grads stop: one fused call a step for the groups that
+    differ only in lr and weight_decay (each tensor with its group's), the trajectory of torch.optim's."""
+    torch.manual_seed(0)
+    layers = [(torch.nn.Parameter(torch.randn(6, 5)), torch.nn.Parameter(torch.randn(6))) for _ in range(4)]
+    params = [p for layer in layers for p in layer]
+
+    def groups(ps):
+        pairs = [ps[i:i + 2] for i in range(0, len(ps), 2)]
+        return [{"params": [w], "lr": 1e-2 * 0.8 ** i, "weight_decay": 0.05} for i, (w, _) in enumerate(pairs)] + \
+            [{"params": [b for _, b in pairs], "weight_decay": 0.0}]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+    a = getattr(torch.optim, name)(groups(params), foreach=False, **flags)
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    b = getattr(ft, name)(groups(ours), **flags)
+    sa, sb = (torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5) for o in (a, b))
+    calls = []
+    run = ft._Bucket.run
+    monkeypatch.setattr(ft._Bucket, "run", lambda self, *args: calls.append(1) or run(self, *args))
+    for t in range(6):
+        grads = [torch.randn_like(p) if t < 4 or i % 2 == 0 else None for i, p in enumerate(params)]
+        give(params, ours, grads)
+        calls.clear()
+        a.step()
+        b.step()
+        assert len(calls) == 1, calls
+        sa.step()
+        sb.step()
+    for p, q in zip(params, ours):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

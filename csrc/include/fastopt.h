@@ -97,6 +97,12 @@ typedef struct fastopt_common {
      * correction.
      * sgd, rmsprop and lion count no steps and refuse it (FASTOPT_ERR_ARGUMENT). */
     const int64_t *steps;
+    /* Per-tensor hyper-parameters: NULL, or lrs[i] (weight_decays[i]) is tensor i's, in place of
+     * lr (weight_decay), each with the same range.  Param groups that differ only in these (no
+     * decay on biases and norms, layer-wise lr decay) and replicas trained with different ones
+     * (a hyper-parameter search) step in one call. */
+    const double *lrs;
+    const double *weight_decays;
     /* For a backend that runs the kernels elsewhere (fastopt's CUDA backend): NULL, or the call is
      * checked as any call (C never reads through the array pointers, so device addresses check
      * the same) and not run: tensor i's kernel constants are written to

@@ -7,7 +7,7 @@ FO_INLINE void FO_FN(lion_loop)(size_t n, FO_P *restrict p, const FO_P *restrict
     FO_COMMON_LOCALS(k);
     const T beta1 = (T)k->beta1, c1 = (T)k->one_minus_beta1, beta2 = (T)k->beta2, c2 = (T)k->one_minus_beta2;
     const T neg_lr = (T)-k->c.lr, wd = (T)k->c.weight_decay, prox_t = (T)k->c.prox_threshold;
-    const int has_wd = k->has_wd;
+    const int has_wd = k->c.weight_decay != 0;
     for (size_t i = 0; i < n; i++) {
         T pi = LD_P(p, i), gi = FO_FN(grad_in)(LD_G(g, i), pi, cc), mi = LD_S(m, i);
         T u = FO_FN(sign)(c1 * gi + beta1 * mi);

@@ -62,6 +62,21 @@ def betas(fn, value) -> tuple[float, float]:
     return pair(fn, "betas", value)
 
 
+def hyper(fn: str, name: str, value):
+    """(the value, None), or with one value per tensor (a sequence or 1-D array of real numbers):
+    (its first, the values as a float64 array): lr and weight_decay of a call."""
+    if type(value) is float:
+        return value, None
+    if isinstance(value, (list, tuple)) or getattr(host_view(value), "ndim", 0) == 1:
+        values = np.asarray(host_view(value))
+        if values.ndim != 1 or not values.size or values.dtype.kind not in "fiu":
+            raise TypeError(f"fastopt.{fn}: {name} must be a real number, or a non-empty sequence of them (one per "
+                            f"tensor), got {type(value).__name__} of dtype {values.dtype}")
+        values = np.ascontiguousarray(values, np.float64)
+        return float(values[0]), values
+    return real(fn, name, value), None
+
+
 def step(fn, value):
     """(the step, None), or with one step per tensor (a sequence or 1-D integer array): (its first,
     the steps as an int64 array)."""
@@ -124,12 +139,13 @@ def state_roles(optimizer: Optimizer, fn: str, hyper: dict, arrays: dict) -> lis
 
 
 def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, master_params=None,
-        stochastic_rounding=None, step=None, steps=None, mu_products=None, sum_over=None):
+        stochastic_rounding=None, step=None, steps=None, mu_products=None, sum_over=None, lrs=None,
+        weight_decays=None):
     """Validates the arrays of roles, (name, array(s) or UNUSED, written[, "state"]), and calls C
     with the options struct o, or with the scalars when there is none; GPU arrays go to
     fastopt.cuda.  The state arrays' dtype, master_params, stochastic rounding and per-tensor steps
-    (and NAdam's mu_products) go into the options.  sum_over: LAMB's step in two phases around it
-    (see fastopt.lamb)."""
+    (and NAdam's mu_products), lrs and weight_decays go into the options.  sum_over: LAMB's step in
+    two phases around it (see fastopt.lamb)."""
     if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
     written = torch_written(fn, roles, master_params)
@@ -138,7 +154,7 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
     if gpu:
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
         _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                 block, steps, mu_products, sum_over)
+                 block, steps, mu_products, sum_over, lrs, weight_decays)
         bump_versions(written)
         return
     if master_params is not None:
@@ -149,7 +165,7 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
         masters = ffi.new("void *[]", ptrs.pop()) if master_params is not None else None
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
         kept = with_arrays(fn, o, len(numel), state if state != dtype else None, steps, mu_products,  # noqa: F841
-                           scales, block, masters, rounding)  # (alive for the call)
+                           scales, block, masters, rounding, lrs, weight_decays)  # (alive for the call)
     if sum_over is not None:  # LAMB over shards: the moments and local sums, their sums over the processes, the params
         sums = np.zeros((len(numel), 2))
         o.phase, o.sums = lib.FASTOPT_LAMB_MOMENTS, ffi.from_buffer("double[]", sums)
@@ -167,12 +183,18 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
 
 
 def with_arrays(fn: str, o, n: int, state_code=None, steps=None, mu_products=None, scales=(), block=0, masters=None,
-                rounding=None) -> list:
+                rounding=None, lrs=None, weight_decays=None) -> list:
     """Puts into the options o of a call over n tensors what its arrays carry: the state's dtype
-    code (None: the params'), per-tensor steps and NAdam's products, the 8-bit scales' and the
-    master copies' pointer arrays, stochastic rounding's (seed, counter).  Host and device calls
-    alike; returns what must stay alive until the call returns."""
+    code (None: the params'), per-tensor steps, NAdam's products, lrs and weight decays, the 8-bit
+    scales' and the master copies' pointer arrays, stochastic rounding's (seed, counter).  Host
+    and device calls alike; returns what must stay alive until the call returns."""
     c, kept = o.common, []
+    if lrs is not None:
+        kept.append(per_tensor(fn, "lr", lrs, n))
+        c.lrs = kept[-1]
+    if weight_decays is not None:
+        kept.append(per_tensor(fn, "weight_decay", weight_decays, n))
+        c.weight_decays = kept[-1]
     if state_code is not None:
         c.state_dtype = state_code
     if steps is not None:
@@ -268,7 +290,7 @@ def on_gpu(value) -> bool:
 
 
 def _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax, block,
-             steps=None, mu_products=None, sum_over=None):
+             steps=None, mu_products=None, sum_over=None, lrs=None, weight_decays=None):
     """The GPU path of run: fastopt.cuda checks what the array objects carry, C the rest (device
     addresses check as host ones do) and computes the constants, then the kernels launch."""
     from fastopt.cuda import _launch
@@ -278,4 +300,4 @@ def _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
     _launch.optimizer(fn, c_function, o, roles, stream=stream, found_inf=found_inf, master_params=master_params,
                       rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products,
-                      sum_over=sum_over)
+                      sum_over=sum_over, lrs=lrs, weight_decays=weight_decays)

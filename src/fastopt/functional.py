@@ -11,6 +11,11 @@ runs in float32 registers for the 16-bit types, stored back rounded to nearest e
 arrays share one dtype, the params' own or (mixed precision) float32 or bfloat16: the state dtype
 is the dtype of the state arrays you pass.
 
+``lr`` and ``weight_decay`` may be one value or one per tensor (a sequence or 1-D array of
+length len(params)): param groups that differ only in these (no weight decay on biases and norms,
+layer-wise lr decay) and replicas trained with different values (a hyper-parameter search) step
+in one call, each tensor exactly as a call of its own would.
+
 Every optimizer also takes these keywords, fused into its one pass:
 
 - ``l1_prox=lam``: after the update, the proximal step of an L1 penalty (soft thresholding),
@@ -65,6 +70,8 @@ def _update(fn, params, grads, state: dict, hyper: dict, lr, weight_decay, maxim
     for r in optimizer.state:  # an optional array given as something else: never a value silently ignored
         if r.when is not None and state[r.arg] is not None and type(state[r.arg]) is not np.ndarray:
             array_or_list(fn, r.arg, state[r.arg])
+    lr, lrs = _calls.hyper(fn, "lr", lr)
+    weight_decay, weight_decays = _calls.hyper(fn, "weight_decay", weight_decay)
     c = _calls.common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     if "betas" in hyper:
         hyper["beta1"], hyper["beta2"] = _calls.betas(fn, hyper.pop("betas"))
@@ -84,7 +91,8 @@ def _update(fn, params, grads, state: dict, hyper: dict, lr, weight_decay, maxim
     roles = [("params", params, True), ("grads", grads, False)] + _calls.state_roles(optimizer, fn, hyper, state)
     _calls.run(fn, getattr(lib, f"fastopt_{optimizer.c_name}"), o, roles, stream=stream, found_inf=found_inf,
                master_params=master_params, stochastic_rounding=stochastic_rounding, step=step, steps=steps,
-               mu_products=None if through is None else through.astype(np.float64), sum_over=sum_over)
+               mu_products=None if through is None else through.astype(np.float64), sum_over=sum_over, lrs=lrs,
+               weight_decays=weight_decays)
     if mu_product is None:
         return None
     return through if through is not None else lib.fastopt_nadam_mu_product(o.mu_product, o.beta1,
@@ -125,11 +133,11 @@ def sgd(params, grads, momentum_buffers=None, *, lr, momentum=0.0, dampening=0.0
       params: parameter array or list of arrays (float32, float64, float16 or bfloat16), updated in place.
       grads: gradients, same shapes and dtype; only read.
       momentum_buffers: momentum state, updated in place; required when momentum != 0.
-      lr: learning rate, >= 0.
+      lr: learning rate, >= 0; or one per tensor (a sequence or 1-D array: param groups in one call).
       momentum: momentum factor, >= 0.
       dampening: dampening of the gradient in the momentum buffer.
       nesterov: Nesterov momentum (needs momentum > 0 and dampening == 0).
-      weight_decay: L2 penalty coefficient added to the gradient, >= 0.
+      weight_decay: L2 penalty coefficient added to the gradient, >= 0; or one per tensor.
       maximize: maximize the objective instead of minimizing it.
       first_step: set each buffer to the gradient instead of accumulating into it, as torch does
         on the first step (when its buffer is None).  Pass True on your first step with momentum.
@@ -189,10 +197,10 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, betas=(0.9, 0.9
       step: the step being taken, >= 1 (bias correction); or one per tensor (a sequence or 1-D
         integer array), each tensor's own step count, as torch.optim keeps one per parameter (a
         parameter whose gradient was None on some steps is behind the others): still one call.
-      lr: learning rate, >= 0.
+      lr: learning rate, >= 0; or one per tensor (a sequence or 1-D array: param groups in one call).
       betas: (beta1, beta2), each in [0, 1).
       eps: added to the denominator, >= 0.
-      weight_decay: L2 penalty coefficient, >= 0.
+      weight_decay: L2 penalty coefficient, >= 0; or one per tensor.
       amsgrad: use the running maximum of v.
       max_exp_avg_sqs: that maximum, updated in place; required with amsgrad.
       maximize: maximize the objective instead of minimizing it.
@@ -250,7 +258,8 @@ def rmsprop(params, grads, square_avgs, grad_avgs=None, momentum_buffers=None, *
       square_avgs: running average of g^2, updated in place (start at zeros).
       grad_avgs: running average of g, required when centered.
       momentum_buffers: required when momentum > 0.
-      lr: >= 0.  alpha: smoothing constant in [0, 1].  eps: >= 0.  weight_decay: >= 0.
+      lr, weight_decay: >= 0, each one value or one per tensor.  alpha: smoothing constant in [0, 1].
+      eps: >= 0.
       momentum: >= 0.  centered: normalize by the variance instead of the second moment.
       maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
 
@@ -281,7 +290,8 @@ def adagrad(params, grads, state_sums, *, step, lr=1e-2, lr_decay=0.0, weight_de
       params, grads: as :func:`sgd`.
       state_sums: sum of squared gradients, updated in place; start it at torch's
         ``initial_accumulator_value`` (0 by default; fastopt.optim.Adagrad takes that argument).
-      step: >= 1, or one per tensor (see :func:`adam`).  lr: >= 0.  lr_decay: >= 0.  weight_decay: >= 0.  eps: >= 0.
+      step: >= 1, or one per tensor (see :func:`adam`).  lr, weight_decay: >= 0, each one value or one per
+      tensor.  lr_decay: >= 0.  eps: >= 0.
       maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
 
     Returns:
@@ -373,8 +383,8 @@ def adamax(params, grads, exp_avgs, exp_infs, *, step, lr=2e-3, betas=(0.9, 0.99
       params, grads: as :func:`sgd`.
       exp_avgs: first moment state (torch's ``exp_avg``), updated in place (start at zeros).
       exp_infs: the infinity norm ``u`` (torch's ``exp_inf``), >= 0, updated in place (start at zeros).
-      step: >= 1, or one per tensor (see :func:`adam`).  lr: >= 0.  betas: (beta1, beta2), each in [0, 1).
-      eps: >= 0.  weight_decay: >= 0.
+      step: >= 1, or one per tensor (see :func:`adam`).  lr, weight_decay: >= 0, each one value or one per
+      tensor.  betas: (beta1, beta2), each in [0, 1).  eps: >= 0.
       maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
 
     Returns:
@@ -401,7 +411,7 @@ def lion(params, grads, exp_avgs, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e
       params, grads: as :func:`sgd`.
       exp_avgs: the momentum m, updated in place (start at zeros).
       lr: >= 0 (typically 3-10x smaller than AdamW's).  betas: each in [0, 1].
-      weight_decay: >= 0, decoupled.
+      weight_decay: >= 0, decoupled.  (lr, weight_decay: one value or one per tensor.)
       maximize, l1_prox, grad_scale, found_inf: see :func:`sgd` and the module docstring.
 
     Returns:

@@ -108,7 +108,8 @@ class Optimizer:
     # ---- the step ----
 
     def step(self, grads=None, *, grad_scale=None, found_inf=None) -> None:
-        """Takes one step of every param group: one fused C call per group.
+        """Takes one step of every param group: one fused C call for all the groups that differ
+        only in lr and weight_decay (each tensor gets its group's), one per other set.
 
         Args:
           grads: gradients in parameter order (all groups, as added); default ``self.grads``.
@@ -121,20 +122,37 @@ class Optimizer:
         grads = self.grads if grads is None else list(grads)
         if len(grads) != len(self.params):
             raise ValueError(f"{type(self).__name__}.step: got {len(grads)} gradients for {len(self.params)} parameters")
-        for group in self.param_groups:
-            step = group["step"] + 1
-            lr = group["lr"](step) if callable(group["lr"]) else group["lr"]
-            index = group["index"]
+        for groups in self._sets():
+            lrs, decays, index = [], [], []
+            for group in groups:
+                step = group["step"] + 1
+                lr = group["lr"](step) if callable(group["lr"]) else group["lr"]
+                lrs += [float(lr)] * len(group["index"])
+                decays += [float(group.get("weight_decay", 0.0))] * len(group["index"])
+                index += group["index"]
             state = {}
-            for name in self.used_state(group):
+            for name in self.used_state(groups[0]):
                 for i in index:
                     if name not in self.state[i]:
-                        self.state[i][name] = self.initial_state(name, self.params[i], group)
+                        self.state[i][name] = self.initial_state(name, self.params[i], groups[0])
                 state[name] = [self.state[i][name] for i in index]
-            hyper = {k: group[k] for k in self.defaults if k != "lr"}
-            self.run(group, [grads[i] for i in index], state, [self.state[i] for i in index], lr, hyper,
-                     dict(grad_scale=grad_scale))
-            group["step"] = step
+            hyper = {k: groups[0][k] for k in self.defaults if k != "lr"}
+            if "weight_decay" in hyper and len(set(decays)) > 1:
+                hyper["weight_decay"] = np.array(decays)
+            merged = {**groups[0], "params": [self.params[i] for i in index]}
+            self.run(merged, [grads[i] for i in index], state, [self.state[i] for i in index],
+                     lrs[0] if len(set(lrs)) == 1 else np.array(lrs), hyper, dict(grad_scale=grad_scale))
+            for group in groups:
+                group["step"] += 1
+
+    def _sets(self) -> list[list[dict]]:
+        """The param groups, in sets that one call can step: equal in every hyper-parameter but lr
+        and weight_decay (a schedule is not compared: each group's gives its own lr)."""
+        sets: dict = {}
+        for group in self.param_groups:
+            key = tuple((k, repr(group[k])) for k in sorted(self.defaults) if k not in ("lr", "weight_decay"))
+            sets.setdefault(key, []).append(group)
+        return list(sets.values())
 
     def run(self, group, grads, state, param_states, lr, hyper, fused):
         """One call of the update over a group: state {key: arrays} passed as the update's

@@ -99,6 +99,22 @@ def _flat(t):
     return t.as_strided((t.numel(),), (1,))
 
 
+_PER_TENSOR = ("params", "lr", "weight_decay")  # what differs between param groups stepped in one call
+
+
+def _per_tensor(group, bucket, idx):
+    """(lrs, weight_decays) of a merged group's call over the bucket's members at positions idx
+    (None: all), each member its own group's (float64 arrays); (None, None) for a plain group."""
+    groups = group.get("_groups")
+    if groups is None:
+        return None, None
+    member_of = group["_member_of"][bucket.index if idx is None else np.asarray(bucket.index)[idx]]
+    lrs = np.array([float(g["lr"]) for g in groups])[member_of]
+    decays = np.array([float(g["weight_decay"]) for g in groups])[member_of] if "weight_decay" in groups[0] \
+        else None
+    return lrs, decays
+
+
 class _Bucket:
     """The params of one group that share a device and a dtype and have optimizer state, with that
     state: each step, one fastopt call for those of them that have a gradient (SGD: two when some
@@ -225,6 +241,9 @@ class _Bucket:
             o.mu_product, o.mu_products = float(products[0]), ffi.from_buffer("double[]", wide)
         c.master_params = pointers["master_params"] if self.masters else ffi.NULL
         numel = pointers["numel"]
+        lrs, decays = _per_tensor(group, self, idx)  # (a merged group's: alive for the call)
+        c.lrs = ffi.NULL if lrs is None else ffi.from_buffer("double[]", lrs)
+        c.weight_decays = ffi.NULL if decays is None else ffi.from_buffer("double[]", decays)
 
         def call():
             status = self.c_function(_C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
@@ -414,6 +433,7 @@ class _Optimizer(torch.optim.Optimizer):
         if defaults.get("differentiable"):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fastopt's fused kernels")
         self._buckets: dict = {}
+        self._merges: dict = {}  # {ids of param groups: (their values, the group standing for them)}
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self.state = _State(self.state)
@@ -423,7 +443,7 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's load_state_dict and unpickling (copy.deepcopy) set the state through here."""
         super().__setstate__(state)
         self.state = _State(self.state)
-        self._buckets, self._unstepped = {}, set()
+        self._buckets, self._merges, self._unstepped = {}, {}, set()
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -439,6 +459,7 @@ class _Optimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 self._ensure_state(p, group)
         self._buckets.clear()
+        self._merges.clear()
 
     def _check_hyper(self, group) -> None:
         """Validates a group's hyper-parameters by the library itself, on a one-element problem."""
@@ -467,6 +488,7 @@ class _Optimizer(torch.optim.Optimizer):
                         self.state[p][key] = value.to(dtype=dtype, device=p.device, copy=True)
         self._unstepped.clear()
         self._buckets.clear()
+        self._merges.clear()
 
     def state_dict(self) -> dict:
         """torch's layout; every parameter's own 'step' (and 'mu_product') as a tensor of its own,
@@ -527,7 +549,9 @@ class _Optimizer(torch.optim.Optimizer):
         if found_inf is not None and float(found_inf) != 0:
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
-        for group, group_scale in zip(self.param_groups, self._scales(scale)):
+        scales = self._scales(scale)
+        for group, group_scale in (zip(self.param_groups, scales) if len(self.param_groups) == 1 else
+                                   self._merged_groups(scales)):
             grads = [p.grad for p in group["params"]]
             if all(g is None for g in grads):
                 continue
@@ -538,6 +562,37 @@ class _Optimizer(torch.optim.Optimizer):
                 torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
                                     scale)
         return loss
+
+    def _merged_groups(self, scales):
+        """(group, grad scale) pairs to step: the param groups whose hyper-parameters differ only in
+        lr and weight_decay (no decay on biases and norms, layer-wise lr; what else a group holds,
+        such as a scheduler's initial_lr, does not count) as one group, whose members take their
+        own group's values per tensor (its "_groups" and "_member_of"); others as they are."""
+        sets: dict = {}
+        for group, group_scale in zip(self.param_groups, scales):
+            try:
+                key = (group_scale, tuple(group[k] for k in self.defaults if k not in _PER_TENSOR))
+                hash(key)
+            except TypeError:  # (a tensor or a list among the values: a set of its own)
+                key = id(group)
+            sets.setdefault(key, (group_scale, []))[1].append(group)
+        return [(groups[0] if len(groups) == 1 else self._merge(groups), group_scale)
+                for group_scale, groups in sets.values()]
+
+    def _merge(self, groups):
+        """One group standing for these (kept while they hold the same params and values, so
+        that its buckets stay cached): their params in order, lr and weight_decay per member."""
+        key = tuple(map(id, groups))
+        values = tuple(g[k] for g in groups for k in ("params", *self.defaults) if k not in ("lr", "weight_decay"))
+        cached = self._merges.get(key)
+        if cached is not None and _same(values, cached[0]):
+            return cached[1]
+        merged = {k: groups[0][k] for k in self.defaults if k not in _PER_TENSOR}
+        merged.update(params=[p for g in groups for p in g["params"]], lr=0.0, weight_decay=0.0, _groups=groups,
+                      _member_of=np.repeat(np.arange(len(groups)), [len(g["params"]) for g in groups]))
+        self._merges[key] = (values, merged)
+        self._buckets.pop(id(cached[1]), None) if cached is not None else None
+        return merged
 
     def _scales(self, scale):
         """Each group's grad_scale for this step (the loss scale; LAMB adds its clipping)."""
@@ -644,9 +699,12 @@ class _Optimizer(torch.optim.Optimizer):
             if bucket.sharded and function is functional.lamb:  # trust ratios of whole tensors: sums over the shards
                 device = params[0].device
                 kwargs["sum_over"] = lambda sums: _all_reduce(torch.as_tensor(sums, device=device), bucket.shard_groups)
+            lrs, decays = _per_tensor(group, bucket, idx)
+            if decays is not None:
+                kwargs["weight_decay"] = decays
             with torch.no_grad():
-                out = function(params, grads_in, lr=float(group["lr"]), grad_scale=scale, master_params=masters,
-                               **kwargs)
+                out = function(params, grads_in, lr=float(group["lr"]) if lrs is None else lrs, grad_scale=scale,
+                               master_params=masters, **kwargs)
         if counts is not None:  # (in place: the params' step tensors are views of the same memory)
             if idx is None:
                 counts += 1

@@ -163,9 +163,9 @@ LR, COUPLED_WD, GRAD_MUL, PROX_T, DECAY, PROX = range(6)
 
 
 @device
-def at_step(k, kt, t, j):
-    """Constant j of k, or with per-tensor steps (kt: one row of constants per tensor) tensor t's:
-    the optimizers that count steps read their bias corrections through it."""
+def constant(k, kt, t, j):
+    """Constant j of tensor t: its row of kt where the call's constants differ per tensor (steps,
+    lrs, weight decays, NAdam's products: kt has one row per tensor), else k's (kt is empty)."""
     return kt[t, j] if kt.shape[0] != 0 else k[j]
 
 # ---- optimizers: each one's loop over a span (pointers from its first element), then its kernel ----
@@ -173,27 +173,30 @@ def at_step(k, kt, t, j):
 
 
 @device
-def sgd_span(p, g, buf, master, n, k, aux, t, first, pm, sm):
+def sgd_span(p, g, buf, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: momentum, 1 - dampening, has_momentum, nesterov, first_step
-    lr, wd, mul, prox_t = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    momentum, damp = real(k[6], pm), real(k[7], pm)
+    lr, wd = real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm)
+    mul, prox_t = real(constant(k, kt, t, GRAD_MUL), pm), real(constant(k, kt, t, PROX_T), pm)
+    momentum, damp = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    has_momentum, nesterov = constant(k, kt, t, 8) != 0, constant(k, kt, t, 9) != 0
+    first_step, prox = constant(k, kt, t, 10) != 0, constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
-        if k[8] != 0:  # torch starts the buffer at the gradient itself, without dampening
-            bi = gi if k[10] != 0 else momentum * load(buf, i, sm) + damp * gi
+        if has_momentum:  # torch starts the buffer at the gradient itself, without dampening
+            bi = gi if first_step else momentum * load(buf, i, sm) + damp * gi
             store(buf, i, bi, sm)
-            gi = gi + momentum * bi if k[9] != 0 else bi
-        param_out(p, master, i, l1_prox(pi - lr * gi, prox_t, k[PROX]), pm, aux, t, first)
+            gi = gi + momentum * bi if nesterov else bi
+        param_out(p, master, i, l1_prox(pi - lr * gi, prox_t, prox), pm, aux, t, first)
 
 
-@kernel("table k11 aux flag pm sm")
-def sgd_kernel(table, k, aux, found_inf, pm, sm):
+@kernel("table k11 mat aux flag pm sm")
+def sgd_kernel(table, k, kt, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
     t, start, n = chunk_of(table, CHUNK)
     sgd_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm),
-             span(table, t, 3, start, n, F32), n, k, aux, t, start, pm, sm)
+             span(table, t, 3, start, n, F32), n, k, kt, aux, t, start, pm, sm)
 
 
 @device
@@ -205,21 +208,25 @@ def adam_moments(gi, mi, vi, c1, beta2, c2):
 @device
 def adam_span(p, g, m, v, vmax, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, -lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), amsgrad
-    wd, mul, prox_t, decay = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm), real(k[DECAY], pm)
-    c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    neg_step_size, inv_bc2_sqrt = real(at_step(k, kt, t, 10), pm), real(at_step(k, kt, t, 11), pm)
+    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
+    prox_t, decay = real(constant(k, kt, t, PROX_T), pm), real(constant(k, kt, t, DECAY), pm)
+    c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    c2, eps = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
+    neg_step_size, inv_bc2_sqrt = real(constant(k, kt, t, 10), pm), real(constant(k, kt, t, 11), pm)
+    prox = constant(k, kt, t, PROX)
+    amsgrad = constant(k, kt, t, 12) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
         mi, vi = adam_moments(gi, load(m, i, sm), load(v, i, sm), c1, beta2, c2)
         store(m, i, mi, sm)
         store(v, i, vi, sm)
-        if k[12] != 0:  # torch.maximum: NaN wins
+        if amsgrad:  # torch.maximum: NaN wins
             mx = load(vmax, i, sm)
             vi = mx if (mx > vi or mx != mx) else vi
             store(vmax, i, vi, sm)
         denom = sqrt(vi) * inv_bc2_sqrt + eps
-        param_out(p, master, i, l1_prox(pi * decay + neg_step_size * mi / denom, prox_t, k[PROX]), pm, aux, t, first)
+        param_out(p, master, i, l1_prox(pi * decay + neg_step_size * mi / denom, prox_t, prox), pm, aux, t, first)
 
 
 @kernel("table k13 mat aux flag pm sm")
@@ -232,35 +239,40 @@ def adam_kernel(table, k, kt, aux, found_inf, pm, sm):
               n, k, kt, aux, t, start, pm, sm)
 
 
-@kernel("table k12 aux flag pm sm")
-def rmsprop_kernel(table, k, aux, found_inf, pm, sm):
+@kernel("table k12 mat aux flag pm sm")
+def rmsprop_kernel(table, k, kt, aux, found_inf, pm, sm):
     # k[6:]: alpha, 1 - alpha, eps, momentum, centered, has_momentum
     if flag_set(found_inf):
         return
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 5, start, n, F32)
     sq, gavg, buf = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm), span(table, t, 4, start, n, sm)
-    lr, wd, mul, prox_t = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    alpha, c, eps, momentum = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
+    lr, wd = real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm)
+    mul, prox_t = real(constant(k, kt, t, GRAD_MUL), pm), real(constant(k, kt, t, PROX_T), pm)
+    alpha, c = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    eps, momentum = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
+    prox = constant(k, kt, t, PROX)
+    centered = constant(k, kt, t, 10) != 0
+    has_momentum = constant(k, kt, t, 11) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
         si = load(sq, i, sm) * alpha + c * gi * gi
         store(sq, i, si, sm)
-        if k[10] != 0:  # centered: the variance, not the raw second moment
+        if centered:  # centered: the variance, not the raw second moment
             ga = load(gavg, i, sm)
             ga = ga + c * (gi - ga)
             store(gavg, i, ga, sm)
             avg = sqrt(si - ga * ga) + eps
         else:
             avg = sqrt(si) + eps
-        if k[11] != 0:
+        if has_momentum:
             bi = load(buf, i, sm) * momentum + gi / avg
             store(buf, i, bi, sm)
             pi = pi - lr * bi
         else:
             pi = pi + (-lr) * gi / avg
-        param_out(p, master, i, l1_prox(pi, prox_t, k[PROX]), pm, aux, t, start)
+        param_out(p, master, i, l1_prox(pi, prox_t, prox), pm, aux, t, start)
 
 
 @kernel("table k8 mat aux flag pm sm")
@@ -271,14 +283,16 @@ def adagrad_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, total = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm)
     master = span(table, t, 3, start, n, F32)
-    wd, mul, prox_t = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    neg_clr, eps = real(at_step(k, kt, t, 6), pm), real(k[7], pm)
+    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
+    prox_t = real(constant(k, kt, t, PROX_T), pm)
+    neg_clr, eps = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
         si = load(total, i, sm) + gi * gi
         store(total, i, si, sm)
-        param_out(p, master, i, l1_prox(pi + neg_clr * gi / (sqrt(si) + eps), prox_t, k[PROX]), pm, aux, t, start)
+        param_out(p, master, i, l1_prox(pi + neg_clr * gi / (sqrt(si) + eps), prox_t, prox), pm, aux, t, start)
 
 
 @kernel("table k13 mat aux flag pm sm")
@@ -289,10 +303,13 @@ def nadam_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    wd, mul, prox_t, decay = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm), real(k[DECAY], pm)
-    c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    inv_bc2, grad_coef = real(at_step(k, kt, t, 10), pm), real(at_step(k, kt, t, 11), pm)
-    momentum_coef = real(at_step(k, kt, t, 12), pm)
+    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
+    prox_t, decay = real(constant(k, kt, t, PROX_T), pm), real(constant(k, kt, t, DECAY), pm)
+    c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    c2, eps = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
+    inv_bc2, grad_coef = real(constant(k, kt, t, 10), pm), real(constant(k, kt, t, 11), pm)
+    momentum_coef = real(constant(k, kt, t, 12), pm)
+    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -301,7 +318,7 @@ def nadam_kernel(table, k, kt, aux, found_inf, pm, sm):
         store(v, i, vi, sm)
         denom = sqrt(vi * inv_bc2) + eps
         pi = pi * decay + grad_coef * gi / denom
-        param_out(p, master, i, l1_prox(pi + momentum_coef * mi / denom, prox_t, k[PROX]), pm, aux, t, start)
+        param_out(p, master, i, l1_prox(pi + momentum_coef * mi / denom, prox_t, prox), pm, aux, t, start)
 
 
 @kernel("table k14 mat aux flag pm sm")
@@ -312,11 +329,14 @@ def radam_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    lr, wd, mul = real(k[LR], pm), real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm)
-    prox_t, decay = real(k[PROX_T], pm), real(k[DECAY], pm)
-    c1, beta2, c2, eps = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm)
-    inv_bc1, bc2_sqrt = real(at_step(k, kt, t, 10), pm), real(at_step(k, kt, t, 11), pm)
-    rect, rectified = real(at_step(k, kt, t, 12), pm), at_step(k, kt, t, 13)
+    lr, wd = real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm)
+    mul = real(constant(k, kt, t, GRAD_MUL), pm)
+    prox_t, decay = real(constant(k, kt, t, PROX_T), pm), real(constant(k, kt, t, DECAY), pm)
+    c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    c2, eps = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
+    inv_bc1, bc2_sqrt = real(constant(k, kt, t, 10), pm), real(constant(k, kt, t, 11), pm)
+    rect, rectified = real(constant(k, kt, t, 12), pm), constant(k, kt, t, 13)
+    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -326,7 +346,7 @@ def radam_kernel(table, k, kt, aux, found_inf, pm, sm):
         step = mi * inv_bc1 * lr
         if rectified != 0:
             step = step * (bc2_sqrt / (sqrt(vi) + eps)) * rect
-        param_out(p, master, i, l1_prox(pi * decay - step, prox_t, k[PROX]), pm, aux, t, start)
+        param_out(p, master, i, l1_prox(pi * decay - step, prox_t, prox), pm, aux, t, start)
 
 
 @kernel("table k10 mat aux flag pm sm")
@@ -337,8 +357,11 @@ def adamax_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, u = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    wd, mul, prox_t = real(k[COUPLED_WD], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    c1, beta2, eps, neg_clr = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(at_step(k, kt, t, 9), pm)
+    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
+    prox_t = real(constant(k, kt, t, PROX_T), pm)
+    c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    eps, neg_clr = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
+    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -348,31 +371,36 @@ def adamax_kernel(table, k, kt, aux, found_inf, pm, sm):
         ui = decayed if (decayed > bound or decayed != decayed) else bound  # torch.maximum: NaN wins
         store(m, i, mi, sm)
         store(u, i, ui, sm)
-        param_out(p, master, i, l1_prox(pi + neg_clr * mi / ui, prox_t, k[PROX]), pm, aux, t, start)
+        param_out(p, master, i, l1_prox(pi + neg_clr * mi / ui, prox_t, prox), pm, aux, t, start)
 
 
 @device
-def lion_span(p, g, m, master, n, k, aux, t, first, pm, sm):
+def lion_span(p, g, m, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: beta1, 1 - beta1, beta2, 1 - beta2, weight_decay (decoupled, after the sign)
-    neg_lr, mul, prox_t = real(-k[LR], pm), real(k[GRAD_MUL], pm), real(k[PROX_T], pm)
-    beta1, c1, beta2, c2, wd = real(k[6], pm), real(k[7], pm), real(k[8], pm), real(k[9], pm), real(k[10], pm)
+    neg_lr, mul = real(-constant(k, kt, t, LR), pm), real(constant(k, kt, t, GRAD_MUL), pm)
+    prox_t = real(constant(k, kt, t, PROX_T), pm)
+    beta1, c1 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
+    beta2, c2 = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
+    wd = real(constant(k, kt, t, 10), pm)
+    prox = constant(k, kt, t, PROX)
+    has_wd = constant(k, kt, t, 10) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = load(g, i, pm) * mul  # Lion's weight decay joins after the sign
         mi = load(m, i, sm)
         u = sign(c1 * gi + beta1 * mi)
-        u = u + wd * pi if k[10] != 0 else u
+        u = u + wd * pi if has_wd else u
         store(m, i, c2 * gi + beta2 * mi, sm)
-        param_out(p, master, i, l1_prox(pi + neg_lr * u, prox_t, k[PROX]), pm, aux, t, first)
+        param_out(p, master, i, l1_prox(pi + neg_lr * u, prox_t, prox), pm, aux, t, first)
 
 
-@kernel("table k11 aux flag pm sm")
-def lion_kernel(table, k, aux, found_inf, pm, sm):
+@kernel("table k11 mat aux flag pm sm")
+def lion_kernel(table, k, kt, aux, found_inf, pm, sm):
     if flag_set(found_inf):
         return
     t, start, n = chunk_of(table, CHUNK)
     lion_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm),
-              span(table, t, 3, start, n, F32), n, k, aux, t, start, pm, sm)
+              span(table, t, 3, start, n, F32), n, k, kt, aux, t, start, pm, sm)
 
 
 # ---- reductions over a block's threads (8-bit scales, LAMB, norms) ----
@@ -479,8 +507,8 @@ def q8_store(table, t, r, scale_r, start, n, block, codebook, j, tile, shared):
         codes[i] = np.uint8(q8_code_of(tile[i] * inv, signed))
 
 
-@kernel("table k11 aux flag int book pm")
-def sgd_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
+@kernel("table k11 mat aux flag int book pm")
+def sgd_q8_kernel(table, k, kt, aux, found_inf, block, codebook, pm):
     if flag_set(found_inf):
         return
     buf = cuda.shared.array(Q8_TILE, float32)  # one shared array a line: the simulator tells them apart by line
@@ -488,7 +516,7 @@ def sgd_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
     t, start, n = chunk_of(table, block)
     q8_load(table, t, 2, 4, start, n, block, codebook, 0, buf)
     sgd_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), buf, span(table, t, 3, start, n, F32),
-             n, k, aux, t, start, pm, F32)
+             n, k, kt, aux, t, start, pm, F32)
     cuda.syncthreads()
     q8_store(table, t, 2, 4, start, n, block, codebook, 0, buf, shared)
 
@@ -510,8 +538,8 @@ def adam_q8_kernel(table, k, kt, aux, found_inf, block, codebook, pm):
     q8_store(table, t, 3, 7, start, n, block, codebook, 1, v, shared)
 
 
-@kernel("table k11 aux flag int book pm")
-def lion_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
+@kernel("table k11 mat aux flag int book pm")
+def lion_q8_kernel(table, k, kt, aux, found_inf, block, codebook, pm):
     if flag_set(found_inf):
         return
     m = cuda.shared.array(Q8_TILE, float32)
@@ -519,7 +547,7 @@ def lion_q8_kernel(table, k, aux, found_inf, block, codebook, pm):
     t, start, n = chunk_of(table, block)
     q8_load(table, t, 2, 4, start, n, block, codebook, 0, m)
     lion_span(span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), m, span(table, t, 3, start, n, F32),
-              n, k, aux, t, start, pm, F32)
+              n, k, kt, aux, t, start, pm, F32)
     cuda.syncthreads()
     q8_store(table, t, 2, 4, start, n, block, codebook, 0, m, shared)
 
@@ -543,9 +571,11 @@ def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    c1, beta2, c2, eps = real(k[0], pm), real(k[1], pm), real(k[2], pm), real(k[3], pm)
-    inv_bc1, inv_bc2 = real(at_step(k, kt, t, 4), pm), real(at_step(k, kt, t, 5), pm)
-    wd, mul = real(k[6], pm), real(grad_mul[0], pm)
+    c1, beta2 = real(constant(k, kt, t, 0), pm), real(constant(k, kt, t, 1), pm)
+    c2, eps = real(constant(k, kt, t, 2), pm), real(constant(k, kt, t, 3), pm)
+    inv_bc1, inv_bc2 = real(constant(k, kt, t, 4), pm), real(constant(k, kt, t, 5), pm)
+    wd, mul = real(constant(k, kt, t, 6), pm), real(grad_mul[0], pm)
+    has_wd = constant(k, kt, t, 7)
     p2 = float64(0)
     u2 = float64(0)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
@@ -553,7 +583,7 @@ def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
         mi, vi = adam_moments(load(g, i, pm) * mul, load(m, i, sm), load(v, i, sm), c1, beta2, c2)
         store(m, i, mi, sm)
         store(v, i, vi, sm)  # the direction from the moments as stored, as in C
-        u = float64(lamb_direction(load(m, i, sm), load(v, i, sm), pi, inv_bc1, inv_bc2, eps, wd, k[7]))
+        u = float64(lamb_direction(load(m, i, sm), load(v, i, sm), pi, inv_bc1, inv_bc2, eps, wd, has_wd))
         p2 += float64(pi) * float64(pi)
         u2 += u * u
     p2 = block_sum(shared, p2)
@@ -566,8 +596,8 @@ def lamb_moments_kernel(table, k, kt, aux, grad_mul, found_inf, sums, pm, sm):
 LAMB_WHOLE, LAMB_SUMS, LAMB_RATIOS = range(3)  # lamb_ratio_kernel's modes
 
 
-@kernel("table k12 flag mat mat vec int")
-def lamb_ratio_kernel(table, k, found_inf, sums, tensor_sums, ratios, mode):
+@kernel("table k12 mat flag mat mat vec int")
+def lamb_ratio_kernel(table, k, kt, found_inf, sums, tensor_sums, ratios, mode):
     """ratios[t] = -lr * ||p|| / ||u|| over tensor t (its blocks' sums added in order), or -lr.
     For sharded tensors in two launches around a sum over the processes: LAMB_SUMS writes the
     tensor's sums to tensor_sums[t], LAMB_RATIOS takes them from there (as C's phases)."""
@@ -588,8 +618,8 @@ def lamb_ratio_kernel(table, k, found_inf, sums, tensor_sums, ratios, mode):
             tensor_sums[t, 1] = u2
             return
     p_norm, u_norm = math.sqrt(p2), math.sqrt(u2)
-    trust = k[11] != 0 and p_norm > 0 and u_norm > 0
-    ratios[t] = k[10] * (p_norm / u_norm if trust else 1.0)
+    trust = constant(k, kt, t, 11) != 0 and p_norm > 0 and u_norm > 0
+    ratios[t] = constant(k, kt, t, 10) * (p_norm / u_norm if trust else 1.0)
 
 
 @kernel("table k12 mat aux flag vec pm sm")
@@ -599,13 +629,14 @@ def lamb_apply_kernel(table, k, kt, aux, found_inf, ratios, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, master = span(table, t, 0, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    eps, wd = real(k[3], pm), real(k[6], pm)
-    inv_bc1, inv_bc2 = real(at_step(k, kt, t, 4), pm), real(at_step(k, kt, t, 5), pm)
-    prox_t, neg_lr_ratio = real(k[8], pm), real(ratios[t], pm)
+    eps, wd = real(constant(k, kt, t, 3), pm), real(constant(k, kt, t, 6), pm)
+    inv_bc1, inv_bc2 = real(constant(k, kt, t, 4), pm), real(constant(k, kt, t, 5), pm)
+    prox_t, neg_lr_ratio = real(constant(k, kt, t, 8), pm), real(ratios[t], pm)
+    has_wd, prox = constant(k, kt, t, 7), constant(k, kt, t, 9)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
-        u = lamb_direction(load(m, i, sm), load(v, i, sm), pi, inv_bc1, inv_bc2, eps, wd, k[7])
-        param_out(p, master, i, l1_prox(pi + neg_lr_ratio * u, prox_t, k[9]), pm, aux, t, start)
+        u = lamb_direction(load(m, i, sm), load(v, i, sm), pi, inv_bc1, inv_bc2, eps, wd, has_wd)
+        param_out(p, master, i, l1_prox(pi + neg_lr_ratio * u, prox_t, prox), pm, aux, t, start)
 
 
 # ---- gradients: regularization, scaling, unscaling, norms ----

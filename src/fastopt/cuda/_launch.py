@@ -135,7 +135,8 @@ class Call:
                                             ffi.new("void *const *[]", [self.lists[r] for r in used]),
                                             ffi.new("int[]", [int(self.written[r]) for r in used])), fn)
 
-    def constants(self, c_function, n_args: int, o, steps=None, mu_products=None, rounding=None) -> np.ndarray:
+    def constants(self, c_function, n_args: int, o, steps=None, mu_products=None, rounding=None, lrs=None,
+                  weight_decays=None) -> np.ndarray:
         """C checks the call (its options, and the buffers at their device addresses) and returns
         each tensor's kernel constants, one float64 row per tensor (fastopt_common.constant_rows).
         n_args: how many of the call's roles are C's array arguments (the rest: master copies and
@@ -150,7 +151,8 @@ class Call:
         scales = [self.lists[r] for r, k in enumerate(self.kinds) if k == "absmax" and self.lists[r] is not None]
         masters = [self.lists[r] for r, k in enumerate(self.kinds) if k == "master" and self.lists[r] is not None]
         kept = with_arrays(self.fn, o, self.n, state_code, steps, mu_products, scales,  # noqa: F841 (alive
-                           self.block if q8 else 0, masters[0] if masters else None, rounding)  # for the call)
+                           self.block if q8 else 0, masters[0] if masters else None, rounding,  # for the call)
+                           lrs, weight_decays)
         c.found_inf = ffi.NULL  # a device flag is the kernels' to read; a host one was read by the caller
         args = [ffi.NULL if lists is None else lists for lists in self.lists[:n_args]]
         check(c_function(C_DTYPES[self.dtype], self.n, self.numel, *args, o), self.fn)
@@ -288,15 +290,15 @@ def kernel_of(fn: str, q8: bool) -> str:
 
 
 def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master_params=None, rounding=None,
-              absmax=(), block=0, steps=None, mu_products=None, sum_over=None) -> None:
+              absmax=(), block=0, steps=None, mu_products=None, sum_over=None, lrs=None, weight_decays=None) -> None:
     """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors.
 
     c_function and o: the C function and its options struct, which check the call and give the
     kernels' constants; roles: its array arguments, (name, arrays or None, written, kind) with
     kind "state" or "q8" (8-bit codes, their scales in absmax, one list per 8-bit state, and block
     elements per scale); master_params: float32 copies of 16-bit params; rounding: (seed, counter)
-    of stochastic rounding; steps (and NAdam's mu_products): per-tensor values, or None; sum_over:
-    LAMB's sums over processes (see fastopt.lamb)."""
+    of stochastic rounding; steps (and NAdam's mu_products), lrs, weight_decays: per-tensor values,
+    or None; sum_over: LAMB's sums over processes (see fastopt.lamb)."""
     n_args = len(roles)
     roles = list(roles) + [("master_params", master_params, True, "master")] + \
         [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
@@ -304,7 +306,7 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     if sum_over is not None:  # C checks a phased step as such (max_grad_norm 0); the sums are the kernels'
         unused = np.zeros(2 * call.n)
         o.phase, o.sums = lib.FASTOPT_LAMB_MOMENTS, ffi.from_buffer("double[]", unused)
-    rows = call.constants(c_function, n_args, o, steps, mu_products, rounding)
+    rows = call.constants(c_function, n_args, o, steps, mu_products, rounding, lrs, weight_decays)
     flag = flag_address(call, found_inf)
     if flag is None:
         return
@@ -314,18 +316,18 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     # the row cut to the width the kernel is declared (compiled) with
     kernel = kernel_of(fn, call.has("q8"))
     k = tuple(float(x) for x in rows[0][:K.width(kernel)])
-    per_tensor = _to_device(call, "per_tensor", rows) if steps is not None or mu_products is not None else \
+    differ = steps is not None or mu_products is not None or lrs is not None or weight_decays is not None
+    per_tensor = _to_device(call, "per_tensor", rows) if differ else \
         call.workspace("no_rows", (0, 1))
     if fn == "lamb":
         return _lamb(call, o, k, float(rows[0][12]), per_tensor, aux, flag, sum_over)
-    rows_arg = (per_tensor,) if OPTIMIZERS[fn].takes_step else ()
     if call.has("q8"):
         table, blocks = call.table(block)
-        call.launch(getattr(K, kernel), blocks, table, k, *rows_arg, aux, flag, block, call.codebook(),
+        call.launch(getattr(K, kernel), blocks, table, k, per_tensor, aux, flag, block, call.codebook(),
                     call.markers()[0])
         return
     table, blocks = call.table()
-    call.launch(getattr(K, kernel), blocks, table, k, *rows_arg, aux, flag, *call.markers())
+    call.launch(getattr(K, kernel), blocks, table, k, per_tensor, aux, flag, *call.markers())
 
 
 def _lamb(call: Call, o, k, grad_mul: float, rows, aux, flag: int, sum_over=None) -> None:
@@ -343,11 +345,11 @@ def _lamb(call: Call, o, k, grad_mul: float, rows, aux, flag: int, sum_over=None
     grid = (call.n + K.THREADS - 1) // K.THREADS
     call.launch(K.lamb_moments_kernel, blocks, table, k, rows, aux, mul, flag, sums, *call.markers())
     if sum_over is None:
-        call.launch(K.lamb_ratio_kernel, grid, table, k, flag, sums, tensor_sums, ratios, K.LAMB_WHOLE)
+        call.launch(K.lamb_ratio_kernel, grid, table, k, rows, flag, sums, tensor_sums, ratios, K.LAMB_WHOLE)
     else:
-        call.launch(K.lamb_ratio_kernel, grid, table, k, flag, sums, tensor_sums, ratios, K.LAMB_SUMS)
+        call.launch(K.lamb_ratio_kernel, grid, table, k, rows, flag, sums, tensor_sums, ratios, K.LAMB_SUMS)
         sum_over(tensor_sums)
-        call.launch(K.lamb_ratio_kernel, grid, table, k, flag, sums, tensor_sums, ratios, K.LAMB_RATIOS)
+        call.launch(K.lamb_ratio_kernel, grid, table, k, rows, flag, sums, tensor_sums, ratios, K.LAMB_RATIOS)
     call.launch(K.lamb_apply_kernel, blocks, table, k, rows, aux, flag, ratios, *call.markers())
 
 
