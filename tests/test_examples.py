@@ -34,3 +34,16 @@ def test_torch_mlp_trains_alike():
     assert losses[-1][2] < losses[0][2], out   # fastopt's run learns
     # (the example asserts fastopt's difference from torch is of the size of torch fused's own)
     assert "largest relative loss difference from torch" in out and "median optimizer step" in out, out
+
+
+def test_lr_sweep_trains_every_configuration_together_as_alone(tmp_path):
+    import re
+    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, "lr_sweep.py"), "--quick"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "the same weights: True" in out, out              # together equals one run per configuration
+    rows = [line for line in out.splitlines() if re.match(r"\s+[0-9.e-]+\s+[0-9.e-]+\s+[0-9.]+", line)]
+    assert len(rows) == 20 and rows[0].endswith("<- best"), out
+    losses = [float(r.split()[2]) for r in rows]
+    assert losses == sorted(losses) and losses[0] < 2.3, out  # below chance (ln 10): the best one learns
+    calls = re.search(r"in (\d+) optimizer calls\);.* in (\d+) calls", out)
+    assert int(calls.group(2)) == 20 * int(calls.group(1)), out

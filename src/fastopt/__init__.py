@@ -10,7 +10,7 @@ from __future__ import annotations
 import os as _os
 import warnings as _warnings
 
-from fastopt import optim, reference, schedules
+from fastopt import optim, reference, schedules, sweep
 from fastopt.quant8 import QuantizedState
 from fastopt._native import c_string as _c_string
 from fastopt._native import check as _check
@@ -18,12 +18,12 @@ from fastopt._native import ffi as _ffi
 from fastopt._native import lib as _lib
 from fastopt._paths import get_cmake_dir, get_include, get_library_dir
 from fastopt.functional import (adagrad, adam, adamax, adamw, clip_grad_norm, elastic_net_grad, global_norm,
-                                l1_grad, l2_grad, lamb, lion, nadam, radam, rmsprop, sgd, unscale)
+                                l1_grad, l2_grad, lamb, lion, nadam, prepare, radam, rmsprop, sgd, unscale)
 
 __version__ = _c_string(_lib.fastopt_version())
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb",
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb", "prepare",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale",
-           "info", "set_num_threads", "get_num_threads", "set_isa", "optim", "schedules", "reference",
+           "info", "set_num_threads", "get_num_threads", "set_isa", "optim", "schedules", "sweep", "reference",
            "get_include", "get_library_dir", "get_cmake_dir", "QuantizedState", "__version__"]
 
 

@@ -7,6 +7,9 @@ to C's types (naming the argument when one cannot be) and handle what only Pytho
 """
 from __future__ import annotations
 
+import contextvars
+from typing import NamedTuple
+
 import numpy as np
 
 from fastopt._arrays import UNUSED, bump_versions, gather, host_view, integer, pair, pointer, real, torch_written
@@ -138,6 +141,50 @@ def state_roles(optimizer: Optimizer, fn: str, hyper: dict, arrays: dict) -> lis
     return roles
 
 
+class _Arrays(NamedTuple):
+    """A host call's arrays as C takes them, validated: what a prepared call keeps."""
+    written: list      # torch tensors the call writes (their version counters are bumped)
+    block: int         # 8-bit state's block size
+    dtype: int
+    numel: object      # size_t[]
+    ptrs: list         # one void *[] (or NULL) per role
+    state: int         # the state arrays' dtype code
+    scales: list       # 8-bit state's absmax pointer arrays
+    masters: object    # the master copies' pointer array, or None
+
+
+class Prepared:
+    """The arrays of one call, validated at its first run and trusted after (see
+    :func:`fastopt.prepare`): the same objects passed again skip validation.  Torch tensors'
+    memory is compared at every call (``p.data = ...`` would move it)."""
+
+    def __init__(self):
+        self.kept = None  # (fn, the role values and master copies: compared by identity, _Arrays)
+        self.tensors, self.addresses = [], []
+
+    def arrays(self, fn: str, roles, master) -> _Arrays | None:
+        if self.kept is None:
+            return None
+        name, values, masters, arrays = self.kept
+        if name != fn or master is not masters or len(roles) != len(values) or \
+                any(r[1] is not v for r, v in zip(roles, values)):
+            return None
+        if self.tensors and [t.data_ptr() for t in self.tensors] != self.addresses:
+            raise ValueError(f"fastopt.{fn}: a tensor of this prepared call has new memory since it was prepared "
+                             f"(p.data = ..., or resized): prepare the call again")
+        return arrays
+
+    def keep(self, fn: str, roles, master, arrays: _Arrays) -> None:
+        values = tuple(r[1] for r in roles)
+        self.kept = (fn, values, master, arrays)
+        self.tensors = [t for v in values + (master,) for t in (v if isinstance(v, (list, tuple)) else (v,))
+                        if type(t).__module__.startswith("torch")]
+        self.addresses = [t.data_ptr() for t in self.tensors]
+
+
+PREPARED: contextvars.ContextVar = contextvars.ContextVar("fastopt_prepared", default=None)
+
+
 def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, master_params=None,
         stochastic_rounding=None, step=None, steps=None, mu_products=None, sum_over=None, lrs=None,
         weight_decays=None):
@@ -148,21 +195,29 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
     two phases around it (see fastopt.lamb)."""
     if stochastic_rounding is not None and steps is not None and not isinstance(stochastic_rounding, tuple):
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
-    written = torch_written(fn, roles, master_params)
-    gpu = on_gpu(roles[0][1])
-    roles, absmax, block = _quantized(fn, roles)
-    if gpu:
-        rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
-        _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                 block, steps, mu_products, sum_over, lrs, weight_decays)
-        bump_versions(written)
-        return
-    if master_params is not None:
-        roles = roles + [("master_params", master_params, True, "master")]
-    dtype, numel, ptrs, state = gather(fn, roles)
-    if o is not None:
-        scales = [ffi.new("void *[]", [pointer(a) for a in arrays]) for arrays in absmax]
+    prepared, given = PREPARED.get(), roles
+    arrays = prepared.arrays(fn, roles, master_params) if prepared is not None else None
+    if arrays is None:
+        written = torch_written(fn, roles, master_params)
+        gpu = on_gpu(roles[0][1])
+        roles, absmax, block = _quantized(fn, roles)
+        if gpu:
+            rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
+            _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax,
+                     block, steps, mu_products, sum_over, lrs, weight_decays)
+            bump_versions(written)
+            return
+        if master_params is not None:
+            roles = roles + [("master_params", master_params, True, "master")]
+        dtype, numel, ptrs, state = gather(fn, roles)
+        scales = [ffi.new("void *[]", [pointer(a) for a in scale]) for scale in absmax]
         masters = ffi.new("void *[]", ptrs.pop()) if master_params is not None else None
+        arrays = _Arrays(written, block, dtype, ffi.new("size_t[]", numel),
+                         [p if p == ffi.NULL else ffi.new("void *[]", p) for p in ptrs], state, scales, masters)
+        if prepared is not None:
+            prepared.keep(fn, given, master_params, arrays)
+    written, block, dtype, numel, ptrs, state, scales, masters = arrays
+    if o is not None:
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
         kept = with_arrays(fn, o, len(numel), state if state != dtype else None, steps, mu_products,  # noqa: F841
                            scales, block, masters, rounding, lrs, weight_decays)  # (alive for the call)

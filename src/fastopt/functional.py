@@ -53,7 +53,7 @@ from fastopt._optimizers import OPTIMIZERS
 # anything refused, and the general path then runs (and names the problem).
 from fastopt import _single
 
-__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb",
+__all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb", "prepare",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale"]
 
 
@@ -636,6 +636,57 @@ def _own(fn, lines: list[str]) -> list[str]:
         if keep:
             out.append(line)
     return out
+
+
+# ---- a call prepared once, stepped many times ----
+
+_PER_CALL = {"step", "lr", "weight_decay", "grad_scale", "found_inf", "mu_product", "stochastic_rounding", "stream"}
+
+
+def prepare(update, *arrays, **keywords):
+    """A call of the optimizer ``update`` over these arrays, its validation done once.
+
+    ``step = fastopt.prepare(fastopt.adamw, params, grads, exp_avgs, exp_avg_sqs, weight_decay=0.01)``
+    then ``step(step=t, lr=schedule(t))`` each iteration runs
+    ``fastopt.adamw(params, grads, exp_avgs, exp_avg_sqs, weight_decay=0.01, step=t, lr=...)``: the
+    same update, bit for bit, without checking every array again (about 1 us an array).
+
+    The arrays are validated at the first call and trusted after, which is the contract: they are
+    the same objects every call (the prepared call holds them; lists are copied), their contents
+    change and their memory does not.  A NumPy array held here cannot be resized; a PyTorch
+    tensor's memory is compared at every call, and one that moved (``p.data = ...``) is a
+    ValueError.  GPU arrays are checked at every call (fastopt.cuda keeps its own cache).
+
+    Args:
+      update: a fastopt optimizer (``fastopt.adamw``, ``fastopt.sgd``, ...).
+      arrays: its array arguments, as ``update`` takes them (params, grads, state).
+      keywords: its other arguments (arrays by name too).  Per call, ``step``, ``lr``,
+        ``weight_decay``, ``grad_scale``, ``found_inf``, ``mu_product``, ``stochastic_rounding``
+        and ``stream`` may be given (or changed); the others are fixed here, since they decide
+        which arrays the update uses.
+
+    Returns:
+      A function taking the per-call keywords and returning what ``update`` returns.
+    """
+    name = getattr(update, "__name__", None)
+    if name not in OPTIMIZERS or update is not globals().get(name):
+        raise TypeError(f"fastopt.prepare: update must be a fastopt optimizer (fastopt.adamw, ...), got {update!r}")
+    frozen = tuple(tuple(a) if isinstance(a, list) else a for a in arrays)
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in keywords.items()}
+    prepared = _calls.Prepared()
+
+    def step(**changes):
+        unknown = set(changes) - _PER_CALL
+        if unknown:
+            raise TypeError(f"fastopt.prepare: {sorted(unknown)} cannot change per call (only {sorted(_PER_CALL)}); "
+                            f"prepare another call")
+        token = _calls.PREPARED.set(prepared)
+        try:
+            return update(*frozen, **{**fixed, **changes})
+        finally:
+            _calls.PREPARED.reset(token)
+    step.__doc__ = f"One {name} step of the prepared call (see fastopt.prepare)."
+    return step
 
 
 def _complete(fn) -> None:

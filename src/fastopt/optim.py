@@ -15,10 +15,11 @@ their own hyper-parameters, ``lr`` may be a schedule (see :mod:`fastopt.schedule
 from __future__ import annotations
 
 import json
+import operator
 
 import numpy as np
 
-from fastopt import functional
+from fastopt import _calls, functional
 from fastopt._arrays import C_DTYPES, SUPPORTED
 from fastopt._optimizers import OPTIMIZERS, used_state
 
@@ -43,6 +44,7 @@ class Optimizer:
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
+        self._prepared: dict = {}  # {ids of a set of groups: (its last call's arrays, their fastopt.prepare record)}
         self.param_groups: list[dict] = []
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
@@ -135,13 +137,23 @@ class Optimizer:
                 for i in index:
                     if name not in self.state[i]:
                         self.state[i][name] = self.initial_state(name, self.params[i], groups[0])
-                state[name] = [self.state[i][name] for i in index]
+                state[name] = tuple(self.state[i][name] for i in index)
             hyper = {k: groups[0][k] for k in self.defaults if k != "lr"}
             if "weight_decay" in hyper and len(set(decays)) > 1:
                 hyper["weight_decay"] = np.array(decays)
-            merged = {**groups[0], "params": [self.params[i] for i in index]}
-            self.run(merged, [grads[i] for i in index], state, [self.state[i] for i in index],
-                     lrs[0] if len(set(lrs)) == 1 else np.array(lrs), hyper, dict(grad_scale=grad_scale))
+            # the same arrays as the last step: the call's checks are not repeated (fastopt.prepare)
+            arrays = (tuple(self.params[i] for i in index), tuple(grads[i] for i in index), state)
+            key = tuple(map(id, groups))
+            kept = self._prepared.get(key)
+            if kept is None or not _same_arrays(kept[0], arrays):
+                kept = self._prepared[key] = (arrays, _calls.Prepared())
+            params, group_grads, state = kept[0]
+            token = _calls.PREPARED.set(kept[1])
+            try:
+                self.run({**groups[0], "params": params}, group_grads, state, [self.state[i] for i in index],
+                         lrs[0] if len(set(lrs)) == 1 else np.array(lrs), hyper, dict(grad_scale=grad_scale))
+            finally:
+                _calls.PREPARED.reset(token)
             for group in groups:
                 group["step"] += 1
 
@@ -233,6 +245,13 @@ class Optimizer:
                     state.setdefault(int(i), {})[k] = f[key]
             groups = json.loads(str(f["param_groups"]))
         self.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _same_arrays(a: tuple, b: tuple) -> bool:
+    """Whether two calls' (params, grads, {state key: arrays}) are the very same arrays."""
+    return all(len(x) == len(y) and all(map(operator.is_, x, y)) for x, y in zip(a[:2], b[:2])) and \
+        a[2].keys() == b[2].keys() and all(len(a[2][k]) == len(b[2][k]) and all(map(operator.is_, a[2][k], b[2][k]))
+                                           for k in a[2])
 
 
 def _array(a) -> np.ndarray:

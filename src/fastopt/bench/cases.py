@@ -72,7 +72,36 @@ def _mlp20() -> list[tuple[int, ...]]:
     return [(64, 64), (64,)] * 10
 
 
-MODELS = {"mlp20": _mlp20, "gpt2-small": _gpt2_small}
+def _bert_base() -> list[tuple[int, ...]]:
+    """The 199 parameter tensors of BERT-base (110M parameters): embeddings, 12 encoder layers,
+    the pooler."""
+    d, ff = 768, 3072
+    layer = [(d, d), (d,)] * 4 + [(d,), (d,), (d, ff), (ff,), (ff, d), (d,), (d,), (d,)]
+    return [(30522, d), (512, d), (2, d), (d,), (d,)] + layer * 12 + [(d, d), (d,)]
+
+
+MODELS = {"mlp20": _mlp20, "gpt2-small": _gpt2_small, "bert-base": _bert_base}
+
+
+def param_groups(model: str, params: list, lr: float) -> list[dict]:
+    """The param groups a fine-tuning recipe makes of a model's parameter list (params in the
+    order of MODELS[model]): "-2groups", weight decay on matrices only; "-lld", also layer-wise lr
+    decay (0.9 a layer, the embeddings lowest), a decay and a no-decay group per layer."""
+    base = model.rsplit("-", 1)[0]
+    if model.endswith("-2groups"):
+        return [{"params": [p for p in params if p.ndim >= 2]},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    assert model.endswith("-lld") and base == "bert-base", model
+    layers = [params[:5]] + [params[5 + 16 * i:5 + 16 * (i + 1)] for i in range(12)] + [params[-2:]]
+    groups = []
+    for depth, layer in enumerate(layers):
+        scale = 0.9 ** (len(layers) - 1 - depth)
+        groups += [{"params": [p for p in layer if p.ndim >= 2], "lr": lr * scale},
+                   {"params": [p for p in layer if p.ndim < 2], "lr": lr * scale, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+GROUPED = ("gpt2-small-2groups", "bert-base-lld")  # param groups of MODELS (see param_groups)
 
 
 def parse_size(text: str) -> int:

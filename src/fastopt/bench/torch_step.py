@@ -1,6 +1,8 @@
 """The drop-in benchmark: a whole ``optimizer.step()`` of ``fastopt.torch`` optimizers against
 ``torch.optim``'s fused CPU optimizers (and DeepSpeed's CPU Adam when importable), on the parameter
-lists of a small MLP (20 tensors, 41,600 params) and GPT-2 small (148 tensors, 124M params).
+lists of a small MLP (20 tensors, 41,600 params) and GPT-2 small (148 tensors, 124M params), and on
+fine-tuning recipes' param groups: gpt2-small-2groups (weight decay on matrices only) and
+bert-base-lld (BERT-base, 28 groups: layer-wise lr decay times decay/no-decay).
 
     python -m fastopt.bench.torch_step [--optimizers adamw,adam,sgd,adagrad] [--repeats 15] [--new-grads]
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastopt.bench.cases import MODELS
+from fastopt.bench.cases import GROUPED, MODELS, param_groups
 from fastopt.bench.measure import interleaved, summary
 
 TORCH_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad"}
@@ -48,12 +50,13 @@ def steps(optimizer: str, model: str, new_grads: bool = False) -> dict:
     import torch
 
     import fastopt.torch as ft
-    shapes = MODELS[model]()
+    grouped = model in GROUPED
+    shapes = MODELS[model.rsplit("-", 1)[0] if grouped else model]()
     name, hyper = TORCH_NAMES[optimizer], HYPER[optimizer]
 
     def variant(make):
         params = _params(torch, shapes, 0)
-        step = make(params).step
+        step = make(param_groups(model, params, hyper["lr"]) if grouped else params).step
         return _with_new_grads(torch, params, step) if new_grads else step
     out = {"fastopt": variant(lambda ps: getattr(ft, name)(ps, **hyper)),
            "torch fused": variant(lambda ps: getattr(torch.optim, name)(ps, fused=True, **hyper)),
@@ -81,9 +84,9 @@ def run(optimizers, models, repeats: int, new_grads: bool = False) -> list[dict]
 
 
 def report(rows) -> str:
-    lines = [f"{'model':<11} {'optimizer':<8} {'variant':<14} {'median step':>12} {'spread':>7} {'fastopt is':>11}"]
+    lines = [f"{'model':<18} {'optimizer':<8} {'variant':<14} {'median step':>12} {'spread':>7} {'fastopt is':>11}"]
     for r in rows:
-        lines.append(f"{r['model']:<11} {r['optimizer']:<8} {r['variant']:<14} {r['median_s'] * 1e6:>10.1f}us "
+        lines.append(f"{r['model']:<18} {r['optimizer']:<8} {r['variant']:<14} {r['median_s'] * 1e6:>10.1f}us "
                      f"{r['spread']:>6.0%} {r['fastopt_speedup']:>10.2f}x")
     return "\n".join(lines)
 
@@ -91,7 +94,8 @@ def report(rows) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fastopt.bench.torch_step", description=__doc__.split("\n")[0])
     parser.add_argument("--optimizers", default="adamw,adam,sgd,adagrad")
-    parser.add_argument("--models", default="mlp20,gpt2-small")
+    parser.add_argument("--models", default="mlp20,gpt2-small",
+                        help=f"of {', '.join([*MODELS, *GROUPED])}")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--new-grads", action="store_true", help="assign new gradient tensors before each step")
     parser.add_argument("--json", help="write the rows here")

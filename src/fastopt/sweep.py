@@ -1,0 +1,126 @@
+"""Hyper-parameter search in one optimizer call a step: K replicas of a model, each with its own
+learning rate and weight decay, stepped together.
+
+The replicas are param groups of one :mod:`fastopt.optim` optimizer, and groups that differ only in
+``lr`` and ``weight_decay`` step in one fused call (each tensor with its group's values), so K
+configurations cost one call a step, not K::
+
+    configs = fastopt.sweep.grid(lr=[1e-3, 3e-3, 1e-2], weight_decay=[0.0, 1e-2])
+    search = fastopt.sweep.Sweep(initial_params, configs, fastopt.optim.AdamW)
+    for batch in batches:
+        for k, params in enumerate(search.replicas):          # each replica's own forward and backward,
+            loss = loss_and_grads(params, batch, out=search.grads[k])   # its gradients into its buffers
+            search.record(k, loss)
+        search.step()                                         # one call for all K
+    print(search.table())                                     # each configuration's loss, the best marked
+
+examples/lr_sweep.py runs a grid and a random search on a small classifier.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from fastopt import optim
+
+__all__ = ["grid", "random", "Sweep"]
+
+
+def grid(**axes) -> list[dict]:
+    """Every combination of the axes' values: ``grid(lr=[a, b], weight_decay=[c, d])`` gives four
+    configurations, the last axis varying fastest."""
+    for name, values in axes.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or not len(list(values)):
+            raise TypeError(f"fastopt.sweep.grid: {name} must be a non-empty sequence of values")
+    return [dict(zip(axes, values)) for values in itertools.product(*(list(v) for v in axes.values()))]
+
+
+def random(n: int, *, seed: int = 0, **ranges) -> list[dict]:
+    """n configurations drawn independently from ``name=(low, high)`` ranges: log-uniform where
+    0 < low (learning rates, weight decays span decades), uniform where low is 0."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"fastopt.sweep.random: n must be an int >= 1, got {n!r}")
+    rng = np.random.default_rng(seed)
+    for name, bounds in ranges.items():
+        if not (isinstance(bounds, tuple) and len(bounds) == 2 and 0 <= bounds[0] <= bounds[1]
+                and all(math.isfinite(b) for b in bounds)):
+            raise ValueError(f"fastopt.sweep.random: {name} must be a (low, high) pair with 0 <= low <= high, "
+                             f"got {bounds!r}")
+    out = []
+    for _ in range(n):
+        config = {}
+        for name, (low, high) in ranges.items():
+            u = rng.random()
+            config[name] = float(math.exp(math.log(low) + u * (math.log(high) - math.log(low)))) if low > 0 \
+                else float(low + u * (high - low))
+        out.append(config)
+    return out
+
+
+class Sweep:
+    """K replicas of one model's parameters, replica k trained with configs[k].
+
+    Args:
+      params: the model's initial parameter arrays; each replica starts from copies of them.
+      configs: one dict of hyper-parameters per replica (``lr``, ``weight_decay``, or any other
+        argument of the optimizer: replicas that differ in more than lr and weight decay are
+        stepped in one call per distinct set).
+      optimizer: a :mod:`fastopt.optim` class (default AdamW).
+      **shared: the optimizer's other arguments, the same for every replica.
+
+    Attributes:
+      replicas: replicas[k] is replica k's list of parameter arrays (updated in place).
+      grads: grads[k] is replica k's list of gradient buffers: write into them, then :meth:`step`.
+      optimizer: the fastopt.optim optimizer over all replicas (one param group each).
+      losses: losses[k] is the list of losses :meth:`record` was given for replica k.
+    """
+
+    def __init__(self, params, configs, optimizer=optim.AdamW, **shared):
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        configs = list(configs)
+        if not configs or not all(isinstance(c, dict) for c in configs):
+            raise TypeError("fastopt.sweep.Sweep: configs must be a non-empty list of dicts of hyper-parameters")
+        if not params or not all(isinstance(p, np.ndarray) for p in params):
+            raise TypeError("fastopt.sweep.Sweep: params must be a non-empty list of NumPy arrays")
+        self.configs = configs
+        self.replicas = [[p.copy() for p in params] for _ in configs]
+        self.optimizer = optimizer([{"params": r, **c} for r, c in zip(self.replicas, configs)], **shared)
+        n = len(params)
+        self.grads = [self.optimizer.grads[k * n:(k + 1) * n] for k in range(len(configs))]
+        self.losses: list[list[float]] = [[] for _ in configs]
+
+    def step(self, grads=None) -> None:
+        """One step of every replica (one optimizer call for those differing only in lr and
+        weight decay).  grads: grads[k] replica k's gradients; default: the :attr:`grads` buffers."""
+        if grads is not None:
+            grads = list(grads)
+            if len(grads) != len(self.replicas):
+                raise ValueError(f"Sweep.step: got gradients for {len(grads)} replicas, there are {len(self.replicas)}")
+            grads = [g for replica in grads for g in replica]
+        self.optimizer.step(grads)
+
+    def record(self, k: int, loss: float) -> None:
+        """Notes replica k's loss at this step."""
+        self.losses[k].append(float(loss))
+
+    def best(self) -> int:
+        """The replica with the lowest last recorded loss (a NaN or missing loss is never best)."""
+        last = [ls[-1] if ls and not math.isnan(ls[-1]) else math.inf for ls in self.losses]
+        return int(np.argmin(last))
+
+    def table(self) -> str:
+        """Each configuration and its last loss, lowest first; the best marked."""
+        keys = sorted({k for c in self.configs for k in c})
+        best = self.best()
+        order = sorted(range(len(self.configs)),
+                       key=lambda k: self.losses[k][-1] if self.losses[k] and not math.isnan(self.losses[k][-1])
+                       else math.inf)
+        lines = ["  ".join(f"{k:>12}" for k in keys) + f"  {'loss':>10}"]
+        for k in order:
+            loss = self.losses[k][-1] if self.losses[k] else math.nan
+            lines.append("  ".join(f"{self.configs[k][key]:>12.4g}" if key in self.configs[k] else " " * 12
+                                   for key in keys) +
+                         f"  {loss:>10.4g}" + ("  <- best" if k == best else ""))
+        return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""fastopt.prepare: a call validated once and stepped many times gives the bits of the plain
+calls; what it trusts is checked where it is cheap, and documented where it is not."""
+import numpy as np
+import pytest
+
+from cases import CASES, STATE, call, copy, make_arrays
+
+import fastopt
+from fastopt import _arrays
+
+NAMES = sorted(CASES)
+
+
+def arrays_for(name, flags, n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    per = [make_arrays(name, flags, size, np.float32, rng) for size in (50, 7, 300)[:n]]
+    return {k: [p[k] for p in per] for k in per[0]}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_prepared_call_equals_the_plain_calls_and_skips_the_checks(name, monkeypatch):
+    flags = dict(CASES[name][-3])
+    flags.pop("lr", None)
+    ours, plain = arrays_for(name, flags), None
+    plain = copy(ours)
+    state = {s: ours[s] for s in STATE[name] if s in ours}
+    step = fastopt.prepare(getattr(fastopt, name), ours["params"], ours["grads"], **state, **flags)
+    checks = []
+    gather = _arrays.gather
+    monkeypatch.setattr(fastopt._calls, "gather", lambda *a: checks.append(1) or gather(*a))
+    mu, mu_plain, prepared_checks = 1.0, 1.0, []
+    for t in range(1, 6):
+        lr = 1e-2 / t
+        for g, h in zip(ours["grads"], plain["grads"]):  # new gradients, written into the same buffers
+            g[...] = h[...] = np.sin(t + np.arange(g.size, dtype=np.float32))
+        kwargs = dict(step=t, lr=lr) if name in ("adam", "adamw", "adagrad", "nadam", "radam", "adamax", "lamb") \
+            else dict(lr=lr)
+        if name == "nadam":
+            kwargs["mu_product"] = mu
+        before = len(checks)
+        out = step(**kwargs)
+        prepared_checks.append(len(checks) - before)
+        out_plain = call(fastopt, name, plain, flags, step=t, mu_product=mu_plain, lr=lr) if name != "sgd" else \
+            call(fastopt, name, plain, flags, step=2, lr=lr)
+        if name == "nadam":
+            mu, mu_plain = out, out_plain
+    assert prepared_checks == [1, 0, 0, 0, 0]  # validated at the first call only
+    for role in ours:
+        for a, b in zip(ours[role], plain[role]):
+            np.testing.assert_array_equal(a, b, err_msg=role)
+
+
+def test_only_per_call_keywords_may_change_and_update_must_be_an_optimizer():
+    p, g, m, v = (np.ones(4, np.float32) for _ in range(4))
+    step = fastopt.prepare(fastopt.adam, p, g, m, v)
+    with pytest.raises(TypeError, match=r"\['amsgrad'\] cannot change per call"):
+        step(step=1, amsgrad=True)
+    with pytest.raises(TypeError, match="update must be a fastopt optimizer"):
+        fastopt.prepare(np.add, p, g)
+    with pytest.raises(ValueError, match="lr must be"):  # hyper-parameters are checked at every call
+        step(step=1, lr=-1.0)
+    assert (p == 1).all()
+
+
+def test_a_torch_tensor_whose_memory_moved_is_an_error():
+    torch = pytest.importorskip("torch")
+    p, g, m, v = (torch.ones(8) for _ in range(4))
+    step = fastopt.prepare(fastopt.adamw, [p], [g], [m], [v])
+    step(step=1)
+    p.data = torch.zeros(8)
+    with pytest.raises(ValueError, match="has new memory since it was prepared"):
+        step(step=2)
+    assert (p == 0).all()
