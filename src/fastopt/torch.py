@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import operator
 import sys
 import weakref
 
@@ -434,6 +435,7 @@ class _Optimizer(torch.optim.Optimizer):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fastopt's fused kernels")
         self._buckets: dict = {}
         self._merges: dict = {}  # {ids of param groups: (their values, the group standing for them)}
+        self._rows = None        # a group's params and shared hyper-parameters (see _merged_groups)
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self.state = _State(self.state)
@@ -568,29 +570,34 @@ class _Optimizer(torch.optim.Optimizer):
         lr and weight_decay (no decay on biases and norms, layer-wise lr; what else a group holds,
         such as a scheduler's initial_lr, does not count) as one group, whose members take their
         own group's values per tensor (its "_groups" and "_member_of"); others as they are."""
+        if self._rows is None:  # (the defaults' keys are fixed: read each group's through one getter)
+            self._rows = operator.itemgetter("params", *(k for k in self.defaults if k not in _PER_TENSOR))
         sets: dict = {}
         for group, group_scale in zip(self.param_groups, scales):
+            row = self._rows(group)  # (params, the hyper-parameters one call shares)
             try:
-                key = (group_scale, tuple(group[k] for k in self.defaults if k not in _PER_TENSOR))
+                key = (group_scale, row[1:])
                 hash(key)
             except TypeError:  # (a tensor or a list among the values: a set of its own)
                 key = id(group)
-            sets.setdefault(key, (group_scale, []))[1].append(group)
-        return [(groups[0] if len(groups) == 1 else self._merge(groups), group_scale)
-                for group_scale, groups in sets.values()]
+            entry = sets.setdefault(key, (group_scale, [], []))
+            entry[1].append(group)
+            entry[2].append(row)
+        return [(groups[0] if len(groups) == 1 else self._merge(groups, rows), group_scale)
+                for group_scale, groups, rows in sets.values()]
 
-    def _merge(self, groups):
+    def _merge(self, groups, rows):
         """One group standing for these (kept while they hold the same params and values, so
-        that its buckets stay cached): their params in order, lr and weight_decay per member."""
+        that its buckets stay cached): their params in order, lr and weight_decay per member.
+        rows: each group's params and shared hyper-parameters."""
         key = tuple(map(id, groups))
-        values = tuple(g[k] for g in groups for k in ("params", *self.defaults) if k not in ("lr", "weight_decay"))
         cached = self._merges.get(key)
-        if cached is not None and _same(values, cached[0]):
+        if cached is not None and all(map(_same, rows, cached[0])):
             return cached[1]
         merged = {k: groups[0][k] for k in self.defaults if k not in _PER_TENSOR}
         merged.update(params=[p for g in groups for p in g["params"]], lr=0.0, weight_decay=0.0, _groups=groups,
                       _member_of=np.repeat(np.arange(len(groups)), [len(g["params"]) for g in groups]))
-        self._merges[key] = (values, merged)
+        self._merges[key] = (rows, merged)
         self._buckets.pop(id(cached[1]), None) if cached is not None else None
         return merged
 

@@ -83,16 +83,23 @@ def _bert_base() -> list[tuple[int, ...]]:
 MODELS = {"mlp20": _mlp20, "gpt2-small": _gpt2_small, "bert-base": _bert_base}
 
 
+def _layers(model: str, params: list) -> list[list]:
+    """A model's parameter list cut into its layers, embeddings first."""
+    if model == "mlp20":
+        return [params[i:i + 2] for i in range(0, len(params), 2)]
+    if model == "gpt2-small":
+        return [params[:2]] + [params[2 + 12 * i:2 + 12 * (i + 1)] for i in range(12)] + [params[-2:]]
+    return [params[:5]] + [params[5 + 16 * i:5 + 16 * (i + 1)] for i in range(12)] + [params[-2:]]  # bert-base
+
+
 def param_groups(model: str, params: list, lr: float) -> list[dict]:
     """The param groups a fine-tuning recipe makes of a model's parameter list (params in the
     order of MODELS[model]): "-2groups", weight decay on matrices only; "-lld", also layer-wise lr
-    decay (0.9 a layer, the embeddings lowest), a decay and a no-decay group per layer."""
-    base = model.rsplit("-", 1)[0]
+    decay (0.9 a layer, the embeddings lowest): a decay and a no-decay group per layer."""
     if model.endswith("-2groups"):
         return [{"params": [p for p in params if p.ndim >= 2]},
                 {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    assert model.endswith("-lld") and base == "bert-base", model
-    layers = [params[:5]] + [params[5 + 16 * i:5 + 16 * (i + 1)] for i in range(12)] + [params[-2:]]
+    layers = _layers(model.rsplit("-", 1)[0], params)
     groups = []
     for depth, layer in enumerate(layers):
         scale = 0.9 ** (len(layers) - 1 - depth)
@@ -101,7 +108,7 @@ def param_groups(model: str, params: list, lr: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-GROUPED = ("gpt2-small-2groups", "bert-base-lld")  # param groups of MODELS (see param_groups)
+GROUPED = ("mlp20-lld", "gpt2-small-2groups", "bert-base-lld")  # param groups of MODELS (see param_groups)
 
 
 def parse_size(text: str) -> int:

@@ -1,8 +1,8 @@
 """The drop-in benchmark: a whole ``optimizer.step()`` of ``fastopt.torch`` optimizers against
 ``torch.optim``'s fused CPU optimizers (and DeepSpeed's CPU Adam when importable), on the parameter
 lists of a small MLP (20 tensors, 41,600 params) and GPT-2 small (148 tensors, 124M params), and on
-fine-tuning recipes' param groups: gpt2-small-2groups (weight decay on matrices only) and
-bert-base-lld (BERT-base, 28 groups: layer-wise lr decay times decay/no-decay).
+fine-tuning recipes' param groups: gpt2-small-2groups (weight decay on matrices only), and
+layer-wise lr decay times decay/no-decay: mlp20-lld (20 groups) and bert-base-lld (BERT-base, 28).
 
     python -m fastopt.bench.torch_step [--optimizers adamw,adam,sgd,adagrad] [--repeats 15] [--new-grads]
 
