@@ -680,3 +680,14 @@ def test_gpu_benchmark_report_formats_a_result():
          "fastopt_GBps": 2890.0, "of_copy": 0.963, "x_torch_fused": 1.08}]}
     text = gpu.report(result)
     assert "96.3%" in text and "1.08x" in text and "3000 GB/s" in text
+
+
+def test_the_host_path_benchmark_counts_one_launch_for_adamw():
+    """python -m fastopt.bench.gpu --host-path: the steady-state step's Python cost, launches
+    replaced by a counter (runs without a GPU: under the simulator)."""
+    from fastopt.bench import gpu
+    rows = {(r["model"], r["optimizer"]): r for r in gpu.host_path(steps=3)}
+    assert rows["mlp20", "adamw"]["launches"] == 1 and rows["gpt2-small", "adamw"]["launches"] == 1
+    assert rows["gpt2-small", "adamw"]["tensors"] == 148
+    assert rows["mlp20", "lamb"]["launches"] == 3  # moments, trust ratios, params
+    assert all(r["host_us"] > 0 for r in rows.values())

@@ -3,6 +3,7 @@ device-to-device copy bandwidth, all in one run on PyTorch CUDA tensors.
 
     python -m fastopt.bench.gpu [--repeats 20] [--json out.json]
     python -m fastopt.bench.gpu --profile      # where a 20-tensor step's host time goes
+    NUMBA_ENABLE_CUDASIM=1 python -m fastopt.bench.gpu --host-path   # any machine: the Python side alone
 
 Rows: fp32 AdamW on 256M elements (GB/s counting every byte read and written, and the share of
 the copy bandwidth measured on the same GPU in the same run), a GPT-2-small parameter list (148
@@ -104,6 +105,45 @@ def profile(steps: int = 200) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
+def host_path(steps: int = 200) -> list[dict]:
+    """The host side of a steady-state GPU step, on any machine: fastopt.adamw (and lamb) over the
+    tensor counts of mlp20 and GPT-2 small (148), device arrays of one element each, the kernel
+    launches replaced by a counter.  What remains is fastopt's Python cost per step (checks,
+    constants, table look-up, argument packing short of the launch itself) and the launches a step
+    makes.  Run it under NUMBA_ENABLE_CUDASIM=1 where there is no GPU (the simulator's device
+    arrays stand in for real ones: their own cost is not fastopt's, and is small next to it)."""
+    import time
+
+    import numpy as np
+    from numba import cuda
+
+    import fastopt
+    from fastopt.cuda import _launch
+
+    counted = []
+    launch = _launch.Call.launch
+    _launch.Call.launch = lambda self, kernel, blocks, *args, **kw: counted.append(kernel)
+    rows = []
+    try:
+        for model, n in (("mlp20", len(MODELS["mlp20"]())), ("gpt2-small", len(MODELS["gpt2-small"]()))):
+            arrays = [[cuda.to_device(np.ones(1, np.float32)) for _ in range(n)] for _ in range(4)]
+            # (LAMB without its clipping: the clipping norm is read back from kernels, which do not run here)
+            for name, extra in (("adamw", {}), ("lamb", {"max_grad_norm": 0.0})):
+                update = getattr(fastopt, name)
+                update(*arrays, step=1, **extra)  # the first call checks the arrays and uploads the table
+                times = []
+                counted.clear()
+                for t in range(2, steps + 2):
+                    start = time.perf_counter()
+                    update(*arrays, step=t, lr=1e-3, **extra)
+                    times.append(time.perf_counter() - start)
+                rows.append({"model": model, "tensors": n, "optimizer": name,
+                             "host_us": statistics.median(times) * 1e6, "launches": len(counted) / steps})
+    finally:
+        _launch.Call.launch = launch
+    return rows
+
+
 def report(result: dict) -> str:
     lines = [f"{result['gpu']}: device-to-device copy {result['copy_GBps']:.0f} GB/s (read + write)",
              f"{'case':<12} {'tensors':>7} {'fastopt':>11} {'torch fused':>12} {'GB/s':>7} {'of copy':>8} "
@@ -120,9 +160,20 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--profile", action="store_true", help=profile.__doc__.split(",")[0])
+    parser.add_argument("--host-path", action="store_true", help="the host side of a step, launches counted "
+                        "(any machine; NUMBA_ENABLE_CUDASIM=1 without a GPU)")
     args = parser.parse_args(argv)
     if args.profile:
         return profile()
+    if args.host_path:
+        rows = host_path()
+        print(f"{'model':<11} {'tensors':>7} {'optimizer':<9} {'host time':>10} {'launches':>9}")
+        for r in rows:
+            print(f"{r['model']:<11} {r['tensors']:>7} {r['optimizer']:<9} {r['host_us']:>8.1f}us {r['launches']:>9.1f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return None
     result = run(args.repeats)
     print(report(result))
     if args.json:
