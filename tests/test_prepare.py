@@ -71,3 +71,32 @@ def test_a_torch_tensor_whose_memory_moved_is_an_error():
     with pytest.raises(ValueError, match="has new memory since it was prepared"):
         step(step=2)
     assert (p == 0).all()
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lamb"])
+def test_a_prepared_gpu_call_makes_its_views_once(name, monkeypatch):
+    """On the GPU path (a GPU, or the simulator): the arrays' views are made at the first call only,
+    and the prepared steps equal plain calls."""
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():
+        pytest.skip("the GPU path needs a GPU or NUMBA_ENABLE_CUDASIM=1")
+    from fastopt.cuda import _launch
+    flags = dict(CASES[name][-3])
+    flags.pop("lr", None)
+    host = arrays_for(name, flags)
+    dev, plain = ({k: [cuda.to_device(a) for a in v] for k, v in host.items()} for _ in range(2))
+    state = {s: dev[s] for s in STATE[name] if s in dev}
+    step = fastopt.prepare(getattr(fastopt, name), dev["params"], dev["grads"], **state, **flags)
+    views = []
+    view = _launch.view
+    monkeypatch.setattr(_launch, "view", lambda a: views.append(1) or view(a))
+    made = []
+    for t in range(1, 4):
+        before = len(views)
+        step(**({"step": t} if name != "sgd" else {}), lr=1e-2)
+        made.append(len(views) - before)
+        call(fastopt, name, plain, flags, step=t if name != "sgd" else 2, lr=1e-2)
+    assert made[0] > 0 and made[1:] == [0, 0]
+    for role in dev:
+        for a, b in zip(dev[role], plain[role]):
+            np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host(), err_msg=role)

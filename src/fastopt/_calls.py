@@ -153,6 +153,12 @@ class _Arrays(NamedTuple):
     masters: object    # the master copies' pointer array, or None
 
 
+class _GpuArrays(NamedTuple):
+    """A GPU call's arrays as fastopt.cuda validated them: what a prepared call keeps."""
+    written: list
+    call: object       # fastopt.cuda._launch.Call
+
+
 class Prepared:
     """The arrays of one call, validated at its first run and trusted after (see
     :func:`fastopt.prepare`): the same objects passed again skip validation.  Torch tensors'
@@ -162,7 +168,7 @@ class Prepared:
         self.kept = None  # (fn, the role values and master copies: compared by identity, _Arrays)
         self.tensors, self.addresses = [], []
 
-    def arrays(self, fn: str, roles, master) -> _Arrays | None:
+    def arrays(self, fn: str, roles, master) -> _Arrays | _GpuArrays | None:
         if self.kept is None:
             return None
         name, values, masters, arrays = self.kept
@@ -174,7 +180,7 @@ class Prepared:
                              f"(p.data = ..., or resized): prepare the call again")
         return arrays
 
-    def keep(self, fn: str, roles, master, arrays: _Arrays) -> None:
+    def keep(self, fn: str, roles, master, arrays: _Arrays | _GpuArrays) -> None:
         values = tuple(r[1] for r in roles)
         self.kept = (fn, values, master, arrays)
         self.tensors = [t for v in values + (master,) for t in (v if isinstance(v, (list, tuple)) else (v,))
@@ -197,14 +203,22 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
         raise TypeError(f"fastopt.{fn}: stochastic_rounding must be (seed, counter) with per-tensor steps")
     prepared, given = PREPARED.get(), roles
     arrays = prepared.arrays(fn, roles, master_params) if prepared is not None else None
+    if type(arrays) is _GpuArrays:  # a prepared GPU call: its views and table as they were
+        rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
+        _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, (), 0, steps,
+                 mu_products, sum_over, lrs, weight_decays, known=arrays.call)
+        bump_versions(arrays.written)
+        return
     if arrays is None:
         written = torch_written(fn, roles, master_params)
         gpu = on_gpu(roles[0][1])
         roles, absmax, block = _quantized(fn, roles)
         if gpu:
             rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
-            _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax,
-                     block, steps, mu_products, sum_over, lrs, weight_decays)
+            call = _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax,
+                            block, steps, mu_products, sum_over, lrs, weight_decays)
+            if prepared is not None and call is not None:
+                prepared.keep(fn, given, master_params, _GpuArrays(written, call))
             bump_versions(written)
             return
         if master_params is not None:
@@ -345,14 +359,16 @@ def on_gpu(value) -> bool:
 
 
 def _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, absmax, block,
-             steps=None, mu_products=None, sum_over=None, lrs=None, weight_decays=None):
+             steps=None, mu_products=None, sum_over=None, lrs=None, weight_decays=None, known=None):
     """The GPU path of run: fastopt.cuda checks what the array objects carry, C the rest (device
-    addresses check as host ones do) and computes the constants, then the kernels launch."""
+    addresses check as host ones do) and computes the constants, then the kernels launch.  Returns
+    an optimizer's call (known: the one these arrays made before)."""
     from fastopt.cuda import _launch
     roles = [(name, None if value is UNUSED else value, written, *kind) for name, value, written, *kind in roles]
     if o is None:  # elastic_net_grad: C checks its two scalars (a call over no tensors), fastopt.cuda the arrays
         check(c_function(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, ffi.NULL, *scalars), fn)
         return _launch.elastic_net_grad(fn, roles[0][1], roles[1][1], *scalars, stream=stream)
-    _launch.optimizer(fn, c_function, o, roles, stream=stream, found_inf=found_inf, master_params=master_params,
-                      rounding=rounding, absmax=absmax, block=block, steps=steps, mu_products=mu_products,
-                      sum_over=sum_over, lrs=lrs, weight_decays=weight_decays)
+    return _launch.optimizer(fn, c_function, o, roles, stream=stream, found_inf=found_inf,
+                             master_params=master_params, rounding=rounding, absmax=absmax, block=block, steps=steps,
+                             mu_products=mu_products, sum_over=sum_over, lrs=lrs, weight_decays=weight_decays,
+                             known=known)

@@ -655,7 +655,7 @@ def prepare(update, *arrays, **keywords):
     the same objects every call (the prepared call holds them; lists are copied), their contents
     change and their memory does not.  A NumPy array held here cannot be resized; a PyTorch
     tensor's memory is compared at every call, and one that moved (``p.data = ...``) is a
-    ValueError.  GPU arrays are checked at every call (fastopt.cuda keeps its own cache).
+    ValueError.  GPU arrays likewise: their views (device, dtype, layout, address) are made once.
 
     Args:
       update: a fastopt optimizer (``fastopt.adamw``, ``fastopt.sgd``, ...).

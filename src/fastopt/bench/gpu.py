@@ -106,8 +106,9 @@ def profile(steps: int = 200) -> None:
 
 
 def host_path(steps: int = 200) -> list[dict]:
-    """The host side of a steady-state GPU step, on any machine: fastopt.adamw (and lamb) over the
-    tensor counts of mlp20 and GPT-2 small (148), device arrays of one element each, the kernel
+    """The host side of a steady-state GPU step, on any machine: fastopt.adamw (plain, and through
+    fastopt.prepare) and lamb over the tensor counts of mlp20 and GPT-2 small (148), device arrays of
+    one element each, the kernel
     launches replaced by a counter.  What remains is fastopt's Python cost per step (checks,
     constants, table look-up, argument packing short of the launch itself) and the launches a step
     makes.  Run it under NUMBA_ENABLE_CUDASIM=1 where there is no GPU (the simulator's device
@@ -128,8 +129,11 @@ def host_path(steps: int = 200) -> list[dict]:
         for model, n in (("mlp20", len(MODELS["mlp20"]())), ("gpt2-small", len(MODELS["gpt2-small"]()))):
             arrays = [[cuda.to_device(np.ones(1, np.float32)) for _ in range(n)] for _ in range(4)]
             # (LAMB without its clipping: the clipping norm is read back from kernels, which do not run here)
-            for name, extra in (("adamw", {}), ("lamb", {"max_grad_norm": 0.0})):
-                update = getattr(fastopt, name)
+            variants = (("adamw", fastopt.adamw, {}), ("lamb", fastopt.lamb, {"max_grad_norm": 0.0}),
+                        ("adamw prepared", fastopt.prepare(fastopt.adamw, *arrays), {}))
+            for name, update, extra in variants:
+                if name.endswith("prepared"):
+                    update = (lambda prepared: lambda *_, **kw: prepared(**kw))(update)
                 update(*arrays, step=1, **extra)  # the first call checks the arrays and uploads the table
                 times = []
                 counted.clear()
@@ -167,9 +171,10 @@ def main(argv=None) -> None:
         return profile()
     if args.host_path:
         rows = host_path()
-        print(f"{'model':<11} {'tensors':>7} {'optimizer':<9} {'host time':>10} {'launches':>9}")
+        print(f"{'model':<11} {'tensors':>7} {'optimizer':<15} {'host time':>10} {'launches':>9}")
         for r in rows:
-            print(f"{r['model']:<11} {r['tensors']:>7} {r['optimizer']:<9} {r['host_us']:>8.1f}us {r['launches']:>9.1f}")
+            print(f"{r['model']:<11} {r['tensors']:>7} {r['optimizer']:<15} {r['host_us']:>8.1f}us "
+                  f"{r['launches']:>9.1f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)

@@ -290,7 +290,8 @@ def kernel_of(fn: str, q8: bool) -> str:
 
 
 def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master_params=None, rounding=None,
-              absmax=(), block=0, steps=None, mu_products=None, sum_over=None, lrs=None, weight_decays=None) -> None:
+              absmax=(), block=0, steps=None, mu_products=None, sum_over=None, lrs=None, weight_decays=None,
+              known=None) -> "Call":
     """One optimizer step over GPU arrays: one launch (LAMB: a few) for all tensors.
 
     c_function and o: the C function and its options struct, which check the call and give the
@@ -298,11 +299,24 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     kind "state" or "q8" (8-bit codes, their scales in absmax, one list per 8-bit state, and block
     elements per scale); master_params: float32 copies of 16-bit params; rounding: (seed, counter)
     of stochastic rounding; steps (and NAdam's mu_products), lrs, weight_decays: per-tensor values,
-    or None; sum_over: LAMB's sums over processes (see fastopt.lamb)."""
+    or None; sum_over: LAMB's sums over processes (see fastopt.lamb); known: the call these same
+    arrays made before (fastopt.prepare), whose views are then not made again.  Returns the call."""
     n_args = len(roles)
-    roles = list(roles) + [("master_params", master_params, True, "master")] + \
-        [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
-    call = Call.of(fn, roles, stream, block=block)
+    if known is not None:
+        call = copy.copy(known)
+        call.stream = stream_handle(stream, call.views[0])
+    else:
+        roles = list(roles) + [("master_params", master_params, True, "master")] + \
+            [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
+        call = Call.of(fn, roles, stream, block=block)
+    _step(call, fn, c_function, o, n_args, found_inf, master_params, rounding, steps, mu_products, sum_over, lrs,
+          weight_decays)
+    return call
+
+
+def _step(call, fn, c_function, o, n_args, found_inf, master_params, rounding, steps, mu_products, sum_over, lrs,
+          weight_decays) -> None:
+    """The step of a validated call (see optimizer): C's constants for it, then the launches."""
     if sum_over is not None:  # C checks a phased step as such (max_grad_norm 0); the sums are the kernels'
         unused = np.zeros(2 * call.n)
         o.phase, o.sums = lib.FASTOPT_LAMB_MOMENTS, ffi.from_buffer("double[]", unused)
@@ -322,8 +336,8 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     if fn == "lamb":
         return _lamb(call, o, k, float(rows[0][12]), per_tensor, aux, flag, sum_over)
     if call.has("q8"):
-        table, blocks = call.table(block)
-        call.launch(getattr(K, kernel), blocks, table, k, per_tensor, aux, flag, block, call.codebook(),
+        table, blocks = call.table(call.block)
+        call.launch(getattr(K, kernel), blocks, table, k, per_tensor, aux, flag, call.block, call.codebook(),
                     call.markers()[0])
         return
     table, blocks = call.table()
