@@ -260,14 +260,15 @@ static fastopt_status common_consts(const fastopt_common *o, int wd_mode, fo_com
     return FASTOPT_OK;
 }
 
-/* Per-tensor lrs and weight_decays, each in its range (checked before anything is written). */
+/* Per-tensor lrs and weight_decays, each in its range (checked before anything is written); the
+ * messages name them as the hyper-parameters they stand for: lr[i] is tensor i's lr. */
 static fastopt_status check_per_tensor(const fastopt_common *c, size_t n)
 {
     for (size_t t = 0; c->lrs && t < n; t++)
-        REQUIRE(in_range(c->lrs[t], 0, INFINITY, 1), "lrs[%zu] must be a finite number >= 0, got %g", t, c->lrs[t]);
+        REQUIRE(in_range(c->lrs[t], 0, INFINITY, 1), "lr[%zu] must be a finite number >= 0, got %g", t, c->lrs[t]);
     for (size_t t = 0; c->weight_decays && t < n; t++)
-        REQUIRE(in_range(c->weight_decays[t], 0, INFINITY, 1), "weight_decays[%zu] must be a finite number >= 0, got %g",
-                t, c->weight_decays[t]);
+        REQUIRE(in_range(c->weight_decays[t], 0, INFINITY, 1), "weight_decay[%zu] must be a finite number >= 0, "
+                "got %g", t, c->weight_decays[t]);
     return FASTOPT_OK;
 }
 

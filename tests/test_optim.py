@@ -255,3 +255,37 @@ def test_bad_hyper_parameters_fail_at_construction(cls, kwargs, match):
     """As torch.optim's constructors do: not at the first step."""
     with pytest.raises(ValueError, match=match):
         cls(problem(), **kwargs)
+
+
+def test_sgd_group_added_mid_run_with_its_own_lr_and_weight_decay():
+    """SGD's first momentum step for the new group's params in the same set as the others' later
+    steps: each with its own group's lr and weight decay, as separate optimizers give."""
+    a, b, c = problem(), problem(), problem()
+    opt = optim.SGD([{"params": a[:2]}], lr=0.05, momentum=0.9)
+    alone = [optim.SGD([{"params": b[:2]}], lr=0.05, momentum=0.9), None]
+    for t in range(1, 5):
+        if t == 3:
+            opt.add_param_group({"params": a[2:], "lr": 0.1, "weight_decay": 0.01})
+            alone[1] = optim.SGD([{"params": c[2:]}], lr=0.1, momentum=0.9, weight_decay=0.01)
+        g = gradient(a, t)
+        opt.step(g[:len(opt.params)])
+        alone[0].step(gradient(b, t)[:2])
+        if alone[1] is not None:
+            alone[1].step(gradient(c, t)[2:])
+    for p, e in zip(a, b[:2] + c[2:]):
+        np.testing.assert_array_equal(p, e)
+
+
+def test_lamb_groups_that_clip_are_each_their_own_call():
+    """LAMB's clipping norm is over a call's tensors: groups with max_grad_norm each clip by their
+    own norm (one call each), as separate optimizers do."""
+    a, b = problem(), problem()
+    opt = optim.LAMB([{"params": a[:2]}, {"params": a[2:], "lr": 3e-2}], lr=1e-2, max_grad_norm=0.5)
+    first, second = optim.LAMB(b[:2], lr=1e-2, max_grad_norm=0.5), optim.LAMB(b[2:], lr=3e-2, max_grad_norm=0.5)
+    for t in range(1, 5):
+        opt.step(gradient(a, t))
+        g = gradient(b, t)
+        first.step(g[:2])
+        second.step(g[2:])
+    for p, e in zip(a, b):
+        np.testing.assert_array_equal(p, e)

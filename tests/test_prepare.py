@@ -3,7 +3,7 @@ calls; what it trusts is checked where it is cheap, and documented where it is n
 import numpy as np
 import pytest
 
-from cases import CASES, STATE, call, copy, make_arrays
+from cases import CASES, STATE, STEPPED, call, copy, make_arrays
 
 import fastopt
 from fastopt import _arrays
@@ -33,8 +33,7 @@ def test_a_prepared_call_equals_the_plain_calls_and_skips_the_checks(name, monke
         lr = 1e-2 / t
         for g, h in zip(ours["grads"], plain["grads"]):  # new gradients, written into the same buffers
             g[...] = h[...] = np.sin(t + np.arange(g.size, dtype=np.float32))
-        kwargs = dict(step=t, lr=lr) if name in ("adam", "adamw", "adagrad", "nadam", "radam", "adamax", "lamb") \
-            else dict(lr=lr)
+        kwargs = dict(step=t, lr=lr) if name in STEPPED else dict(lr=lr)
         if name == "nadam":
             kwargs["mu_product"] = mu
         before = len(checks)
@@ -55,6 +54,12 @@ def test_only_per_call_keywords_may_change_and_update_must_be_an_optimizer():
     step = fastopt.prepare(fastopt.adam, p, g, m, v)
     with pytest.raises(TypeError, match=r"\['amsgrad'\] cannot change per call"):
         step(step=1, amsgrad=True)
+    with pytest.raises(TypeError, match=r"adam takes no keyword\(s\) \['weigth_decay'\]"):
+        step(step=1, weigth_decay=0.1)
+    with pytest.raises(TypeError, match=r"adam takes no keyword\(s\) \['weigth_decay'\]"):
+        fastopt.prepare(fastopt.adam, p, g, m, v, weigth_decay=0.1)
+    with pytest.raises(TypeError, match="takes keywords only"):
+        step(1)
     with pytest.raises(TypeError, match="update must be a fastopt optimizer"):
         fastopt.prepare(np.add, p, g)
     with pytest.raises(ValueError, match="lr must be"):  # hyper-parameters are checked at every call
@@ -68,9 +73,26 @@ def test_a_torch_tensor_whose_memory_moved_is_an_error():
     step = fastopt.prepare(fastopt.adamw, [p], [g], [m], [v])
     step(step=1)
     p.data = torch.zeros(8)
-    with pytest.raises(ValueError, match="has new memory since it was prepared"):
+    with pytest.raises(ValueError, match="has new memory or a new shape since it was prepared"):
         step(step=2)
     assert (p == 0).all()
+    q, h, n, w = (torch.ones(8) for _ in range(4))
+    step = fastopt.prepare(fastopt.adamw, [q], [h], [n], [w])
+    step(step=1)
+    h.resize_(4)  # (the same memory, fewer elements)
+    with pytest.raises(ValueError, match="a new shape"):
+        step(step=2)
+
+
+def test_a_prepared_call_checks_autograd_as_every_call_does():
+    torch = pytest.importorskip("torch")
+    p = torch.ones(8, requires_grad=True)
+    g, m, v = (torch.ones(8) for _ in range(3))
+    step = fastopt.prepare(fastopt.adamw, [p], [g], [m], [v])
+    with torch.no_grad():
+        step(step=1)
+    with pytest.raises(RuntimeError, match="requires grad; update it under torch.no_grad"):
+        step(step=2)
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd", "lamb"])

@@ -224,10 +224,10 @@ def test_per_tensor_lr_and_weight_decay_equal_a_call_per_tensor(name, flags, dty
 
 @pytest.mark.parametrize("bad,error,match", [
     ([0.1, 0.1], ValueError, "lr has 2 values, one per tensor of params"),
-    ([0.1, -1.0, 0.1, 0.1, 0.1], ValueError, r"lrs\[1\] must be a finite number >= 0"),
-    ([0.1, float("nan"), 0.1, 0.1, 0.1], ValueError, r"lrs\[1\] must be"),
-    (["a"] * 5, TypeError, "lr must be a real number, or a non-empty sequence"),
-    ([], TypeError, "lr must be a real number, or a non-empty sequence"),
+    ([0.1, -1.0, 0.1, 0.1, 0.1], ValueError, r"lr\[1\] must be a finite number >= 0"),
+    ([0.1, float("nan"), 0.1, 0.1, 0.1], ValueError, r"lr\[1\] must be"),
+    (["a"] * 5, TypeError, "lr must be a real number, or a non-empty sequence of real numbers"),
+    ([], TypeError, "lr must be a real number, or a non-empty sequence of real numbers"),
 ])
 def test_bad_per_tensor_lr_is_a_clear_error_and_writes_nothing(bad, error, match):
     arrays = lists("adam", {}, np.float32)

@@ -19,7 +19,8 @@ def gradients(params, t):
 
 
 @pytest.mark.parametrize("cls,shared", [(optim.AdamW, {}), (optim.SGD, dict(momentum=0.9)), (optim.Lion, {}),
-                                        (optim.Adagrad, dict(initial_accumulator_value=0.1))])
+                                        (optim.Adagrad, dict(initial_accumulator_value=0.1)),
+                                        (optim.LAMB, dict(max_grad_norm=0.0))])
 def test_replicas_step_in_one_call_each_as_its_own_run(cls, shared, monkeypatch):
     configs = sweep.grid(lr=[1e-3, 1e-2, 0.1], weight_decay=[0.0, 0.05])
     search = sweep.Sweep(problem(), configs, cls, **shared)
@@ -43,6 +44,19 @@ def test_replicas_step_in_one_call_each_as_its_own_run(cls, shared, monkeypatch)
             np.testing.assert_array_equal(a, b)
 
 
+def test_lamb_replicas_that_clip_are_each_their_own_run():
+    search = sweep.Sweep(problem(), sweep.grid(lr=[1e-3, 1e-2]), optim.LAMB, max_grad_norm=0.5)
+    for t in range(1, 4):
+        search.step([gradients(r, t) for r in search.replicas])
+    for config, replica in zip(search.configs, search.replicas):
+        alone = problem()
+        opt = optim.LAMB(alone, max_grad_norm=0.5, **config)
+        for t in range(1, 4):
+            opt.step(gradients(alone, t))
+        for a, b in zip(replica, alone):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_gradients_can_be_passed_and_the_table_marks_the_lowest_loss():
     search = sweep.Sweep(problem(), [dict(lr=0.0), dict(lr=0.1), dict(lr=1e-3)], optim.SGD)
     for t in range(1, 4):
@@ -55,6 +69,10 @@ def test_gradients_can_be_passed_and_the_table_marks_the_lowest_loss():
     np.testing.assert_array_equal(search.replicas[0][0], problem()[0])  # lr 0: unchanged
     search.record(1, math.nan)
     assert search.best() == 2  # a diverged replica is never the best
+    fresh = sweep.Sweep(problem(), [dict(lr=0.1, betas=(0.9, 0.99)), dict(lr=0.2, betas=(0.8, 0.9))], optim.Adam)
+    assert fresh.best() is None and "<- best" not in fresh.table()  # nothing recorded yet
+    fresh.record(0, 1.0)
+    assert "(0.9, 0.99)" in fresh.table() and fresh.table().splitlines()[1].endswith("<- best")
 
 
 def test_grid_and_random_configurations():
@@ -72,6 +90,9 @@ def test_grid_and_random_configurations():
     (lambda: sweep.grid(lr=0.1), TypeError, "lr must be a non-empty sequence"),
     (lambda: sweep.random(0, lr=(1e-3, 1e-2)), ValueError, "n must be an int >= 1"),
     (lambda: sweep.random(2, lr=(1e-2, 1e-3)), ValueError, "lr must be a (low, high) pair"),
+    (lambda: sweep.random(2, lr=("a", "b")), TypeError, "lr must be a (low, high) pair of numbers"),
+    (lambda: sweep.random(True, lr=(1e-3, 1e-2)), TypeError, "n must be an int"),
+    (lambda: sweep.Sweep(problem(), [dict(lr=0.1)]).record(1, 0.5), ValueError, "k must be a replica's index"),
     (lambda: sweep.Sweep(problem(), []), TypeError, "configs must be a non-empty list"),
     (lambda: sweep.Sweep([], [dict(lr=0.1)]), TypeError, "params must be a non-empty list"),
     (lambda: sweep.Sweep(problem(), [dict(lr=-1.0)]), ValueError, "lr must be"),

@@ -421,3 +421,38 @@ def test_param_groups_differing_in_lr_and_weight_decay_step_in_one_call_as_torch
         sb.step()
     for p, q in zip(params, ours):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "RAdam", "Adamax", "SGD"])
+def test_groups_merging_and_splitting_and_changing_their_params_keep_torchs_trajectory(name):
+    """Groups merged in one call, split when one's betas (momentum) change, merged again when they
+    are restored; a merged group's params list changed in place: each param keeps its own step
+    count and state through all of it, as in torch.optim."""
+    torch.manual_seed(1)
+    params = [torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64)) for _ in range(4)]
+    extra = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    key, other = ("momentum", 0.5) if name == "SGD" else ("betas", (0.8, 0.99))
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+
+    def make(cls, ps):
+        return cls([{"params": ps[:2]}, {"params": ps[2:], "lr": 3e-2, "weight_decay": 0.1}], **flags)
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params + [extra]]
+    a = make(getattr(torch.optim, name), params + [extra])
+    b = make(getattr(ft, name), ours)
+    a.param_groups[1]["params"].pop(), b.param_groups[1]["params"].pop()  # (extra: added back later)
+    default = a.param_groups[1][key]
+    for t in range(9):
+        if t == 2 or t == 4:  # split, then merged again
+            for o in (a, b):
+                o.param_groups[1][key] = other if t == 2 else default
+        if t == 6:  # the merged group's params list changed in place
+            a.param_groups[1]["params"].append(extra)
+            b.param_groups[1]["params"].append(ours[-1])
+        give(params + [extra], ours, [torch.randn_like(p) for p in params + [extra]])
+        a.step()
+        b.step()
+    for p, q in zip(params + [extra], ours):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
+    for p, q in zip(params, ours):
+        if name != "SGD":
+            assert float(b.state[q]["step"]) == float(a.state[p]["step"]) == 9

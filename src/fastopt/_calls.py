@@ -65,34 +65,32 @@ def betas(fn, value) -> tuple[float, float]:
     return pair(fn, "betas", value)
 
 
-def hyper(fn: str, name: str, value):
-    """(the value, None), or with one value per tensor (a sequence or 1-D array of real numbers):
-    (its first, the values as a float64 array): lr and weight_decay of a call."""
-    if type(value) is float:
+def per_tensor_value(fn: str, name: str, value, integral: bool = False):
+    """(the value, None), or with one value per tensor (a sequence or 1-D array): (its first, the
+    values as an array, int64 or float64): step, lr and weight_decay of a call."""
+    python_type, kinds, dtype, one, many = (int, "iu", np.int64, "an integer", "integers") if integral else \
+        (float, "fiu", np.float64, "a real number", "real numbers")
+    if type(value) is python_type:
         return value, None
-    if isinstance(value, (list, tuple)) or getattr(host_view(value), "ndim", 0) == 1:
+    ndim = getattr(host_view(value), "ndim", None)
+    if ndim == 0:  # a 0-d array or tensor: its one value
+        value = host_view(value).item() if hasattr(host_view(value), "item") else value
+    elif isinstance(value, (list, tuple)) or ndim is not None:
         values = np.asarray(host_view(value))
-        if values.ndim != 1 or not values.size or values.dtype.kind not in "fiu":
-            raise TypeError(f"fastopt.{fn}: {name} must be a real number, or a non-empty sequence of them (one per "
-                            f"tensor), got {type(value).__name__} of dtype {values.dtype}")
-        values = np.ascontiguousarray(values, np.float64)
-        return float(values[0]), values
-    return real(fn, name, value), None
+        what = f"got an empty {type(value).__name__}" if not values.size else \
+            f"got a {values.ndim}-d {type(value).__name__}" if values.ndim != 1 else \
+            f"got {type(value).__name__} of {values.dtype} values" if values.dtype.kind not in kinds else None
+        if what:
+            raise TypeError(f"fastopt.{fn}: {name} must be {one}, or a non-empty sequence of {many} (one per "
+                            f"tensor), {what}")
+        values = np.ascontiguousarray(values, dtype)
+        return python_type(values[0]), values
+    return (integer if integral else real)(fn, name, value), None
 
 
 def step(fn, value):
-    """(the step, None), or with one step per tensor (a sequence or 1-D integer array): (its first,
-    the steps as an int64 array)."""
-    if type(value) is int:
-        return value, None
-    if isinstance(value, (list, tuple)) or getattr(host_view(value), "ndim", 0) == 1:
-        steps = np.asarray(host_view(value))
-        if steps.ndim != 1 or not steps.size or steps.dtype.kind not in "iu":
-            raise TypeError(f"fastopt.{fn}: step must be an integer, or a non-empty sequence of integers (one per "
-                            f"tensor), got {type(value).__name__} of dtype {steps.dtype}")
-        steps = np.ascontiguousarray(steps, np.int64)
-        return int(steps[0]), steps
-    return integer(fn, "step", value), None
+    """(the step, None), or with one step per tensor: (its first, the steps as an int64 array)."""
+    return per_tensor_value(fn, "step", value, integral=True)
 
 
 # ---- the options struct of each C function, read from the header through cffi ----
@@ -175,9 +173,11 @@ class Prepared:
         if name != fn or master is not masters or len(roles) != len(values) or \
                 any(r[1] is not v for r, v in zip(roles, values)):
             return None
-        if self.tensors and [t.data_ptr() for t in self.tensors] != self.addresses:
-            raise ValueError(f"fastopt.{fn}: a tensor of this prepared call has new memory since it was prepared "
-                             f"(p.data = ..., or resized): prepare the call again")
+        if self.tensors and [(t.data_ptr(), t.shape) for t in self.tensors] != self.addresses:
+            raise ValueError(f"fastopt.{fn}: a tensor of this prepared call has new memory or a new shape since it "
+                             f"was prepared (p.data = ..., resize_): prepare the call again")
+        if self.tensors:  # (written under torch.no_grad() when they require grad, as at every call)
+            torch_written(fn, roles, master)
         return arrays
 
     def keep(self, fn: str, roles, master, arrays: _Arrays | _GpuArrays) -> None:
@@ -185,7 +185,7 @@ class Prepared:
         self.kept = (fn, values, master, arrays)
         self.tensors = [t for v in values + (master,) for t in (v if isinstance(v, (list, tuple)) else (v,))
                         if type(t).__module__.startswith("torch")]
-        self.addresses = [t.data_ptr() for t in self.tensors]
+        self.addresses = [(t.data_ptr(), t.shape) for t in self.tensors]
 
 
 PREPARED: contextvars.ContextVar = contextvars.ContextVar("fastopt_prepared", default=None)
@@ -258,20 +258,13 @@ def with_arrays(fn: str, o, n: int, state_code=None, steps=None, mu_products=Non
     scales' and the master copies' pointer arrays, stochastic rounding's (seed, counter).  Host
     and device calls alike; returns what must stay alive until the call returns."""
     c, kept = o.common, []
-    if lrs is not None:
-        kept.append(per_tensor(fn, "lr", lrs, n))
-        c.lrs = kept[-1]
-    if weight_decays is not None:
-        kept.append(per_tensor(fn, "weight_decay", weight_decays, n))
-        c.weight_decays = kept[-1]
     if state_code is not None:
         c.state_dtype = state_code
-    if steps is not None:
-        kept.append(per_tensor(fn, "step", steps, n))
-        c.steps = kept[-1]
-    if mu_products is not None:
-        kept.append(per_tensor(fn, "mu_product", mu_products, n))
-        o.mu_products = kept[-1]
+    for struct, field, name, values in ((c, "lrs", "lr", lrs), (c, "weight_decays", "weight_decay", weight_decays),
+                                        (c, "steps", "step", steps), (o, "mu_products", "mu_product", mu_products)):
+        if values is not None:
+            kept.append(per_tensor(fn, name, values, n))
+            setattr(struct, field, kept[-1])
     if scales:
         c.quant_block, c.absmax = block, list(scales) + [ffi.NULL] * (2 - len(scales))
         kept += scales
@@ -288,7 +281,8 @@ def per_tensor(fn: str, name: str, values: np.ndarray, n: int):
     """A per-tensor array (int64 or float64) as C takes it (it reads n values), checked to have one
     value per tensor; the array must outlive the call."""
     if len(values) != n:
-        raise ValueError(f"fastopt.{fn}: {name} has {len(values)} values, one per tensor of params ({n}) is required")
+        raise ValueError(f"fastopt.{fn}: {name} has {len(values)} value{'s' if len(values) != 1 else ''}, one per "
+                         f"tensor of params ({n}) is required")
     return ffi.from_buffer("int64_t[]" if values.dtype == np.int64 else "double[]", values)
 
 

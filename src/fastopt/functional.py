@@ -70,8 +70,8 @@ def _update(fn, params, grads, state: dict, hyper: dict, lr, weight_decay, maxim
     for r in optimizer.state:  # an optional array given as something else: never a value silently ignored
         if r.when is not None and state[r.arg] is not None and type(state[r.arg]) is not np.ndarray:
             array_or_list(fn, r.arg, state[r.arg])
-    lr, lrs = _calls.hyper(fn, "lr", lr)
-    weight_decay, weight_decays = _calls.hyper(fn, "weight_decay", weight_decay)
+    lr, lrs = _calls.per_tensor_value(fn, "lr", lr)
+    weight_decay, weight_decays = _calls.per_tensor_value(fn, "weight_decay", weight_decay)
     c = _calls.common(fn, lr, weight_decay, maximize, l1_prox, grad_scale, found_inf)
     if "betas" in hyper:
         hyper["beta1"], hyper["beta2"] = _calls.betas(fn, hyper.pop("betas"))
@@ -656,6 +656,9 @@ def prepare(update, *arrays, **keywords):
     change and their memory does not.  A NumPy array held here cannot be resized; a PyTorch
     tensor's memory is compared at every call, and one that moved (``p.data = ...``) is a
     ValueError.  GPU arrays likewise: their views (device, dtype, layout, address) are made once.
+    With PyTorch, pass gradient tensors that persist: ``zero_grad(set_to_none=True)``, torch's
+    default, makes new ``.grad`` tensors at each backward, which a prepared call never sees (it
+    keeps stepping with the old ones); use ``zero_grad(set_to_none=False)``, or call ``update``.
 
     Args:
       update: a fastopt optimizer (``fastopt.adamw``, ``fastopt.sgd``, ...).
@@ -671,15 +674,23 @@ def prepare(update, *arrays, **keywords):
     name = getattr(update, "__name__", None)
     if name not in OPTIMIZERS or update is not globals().get(name):
         raise TypeError(f"fastopt.prepare: update must be a fastopt optimizer (fastopt.adamw, ...), got {update!r}")
+    takes = inspect.signature(update).parameters
+    unknown = sorted(set(keywords) - set(takes))
+    if unknown:
+        raise TypeError(f"fastopt.prepare: {name} takes no keyword(s) {unknown}")
     frozen = tuple(tuple(a) if isinstance(a, list) else a for a in arrays)
     fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in keywords.items()}
     prepared = _calls.Prepared()
 
-    def step(**changes):
-        unknown = set(changes) - _PER_CALL
-        if unknown:
-            raise TypeError(f"fastopt.prepare: {sorted(unknown)} cannot change per call (only {sorted(_PER_CALL)}); "
-                            f"prepare another call")
+    def step(*args, **changes):
+        if args:
+            raise TypeError(f"fastopt.prepare: a prepared call takes keywords only ({', '.join(sorted(_PER_CALL))}), "
+                            f"got {len(args)} positional argument(s)")
+        fixed_here = sorted(set(changes) - _PER_CALL)
+        if fixed_here:
+            known = [k for k in fixed_here if k in takes]
+            raise TypeError(f"fastopt.prepare: {known} cannot change per call (only {sorted(_PER_CALL)}); prepare "
+                            f"another call" if known else f"fastopt.prepare: {name} takes no keyword(s) {fixed_here}")
         token = _calls.PREPARED.set(prepared)
         try:
             return update(*frozen, **{**fixed, **changes})

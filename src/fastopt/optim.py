@@ -159,10 +159,13 @@ class Optimizer:
 
     def _sets(self) -> list[list[dict]]:
         """The param groups, in sets that one call can step: equal in every hyper-parameter but lr
-        and weight_decay (a schedule is not compared: each group's gives its own lr)."""
+        and weight_decay (a schedule is not compared: each group's gives its own lr).  LAMB
+        clipping by its gradient norm is a set of its own: the norm is over one call's tensors."""
         sets: dict = {}
         for group in self.param_groups:
             key = tuple((k, repr(group[k])) for k in sorted(self.defaults) if k not in ("lr", "weight_decay"))
+            if group.get("max_grad_norm"):
+                key = id(group)
             sets.setdefault(key, []).append(group)
         return list(sets.values())
 
@@ -284,10 +287,12 @@ class SGD(Optimizer):
             pick = [j for j, f in enumerate(fresh) if f == first]
             if len(pick) == len(fresh):
                 return super().run(group, grads, state, param_states, lr, {**hyper, "first_step": first}, fused)
-            if pick:
+            if pick:  # (per-tensor lr and weight decay: the picked tensors')
                 sub = {**group, "params": [group["params"][j] for j in pick]}
+                part = {k: v[pick] if isinstance(v, np.ndarray) else v for k, v in hyper.items()}
                 super().run(sub, [grads[j] for j in pick], {k: [v[j] for j in pick] for k, v in state.items()},
-                            [param_states[j] for j in pick], lr, {**hyper, "first_step": first}, fused)
+                            [param_states[j] for j in pick], lr[pick] if isinstance(lr, np.ndarray) else lr,
+                            {**part, "first_step": first}, fused)
 
 
 class Adam(Optimizer):

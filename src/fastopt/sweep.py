@@ -40,12 +40,16 @@ def grid(**axes) -> list[dict]:
 def random(n: int, *, seed: int = 0, **ranges) -> list[dict]:
     """n configurations drawn independently from ``name=(low, high)`` ranges: log-uniform where
     0 < low (learning rates, weight decays span decades), uniform where low is 0."""
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"fastopt.sweep.random: n must be an int, got {type(n).__name__}")
+    if n < 1:
         raise ValueError(f"fastopt.sweep.random: n must be an int >= 1, got {n!r}")
     rng = np.random.default_rng(seed)
     for name, bounds in ranges.items():
-        if not (isinstance(bounds, tuple) and len(bounds) == 2 and 0 <= bounds[0] <= bounds[1]
-                and all(math.isfinite(b) for b in bounds)):
+        if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2 and
+                all(isinstance(b, (int, float, np.integer, np.floating)) and not isinstance(b, bool) for b in bounds)):
+            raise TypeError(f"fastopt.sweep.random: {name} must be a (low, high) pair of numbers, got {bounds!r}")
+        if not (0 <= bounds[0] <= bounds[1] and all(math.isfinite(b) for b in bounds)):
             raise ValueError(f"fastopt.sweep.random: {name} must be a (low, high) pair with 0 <= low <= high, "
                              f"got {bounds!r}")
     out = []
@@ -97,18 +101,22 @@ class Sweep:
         if grads is not None:
             grads = list(grads)
             if len(grads) != len(self.replicas):
-                raise ValueError(f"Sweep.step: got gradients for {len(grads)} replicas, there are {len(self.replicas)}")
+                raise ValueError(f"Sweep.step: grads has gradients for {len(grads)} replica(s), there are "
+                                 f"{len(self.replicas)}")
             grads = [g for replica in grads for g in replica]
         self.optimizer.step(grads)
 
     def record(self, k: int, loss: float) -> None:
         """Notes replica k's loss at this step."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < len(self.replicas):
+            raise ValueError(f"Sweep.record: k must be a replica's index, 0 to {len(self.replicas) - 1}, got {k!r}")
         self.losses[k].append(float(loss))
 
-    def best(self) -> int:
-        """The replica with the lowest last recorded loss (a NaN or missing loss is never best)."""
-        last = [ls[-1] if ls and not math.isnan(ls[-1]) else math.inf for ls in self.losses]
-        return int(np.argmin(last))
+    def best(self) -> int | None:
+        """The replica with the lowest last recorded loss; None when no replica has a finite one
+        (a NaN or missing loss is never best)."""
+        last = [ls[-1] if ls and math.isfinite(ls[-1]) else math.inf for ls in self.losses]
+        return int(np.argmin(last)) if min(last) < math.inf else None
 
     def table(self) -> str:
         """Each configuration and its last loss, lowest first; the best marked."""
@@ -120,7 +128,14 @@ class Sweep:
         lines = ["  ".join(f"{k:>12}" for k in keys) + f"  {'loss':>10}"]
         for k in order:
             loss = self.losses[k][-1] if self.losses[k] else math.nan
-            lines.append("  ".join(f"{self.configs[k][key]:>12.4g}" if key in self.configs[k] else " " * 12
-                                   for key in keys) +
+            lines.append("  ".join(_cell(self.configs[k].get(key)) for key in keys) +
                          f"  {loss:>10.4g}" + ("  <- best" if k == best else ""))
         return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    """A configuration's value in a table column: numbers to 4 digits, anything else as it prints."""
+    if value is None:
+        return " " * 12
+    return f"{value:>12.4g}" if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+        else f"{str(value):>12}"

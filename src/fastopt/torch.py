@@ -435,7 +435,7 @@ class _Optimizer(torch.optim.Optimizer):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fastopt's fused kernels")
         self._buckets: dict = {}
         self._merges: dict = {}  # {ids of param groups: (their values, the group standing for them)}
-        self._rows = None        # a group's params and shared hyper-parameters (see _merged_groups)
+        self._shared = None      # a group's hyper-parameters that one call shares (see _merged_groups)
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self.state = _State(self.state)
@@ -570,13 +570,14 @@ class _Optimizer(torch.optim.Optimizer):
         lr and weight_decay (no decay on biases and norms, layer-wise lr; what else a group holds,
         such as a scheduler's initial_lr, does not count) as one group, whose members take their
         own group's values per tensor (its "_groups" and "_member_of"); others as they are."""
-        if self._rows is None:  # (the defaults' keys are fixed: read each group's through one getter)
-            self._rows = operator.itemgetter("params", *(k for k in self.defaults if k not in _PER_TENSOR))
+        if self._shared is None:  # (the defaults' keys are fixed: read each group's through one getter)
+            self._shared = operator.itemgetter(*(k for k in self.defaults if k not in _PER_TENSOR))
         sets: dict = {}
         for group, group_scale in zip(self.param_groups, scales):
-            row = self._rows(group)  # (params, the hyper-parameters one call shares)
+            shared = self._shared(group)  # the hyper-parameters one call shares
+            row = (tuple(map(id, group["params"])), shared)
             try:
-                key = (group_scale, row[1:])
+                key = (group_scale, shared)
                 hash(key)
             except TypeError:  # (a tensor or a list among the values: a set of its own)
                 key = id(group)
@@ -589,7 +590,7 @@ class _Optimizer(torch.optim.Optimizer):
     def _merge(self, groups, rows):
         """One group standing for these (kept while they hold the same params and values, so
         that its buckets stay cached): their params in order, lr and weight_decay per member.
-        rows: each group's params and shared hyper-parameters."""
+        rows: each group's params (their ids) and shared hyper-parameters."""
         key = tuple(map(id, groups))
         cached = self._merges.get(key)
         if cached is not None and all(map(_same, rows, cached[0])):
@@ -655,6 +656,12 @@ class _Optimizer(torch.optim.Optimizer):
         for i, (p, member) in enumerate(zip(params, members)):
             if member:
                 by.setdefault((p.device, p.dtype, _is_sharded(p)), []).append(i)
+        # A bucket binds its members' step counts (and NAdam's products) to its own arrays: another
+        # cached bucket of the same params (a group merged with others, or again on its own) would
+        # count from where it last stepped, so it goes.
+        ids = set(map(id, params))
+        for key in [k for k, cached in self._buckets.items() if ids.intersection(cached[0])]:
+            del self._buckets[key]
         buckets = []
         for index in by.values():  # (members without a gradient now: checked as zeros of their layout)
             bucket_grads = [grads[i] if grads[i] is not None else torch.zeros_like(params[i]) for i in index]

@@ -168,6 +168,15 @@ def constant(k, kt, t, j):
     lrs, weight decays, NAdam's products: kt has one row per tensor), else k's (kt is empty)."""
     return kt[t, j] if kt.shape[0] != 0 else k[j]
 
+@device
+def common(k, kt, t, pm):
+    """The constants every update reads (csrc/api.c: common_row), in the math type: lr, the coupled
+    weight decay, the gradient's factor, the L1 threshold, the decoupled decay; and whether to
+    soft-threshold."""
+    return (real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm),
+            real(constant(k, kt, t, GRAD_MUL), pm), real(constant(k, kt, t, PROX_T), pm),
+            real(constant(k, kt, t, DECAY), pm), constant(k, kt, t, PROX))
+
 # ---- optimizers: each one's loop over a span (pointers from its first element), then its kernel ----
 # Moments and buffers enter the update as computed, before any rounding to a 16-bit state, as in C.
 
@@ -175,11 +184,10 @@ def constant(k, kt, t, j):
 @device
 def sgd_span(p, g, buf, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: momentum, 1 - dampening, has_momentum, nesterov, first_step
-    lr, wd = real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm)
-    mul, prox_t = real(constant(k, kt, t, GRAD_MUL), pm), real(constant(k, kt, t, PROX_T), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     momentum, damp = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     has_momentum, nesterov = constant(k, kt, t, 8) != 0, constant(k, kt, t, 9) != 0
-    first_step, prox = constant(k, kt, t, 10) != 0, constant(k, kt, t, PROX)
+    first_step = constant(k, kt, t, 10) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -208,12 +216,10 @@ def adam_moments(gi, mi, vi, c1, beta2, c2):
 @device
 def adam_span(p, g, m, v, vmax, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: 1 - beta1, beta2, 1 - beta2, eps, -lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t), amsgrad
-    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
-    prox_t, decay = real(constant(k, kt, t, PROX_T), pm), real(constant(k, kt, t, DECAY), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     c2, eps = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
     neg_step_size, inv_bc2_sqrt = real(constant(k, kt, t, 10), pm), real(constant(k, kt, t, 11), pm)
-    prox = constant(k, kt, t, PROX)
     amsgrad = constant(k, kt, t, 12) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
@@ -247,11 +253,9 @@ def rmsprop_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 5, start, n, F32)
     sq, gavg, buf = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm), span(table, t, 4, start, n, sm)
-    lr, wd = real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm)
-    mul, prox_t = real(constant(k, kt, t, GRAD_MUL), pm), real(constant(k, kt, t, PROX_T), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     alpha, c = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     eps, momentum = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
-    prox = constant(k, kt, t, PROX)
     centered = constant(k, kt, t, 10) != 0
     has_momentum = constant(k, kt, t, 11) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
@@ -283,10 +287,8 @@ def adagrad_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, total = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 2, start, n, sm)
     master = span(table, t, 3, start, n, F32)
-    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
-    prox_t = real(constant(k, kt, t, PROX_T), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     neg_clr, eps = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
-    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -303,13 +305,11 @@ def nadam_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
-    prox_t, decay = real(constant(k, kt, t, PROX_T), pm), real(constant(k, kt, t, DECAY), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     c2, eps = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
     inv_bc2, grad_coef = real(constant(k, kt, t, 10), pm), real(constant(k, kt, t, 11), pm)
     momentum_coef = real(constant(k, kt, t, 12), pm)
-    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -329,14 +329,11 @@ def radam_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, v = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    lr, wd = real(constant(k, kt, t, LR), pm), real(constant(k, kt, t, COUPLED_WD), pm)
-    mul = real(constant(k, kt, t, GRAD_MUL), pm)
-    prox_t, decay = real(constant(k, kt, t, PROX_T), pm), real(constant(k, kt, t, DECAY), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     c2, eps = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
     inv_bc1, bc2_sqrt = real(constant(k, kt, t, 10), pm), real(constant(k, kt, t, 11), pm)
     rect, rectified = real(constant(k, kt, t, 12), pm), constant(k, kt, t, 13)
-    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -357,11 +354,9 @@ def adamax_kernel(table, k, kt, aux, found_inf, pm, sm):
     t, start, n = chunk_of(table, CHUNK)
     p, g, master = span(table, t, 0, start, n, pm), span(table, t, 1, start, n, pm), span(table, t, 4, start, n, F32)
     m, u = span(table, t, 2, start, n, sm), span(table, t, 3, start, n, sm)
-    wd, mul = real(constant(k, kt, t, COUPLED_WD), pm), real(constant(k, kt, t, GRAD_MUL), pm)
-    prox_t = real(constant(k, kt, t, PROX_T), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
     c1, beta2 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     eps, neg_clr = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
-    prox = constant(k, kt, t, PROX)
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
         gi = grad_in(load(g, i, pm), pi, mul, wd)
@@ -377,12 +372,11 @@ def adamax_kernel(table, k, kt, aux, found_inf, pm, sm):
 @device
 def lion_span(p, g, m, master, n, k, kt, aux, t, first, pm, sm):
     # k[6:]: beta1, 1 - beta1, beta2, 1 - beta2, weight_decay (decoupled, after the sign)
-    neg_lr, mul = real(-constant(k, kt, t, LR), pm), real(constant(k, kt, t, GRAD_MUL), pm)
-    prox_t = real(constant(k, kt, t, PROX_T), pm)
+    lr, wd, mul, prox_t, decay, prox = common(k, kt, t, pm)
+    neg_lr = -lr
     beta1, c1 = real(constant(k, kt, t, 6), pm), real(constant(k, kt, t, 7), pm)
     beta2, c2 = real(constant(k, kt, t, 8), pm), real(constant(k, kt, t, 9), pm)
     wd = real(constant(k, kt, t, 10), pm)
-    prox = constant(k, kt, t, PROX)
     has_wd = constant(k, kt, t, 10) != 0
     for i in range(cuda.threadIdx.x, n, cuda.blockDim.x):
         pi = param_in(p, master, i, pm, aux)
