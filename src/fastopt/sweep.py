@@ -90,7 +90,15 @@ class Sweep:
             raise TypeError("fastopt.sweep.Sweep: params must be a non-empty list of NumPy arrays")
         self.configs = configs
         self.replicas = [[p.copy() for p in params] for _ in configs]
-        self.optimizer = optimizer([{"params": r, **c} for r, c in zip(self.replicas, configs)], **shared)
+        try:
+            self.optimizer = optimizer([{"params": r, **c} for r, c in zip(self.replicas, configs)], **shared)
+        except (TypeError, ValueError) as error:  # name the configuration: the first one refused alone
+            for k, config in enumerate(configs):
+                try:
+                    optimizer([{"params": [np.zeros(1, params[0].dtype)], **config}], **shared)
+                except (TypeError, ValueError) as own:
+                    raise type(own)(f"fastopt.sweep.Sweep: configs[{k}] = {config!r}: {own}") from None
+            raise error
         n = len(params)
         self.grads = [self.optimizer.grads[k * n:(k + 1) * n] for k in range(len(configs))]
         self.losses: list[list[float]] = [[] for _ in configs]
@@ -114,7 +122,8 @@ class Sweep:
 
     def best(self) -> int | None:
         """The replica with the lowest last recorded loss; None when no replica has a finite one
-        (a NaN or missing loss is never best)."""
+        (a NaN or missing loss is never best).  Record what you select by: the validation loss,
+        or (early stopping) the best one so far."""
         last = [ls[-1] if ls and math.isfinite(ls[-1]) else math.inf for ls in self.losses]
         return int(np.argmin(last)) if min(last) < math.inf else None
 
