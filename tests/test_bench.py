@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import fastopt
 from fastopt.bench import cases, cli
 
 
@@ -86,6 +87,25 @@ def test_every_optimizer_has_a_checked_benchmark_row():
         rows = cli.run_case(name, "float32", "mlp20", repeats=1, on_sample=None)
         assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy"}
         assert not any(r["wrong"] for r in rows), name
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lamb"])
+def test_param_groups_rows_step_in_one_fastopt_call_and_match_torch_and_numpy(name, monkeypatch):
+    """mlp20-lld: 20 param groups (layer-wise lr, no decay on biases); fastopt steps them in one
+    call (LAMB, whose clipping norm spans a call: one a group), NumPy and torch a call a group:
+    every backend checked against the reference."""
+    from fastopt import _calls
+    calls = []
+    run = _calls.run
+    monkeypatch.setattr(_calls, "run", lambda *a, **k: calls.append(a[0]) or run(*a, **k))
+    rows = cli.run_case(name, "float32", "mlp20-lld", repeats=1, on_sample=None)
+    assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy"}
+    assert not any(r["wrong"] for r in rows), [r["backend"] for r in rows if r["wrong"]]
+    problem = cases.Problem(cases.OPTIMIZERS[name], "float32", cases.shapes_of("mlp20-lld"), grouped="mlp20-lld")
+    assert len(problem.groups) == 20 and len(set(problem.per_tensor()["lr"])) == 10
+    calls.clear()
+    problem.stepper(fastopt)()
+    assert calls == [name] * (20 if name == "lamb" else 1)  # (LAMB clips by a call's norm: a call per group)
 
 
 def test_deepspeed_backend_when_installed():

@@ -118,14 +118,15 @@ def parse_size(text: str) -> int:
 
 
 def shapes_of(problem: str) -> list[tuple[int, ...]]:
-    """A model name, or a size (e.g. 4k, 32m) for one flat tensor."""
-    return MODELS[problem]() if problem in MODELS else [(parse_size(problem),)]
+    """A model name (grouped or not), or a size (e.g. 4k, 32m) for one flat tensor."""
+    model = problem.rsplit("-", 1)[0] if problem in GROUPED else problem
+    return MODELS[model]() if model in MODELS else [(parse_size(problem),)]
 
 
 class Problem:
     """The arrays of one case: params, grads and state (lists, one entry per tensor)."""
 
-    def __init__(self, opt: Optimizer, dtype, shapes, seed: int = 0):
+    def __init__(self, opt: Optimizer, dtype, shapes, seed: int = 0, grouped: str | None = None):
         rng = np.random.default_rng(seed)
         self.opt, self.dtype, self.shapes = opt, np.dtype(dtype), shapes
         self.numel = sum(int(np.prod(s)) for s in shapes)
@@ -133,6 +134,23 @@ class Problem:
         self.grads = [rng.standard_normal(s, dtype=np.float32).astype(dtype) for s in shapes]
         self.state = {name: [np.zeros(s, dtype) for s in shapes] for name in opt.state}
         self.step = 0
+        # grouped (a name of GROUPED): its param groups, as (tensor indices, their hyper-parameters)
+        self.groups = None
+        if grouped is not None:
+            where = {id(p): i for i, p in enumerate(self.params)}
+            self.groups = [([where[id(p)] for p in g["params"]], {k: v for k, v in g.items() if k != "params"})
+                           for g in param_groups(grouped, self.params, opt.hyper["lr"])]
+
+    def per_tensor(self) -> dict:
+        """The groups' lr and weight_decay, one per tensor (what one fastopt call takes for them)."""
+        out = {}
+        for key in ("lr", "weight_decay"):
+            if key in self.opt.hyper or any(key in h for _, h in self.groups):
+                values = np.empty(len(self.params))
+                for index, h in self.groups:
+                    values[index] = h.get(key, self.opt.hyper.get(key, 0.0))
+                out[key] = values
+        return out
 
     def arrays(self) -> list[list[np.ndarray]]:
         return [self.params, self.grads, *self.state.values()]
@@ -153,6 +171,21 @@ class Problem:
         kwargs = dict(opt.hyper)  # one dict, updated in place: at 4K elements a merge is 10% of a call
         if opt.name == "nadam":
             kwargs["mu_product"] = 1.0  # carried from step to step
+        clips = opt.name == "lamb" and kwargs.get("max_grad_norm", 1.0) > 0  # (LAMB's norm spans a call)
+        if self.groups is not None and module is fastopt and not clips:  # every group in one call
+            kwargs.update(self.per_tensor())
+        elif self.groups is not None:  # a call per group, as torch makes them (and the reference)
+            calls = [([[a[i] for i in index] for a in self.arrays()], {**kwargs, **h}) for index, h in self.groups]
+
+            def step_groups():
+                self.step += 1
+                for group_args, group_kwargs in calls:
+                    if opt.stepped:
+                        group_kwargs["step"] = self.step
+                    if opt.name == "sgd":
+                        group_kwargs["first_step"] = self.step == 1
+                    fn(*group_args, **group_kwargs)
+            return step_groups
 
         def step():
             self.step += 1
@@ -183,7 +216,9 @@ def torch_backend(mode: str):
         params = [torch.from_numpy(p) for p in problem.params]
         for p, g in zip(params, problem.grads):
             p.grad = torch.from_numpy(g)
-        optimizer = getattr(torch.optim, opt.torch_name)(params, **{mode: True}, **opt.hyper)
+        groups = params if problem.groups is None else \
+            [{"params": [params[i] for i in index], **h} for index, h in problem.groups]
+        optimizer = getattr(torch.optim, opt.torch_name)(groups, **{mode: True}, **opt.hyper)
         for i, p in enumerate(params):  # torch's state is the problem's state arrays
             state = {ts: torch.from_numpy(problem.state[s][i]) for s, ts in zip(opt.state, opt.torch_state)}
             if opt.name != "sgd":
@@ -219,7 +254,9 @@ def deepspeed_backend(problem: Problem):
     params = [torch.nn.Parameter(torch.from_numpy(p)) for p in problem.params]
     for p, g in zip(params, problem.grads):
         p.grad = torch.from_numpy(g)
-    optimizer = DeepSpeedCPUAdam(params, adamw_mode=opt.name == "adamw", **opt.hyper)
+    groups = params if problem.groups is None else \
+        [{"params": [params[i] for i in index], **h} for index, h in problem.groups]
+    optimizer = DeepSpeedCPUAdam(groups, adamw_mode=opt.name == "adamw", **opt.hyper)
     for i, p in enumerate(params):
         optimizer.state[p] = {"step": problem.step, **{ts: torch.from_numpy(problem.state[s][i])
                                                       for s, ts in zip(opt.state, opt.torch_state)}}

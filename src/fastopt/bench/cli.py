@@ -26,7 +26,7 @@ import numpy as np
 
 import fastopt
 from fastopt.bench import measure, report
-from fastopt.bench.cases import OPTIMIZERS, Problem, backends, shapes_of
+from fastopt.bench.cases import GROUPED, OPTIMIZERS, Problem, backends, shapes_of
 
 FULL = dict(optimizers=",".join(OPTIMIZERS), dtypes="float32,float64",
             sizes="4k,64k,1m,8m,32m,64m,mlp20,gpt2-small", repeats=7)
@@ -57,7 +57,7 @@ def matches(problem: Problem, expected, dtype: str) -> bool:
 def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> list[dict]:
     """One (optimizer, dtype, problem): check every backend against the reference, then time them."""
     opt = OPTIMIZERS[opt_name]
-    problem = Problem(opt, dtype, shapes_of(size))
+    problem = Problem(opt, dtype, shapes_of(size), grouped=size if size in GROUPED else None)
     start = problem.snapshot()
     problem.stepper(fastopt.reference)()
     expected = problem.snapshot()
@@ -105,7 +105,8 @@ def parse(argv=None) -> argparse.Namespace:
                        "gpt2-small (an hour or more)")
     ap.add_argument("--optimizer", help=f"comma-separated, of {','.join(OPTIMIZERS)}")
     ap.add_argument("--dtype", help="comma-separated: float32, float64")
-    ap.add_argument("--sizes", help="comma-separated element counts (4k, 32m, ...) or models (mlp20, gpt2-small)")
+    ap.add_argument("--sizes", help="comma-separated element counts (4k, 32m, ...) or models (mlp20, gpt2-small, "
+                    f"bert-base) or their param groups ({', '.join(GROUPED)}: one fastopt call, a torch call each)")
     ap.add_argument("--threads", type=int, help="threads for fastopt and torch (default: all cores)")
     ap.add_argument("--repeats", type=int, help="timed samples per backend (default 7, quick 5)")
     ap.add_argument("--json", metavar="PATH")
