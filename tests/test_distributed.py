@@ -227,6 +227,33 @@ def test_fsdp2_every_optimizer_matches_torch(tmp_path):
             _close(r[name, "fastopt"], r[name, "torch"])
 
 
+def _norms(rank):
+    """fastopt.global_norm and clip_grad_norm on FSDP2's DTensor gradients, against the norm of the
+    whole gradients (gathered): 2-, 1- and inf-norms, and the norm after clipping."""
+    import fastopt
+    out = {}
+    for norm_type in (2.0, 1.0, float("inf")):
+        model = _sharded()
+        x, y = _batch(rank, 1)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        grads = [p.grad for p in model.parameters()]
+        ours = fastopt.global_norm(grads, norm_type)
+        expected = float(torch.linalg.vector_norm(torch.cat([g.full_tensor().reshape(-1) for g in grads]), norm_type))
+        clipped = fastopt.clip_grad_norm(grads, 0.1, norm_type)
+        after = float(torch.linalg.vector_norm(torch.cat([g.full_tensor().reshape(-1) for g in grads]), norm_type))
+        out[norm_type] = (ours, expected, clipped, after)
+    return out
+
+
+@pytest.mark.slow  # (processes spawned: the everyday tier keeps the FSDP2 case)
+def test_global_norm_and_clipping_of_sharded_gradients_are_over_whole_tensors(tmp_path):
+    for r in run(tmp_path, _norms):
+        for norm_type, (ours, expected, clipped, after) in r.items():
+            assert ours == pytest.approx(expected, rel=1e-6), norm_type
+            assert clipped == pytest.approx(expected, rel=1e-6)
+            assert after == pytest.approx(min(0.1, expected), rel=1e-4), norm_type
+
+
 def _lamb(rank):
     """FSDP2 with fastopt's LAMB against DDP (whole tensors, the same averaged gradients) with it:
     the trust ratios and the clipping norm are over whole tensors, summed over the shards."""

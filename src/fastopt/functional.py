@@ -507,6 +507,11 @@ def _norm_type(fn, norm_type) -> float:
     return real(fn, "norm_type", norm_type)
 
 
+def _any_sharded(grads) -> bool:
+    """Whether any of grads is a DTensor (a torch tensor subclass holding one shard of a tensor)."""
+    return any(hasattr(g, "_local_tensor") for g in (grads if isinstance(grads, (list, tuple)) else [grads]))
+
+
 def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
     """The norm of all elements of all gradients, as one vector::
 
@@ -514,7 +519,9 @@ def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
 
     Deterministic: the same bits for any thread count and SIMD level (fixed blocks, sums in double in
     a fixed order).  float32 accumulates in double, so no float32 value can overflow it; float64
-    sums are rescaled by a power of two when they would overflow or underflow.
+    sums are rescaled by a power of two when they would overflow or underflow.  DTensors (FSDP2's
+    sharded gradients): the norm of the whole tensors, each process's shards reduced over the
+    processes holding the others (one all-reduce per sharding), as every process must call it.
 
     Args:
       grads: array or list of arrays (float32, float64, float16 or bfloat16); only read.
@@ -526,6 +533,9 @@ def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
     """
     fn = "global_norm"
     norm_type = _norm_type(fn, norm_type)
+    if _any_sharded(grads):  # DTensors (FSDP2): the norm over every process's shards
+        from fastopt.torch import sharded_norm
+        return sharded_norm(fn, grads, norm_type, stream)
     out = ffi.new("double *")
     if _calls.on_gpu(grads):
         check(lib.fastopt_global_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, norm_type, out), fn)
@@ -559,6 +569,10 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, *, stream=None) -> float:
     fn = "clip_grad_norm"
     max_norm, norm_type = real(fn, "max_norm", max_norm), _norm_type(fn, norm_type)
     out = ffi.new("double *")
+    if _any_sharded(grads):  # DTensors (FSDP2): C checks the scalars, then the norm over every process's shards
+        check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
+        from fastopt.torch import sharded_clip
+        return sharded_clip(fn, grads, max_norm, norm_type, stream)
     if _calls.on_gpu(grads):
         check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
         from fastopt.cuda import _launch
