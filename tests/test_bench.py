@@ -110,7 +110,8 @@ def test_param_groups_rows_step_in_one_fastopt_call_and_match_torch_and_numpy(na
 
 def test_deepspeed_backend_when_installed():
     if not cases.deepspeed_available():
-        pytest.skip("DeepSpeed's CPU Adam is not installed")
+        pytest.skip("DeepSpeed's CPU Adam is not installed, or its op is not built (it compiles at first use: "
+                    "see fastopt.bench.cases.deepspeed_available)")
     rows = cli.run_case("adamw", "float32", "4k", repeats=1, on_sample=None)
     by = {r["backend"]: r for r in rows}
     assert "deepspeed" in by and not by["deepspeed"]["wrong"]
