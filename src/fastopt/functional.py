@@ -535,7 +535,7 @@ def global_norm(grads, norm_type=2.0, *, stream=None) -> float:
     norm_type = _norm_type(fn, norm_type)
     if _any_sharded(grads):  # DTensors (FSDP2): the norm over every process's shards
         from fastopt.torch import sharded_norm
-        return sharded_norm(fn, grads, norm_type, stream)
+        return sharded_norm(grads, norm_type, stream)
     out = ffi.new("double *")
     if _calls.on_gpu(grads):
         check(lib.fastopt_global_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, norm_type, out), fn)
@@ -572,7 +572,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, *, stream=None) -> float:
     if _any_sharded(grads):  # DTensors (FSDP2): C checks the scalars, then the norm over every process's shards
         check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
         from fastopt.torch import sharded_clip
-        return sharded_clip(fn, grads, max_norm, norm_type, stream)
+        return sharded_clip(grads, max_norm, norm_type, stream)
     if _calls.on_gpu(grads):
         check(lib.fastopt_clip_grad_norm(lib.FASTOPT_FLOAT32, 0, ffi.NULL, ffi.NULL, max_norm, norm_type, out), fn)
         from fastopt.cuda import _launch

@@ -76,13 +76,13 @@ def _all_reduce(values: torch.Tensor, groups) -> None:
         dist.all_reduce(values, group=g)
 
 
-def sharded_norm(fn: str, grads, norm_type: float, stream=None) -> float:
+def sharded_norm(grads, norm_type: float, stream=None) -> float:
     """fastopt.global_norm over tensors some of which are DTensors (FSDP2's gradients): each set of
     tensors sharded alike contributes its local shards' norm, reduced over the processes that hold
     the other shards (a sum of p-th powers, or a maximum); replicated dimensions count once."""
     import torch.distributed as dist
     by: dict = {}
-    for g in (grads if isinstance(grads, (list, tuple)) else [grads]):
+    for g in _as_list(grads):
         groups = tuple(_shard_groups(g)) if _is_sharded(g) else ()
         by.setdefault(groups, []).append(_flat(_local(g).detach()))
     total = 0.0
@@ -95,15 +95,20 @@ def sharded_norm(fn: str, grads, norm_type: float, stream=None) -> float:
     return total if math.isinf(norm_type) else total ** (1.0 / norm_type)
 
 
-def sharded_clip(fn: str, grads, max_norm: float, norm_type: float, stream=None) -> float:
+def sharded_clip(grads, max_norm: float, norm_type: float, stream=None) -> float:
     """fastopt.clip_grad_norm over DTensor gradients: the norm over the processes (sharded_norm),
     then each local shard scaled by min(1, max_norm / (norm + 1e-6)); returns the norm."""
-    norm = sharded_norm(fn, grads, norm_type, stream)
+    grads = _as_list(grads)
+    norm = sharded_norm(grads, norm_type, stream)
     factor = max_norm / (norm + 1e-6)
     if factor < 1.0:
         with torch.no_grad():
-            torch._foreach_mul_([_local(g) for g in (grads if isinstance(grads, (list, tuple)) else [grads])], factor)
+            torch._foreach_mul_([_local(g) for g in grads], factor)
     return norm
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def _same(a: tuple, b) -> bool:
