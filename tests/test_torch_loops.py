@@ -456,3 +456,52 @@ def test_groups_merging_and_splitting_and_changing_their_params_keep_torchs_traj
     for p, q in zip(params, ours):
         if name != "SGD":
             assert float(b.state[q]["step"]) == float(a.state[p]["step"]) == 9
+
+
+@pytest.mark.parametrize("name", ["AdamW", "NAdam", "SGD"])
+def test_the_steady_state_step_notices_every_change_between_steps(name, monkeypatch):
+    """Past its first steps a training loop's step repeats the last one's buckets without
+    searching for them; what a loop may change between two steps sends it back to the search:
+    a param moved to the next group (the params in the same order), a hyper-parameter set, memory
+    replaced behind a param, a grad None, state replaced, a group added. The trajectory is torch's."""
+    torch.manual_seed(2)
+    params = [torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64)) for _ in range(6)]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+    extra = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+
+    def make(cls, ps):
+        return cls([{"params": ps[:3]}, {"params": ps[3:6], "lr": 3e-2, "weight_decay": 0.1}], **flags)
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params + [extra]]
+    a, b = make(getattr(torch.optim, name), params), make(getattr(ft, name), ours)
+    searches = []
+    search = ft._Optimizer._buckets_of
+    monkeypatch.setattr(ft._Optimizer, "_buckets_of", lambda self, *args: searches.append(1) or search(self, *args))
+    key = "momentum" if name == "SGD" else "eps"
+
+    def event(t, o, ps):
+        if t == 3:  # the last param of group 0 moves to group 1: the params' order is the same
+            o.param_groups[1]["params"].insert(0, o.param_groups[0]["params"].pop())
+        if t == 5:
+            o.param_groups[0][key] = 0.5 if name == "SGD" else 1e-6
+        if t == 7:
+            ps[1].data = ps[1].data.clone()
+        if t == 11:
+            s = o.state[ps[2]]
+            s["momentum_buffer" if name == "SGD" else "exp_avg"] = s["momentum_buffer" if name == "SGD"
+                                                                       else "exp_avg"].clone() * 0.5
+        if t == 13:
+            o.add_param_group({"params": [ps[6]], "lr": 1e-3})
+    steady = 0
+    for t in range(16):
+        event(t, a, params + [extra])
+        event(t, b, ours)
+        give(params + [extra], ours, [None if t == 9 and i == 4 else torch.randn_like(p)
+                                      for i, p in enumerate(params + [extra])])
+        searches.clear()
+        a.step()
+        b.step()
+        steady += not searches
+    for p, q in zip(params + [extra], ours):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
+    # the steps right after a change (and the first two) search; the others do not
+    assert steady == 9, steady

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import itertools
 import math
 import operator
 import sys
@@ -52,6 +53,10 @@ _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _is_compiling = torch.compiler.is_compiling
 _increment_version = torch._C._increment_version  # of a list of tensors (torch.autograd.graph.increment_version)
 _data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
+_grad, _NoneType = operator.attrgetter("grad"), type(None)
+_params = operator.itemgetter("params")
+_lr_and_decay = operator.itemgetter("lr", "weight_decay")
+_lr_only = operator.itemgetter("lr", "lr")  # (a pair as _lr_and_decay, its second unused)
 
 
 def _is_sharded(t) -> bool:
@@ -141,14 +146,20 @@ _PER_TENSOR = ("params", "lr", "weight_decay")  # what differs between param gro
 
 def _per_tensor(group, bucket, idx):
     """(lrs, weight_decays) of a merged group's call over the bucket's members at positions idx
-    (None: all), each member its own group's (float64 arrays); (None, None) for a plain group."""
+    (None: all), each member its own group's (float64 arrays); (None, None) for a plain group.
+    The arrays over all members are kept while the groups' values are the same objects."""
     groups = group.get("_groups")
     if groups is None:
         return None, None
+    decayed = "weight_decay" in groups[0]
+    values = list(map(_lr_and_decay if decayed else _lr_only, groups))
+    if idx is None and bucket.per_tensor is not None and _same(values, bucket.per_tensor[0]):
+        return bucket.per_tensor[1]
     member_of = group["_member_of"][bucket.index if idx is None else np.asarray(bucket.index)[idx]]
-    lrs = np.array([float(g["lr"]) for g in groups])[member_of]
-    decays = np.array([float(g["weight_decay"]) for g in groups])[member_of] if "weight_decay" in groups[0] \
-        else None
+    lrs = np.array([float(v[0]) for v in values])[member_of]
+    decays = np.array([float(v[1]) for v in values])[member_of] if decayed else None
+    if idx is None and not any(torch.is_tensor(v[0]) for v in values):  # (a tensor lr may change in place)
+        bucket.per_tensor = (values, (lrs, decays))
     return lrs, decays
 
 
@@ -210,6 +221,7 @@ class _Bucket:
         self.contiguous = all(p.is_contiguous() for p in self.locals)
         self.flat_params = [_flat(p.detach()) for p in self.locals]  # (detached: the same version counter)
         self.written = self.written_by(range(len(params)))
+        self.per_tensor = None  # a merged group's (values, (lrs, weight decays)) over every param
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
             views = [("params", self.flat_params, True), ("grads", [_flat(g) for g in grads], False)] + \
@@ -282,9 +294,11 @@ class _Bucket:
         c.lrs = ffi.NULL if lrs is None else ffi.from_buffer("double[]", lrs)
         c.weight_decays = ffi.NULL if decays is None else ffi.from_buffer("double[]", decays)
 
+        args = (_C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
+                *[pointers.get(r.key, ffi.NULL) for r in optimizer.state], o)
+
         def call():
-            status = self.c_function(_C_DTYPES[self.dtype], len(numel), numel, pointers["params"], pointers["grads"],
-                                     *[pointers.get(r.key, ffi.NULL) for r in optimizer.state], o)
+            status = self.c_function(*args)
             if status:
                 check(status, optimizer.name)
         if optimizer.name == "lamb" and self.sharded:  # trust ratios of whole tensors: sums over the shards
@@ -339,9 +353,9 @@ class _Bucket:
                 self.full = {role: self._array(addresses) for role, addresses in self.addresses.items()}
                 self.full["grads"] = self._array(self.pointers)
                 self.full["numel"] = ffi.new("size_t[]", self.numel)
-            out = self.full
-            ffi.cast("uintptr_t *", out["grads"])[0:len(grads)] = list(map(_data_ptr, grads))
-            return out
+                self.grad_addresses = ffi.cast("uintptr_t *", self.full["grads"])
+            self.grad_addresses[0:len(grads)] = list(map(_data_ptr, grads))
+            return self.full
         out = {role: self._array([addresses[i] for i in idx]) for role, addresses in self.addresses.items()}
         out["grads"] = self._array(list(map(_data_ptr, grads)))
         out["numel"] = ffi.new("size_t[]", [self.numel[i] for i in idx])
@@ -471,7 +485,8 @@ class _Optimizer(torch.optim.Optimizer):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fastopt's fused kernels")
         self._buckets: dict = {}
         self._merges: dict = {}  # {ids of param groups: (their values, the group standing for them)}
-        self._shared = None      # a group's hyper-parameters that one call shares (see _merged_groups)
+        self._shared = None      # a group's hyper-parameters that one call shares (see _shared_values)
+        self._plan = None        # the steady state's step (see _steady_plan)
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self.state = _State(self.state)
@@ -481,7 +496,7 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's load_state_dict and unpickling (copy.deepcopy) set the state through here."""
         super().__setstate__(state)
         self.state = _State(self.state)
-        self._buckets, self._merges, self._unstepped = {}, {}, set()
+        self._buckets, self._merges, self._unstepped, self._plan = {}, {}, set(), None
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -588,29 +603,88 @@ class _Optimizer(torch.optim.Optimizer):
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
         scales = self._scales(scale)
-        for group, group_scale in (zip(self.param_groups, scales) if len(self.param_groups) == 1 else
-                                   self._merged_groups(scales)):
-            grads = [p.grad for p in group["params"]]
-            if all(g is None for g in grads):
-                continue
-            for bucket in self._buckets_of(group, grads):
-                self._step_bucket(group, bucket, grads, group_scale)
+        if not self._steady_step(scales):
+            plan = []
+            for group, group_scale in (zip(self.param_groups, scales) if len(self.param_groups) == 1 else
+                                       self._merged_groups(scales)):
+                grads = [p.grad for p in group["params"]]
+                if all(g is None for g in grads):
+                    continue
+                for bucket in self._buckets_of(group, grads):
+                    self._step_bucket(group, bucket, grads, group_scale)
+                plan.append((group, self._buckets.get(id(group))))
+            self._plan = self._steady_plan(plan)
         if scale is not None:  # the grads left unscaled, as torch's fused optimizers leave them
             with torch.no_grad():
                 torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
                                     scale)
         return loss
 
+    def _steady_plan(self, stepped):
+        """What :meth:`_steady_step` needs to repeat this step, when it can: every param group
+        stepped, each (merged) group one bucket of all its params, CPU or CUDA, not sharded, every
+        param past its first step; else None.  stepped: (group stepped, its cached buckets)."""
+        groups = self.param_groups
+        position = {id(g): i for i, g in enumerate(groups)}
+        entries = []
+        for group, cached in stepped:
+            buckets = cached[4] if cached is not None else ()
+            if len(buckets) != 1 or not buckets[0].whole or buckets[0].sharded or buckets[0].any_fresh:
+                return None
+            members = [position[id(g)] for g in group.get("_groups", [group])]
+            # the grad scale of the entry's groups, one value (their scales must be equal to step together)
+            entries.append((group, cached, buckets[0], members, operator.itemgetter(*members, members[0])))
+        if sorted(i for *_, members, _ in entries for i in members) != list(range(len(groups))):
+            return None
+        params = list(map(_params, groups))
+        return (self.state, self.state.generation, list(groups), list(map(self._shared_values(), groups)),
+                list(map(len, params)), [p for ps in params for p in ps], entries)
+
+    def _steady_step(self, scales) -> bool:
+        """The step of a training loop's steady state: the same param groups, params, state and
+        shared hyper-parameters as the planned step (lr and weight_decay may change), every param
+        with a gradient; one call per planned bucket, skipping the search for buckets.  Returns
+        False, having written nothing, when this step is not that (the general path runs)."""
+        plan = self._plan
+        if plan is None:
+            return False
+        state, generation, groups, values, lengths, params, entries = plan
+        if self.state is not state or state.generation != generation or len(self.param_groups) != len(groups) \
+                or not all(map(operator.is_, self.param_groups, groups)):
+            return False
+        now = list(map(_params, groups))  # (C-level loops: a model may have dozens of groups)
+        if list(map(len, now)) != lengths or not all(map(operator.is_, itertools.chain.from_iterable(now), params)) \
+                or not _same(list(map(self._shared, groups)), values):
+            return False
+        calls = []
+        for group, cached, bucket, _, scales_of in entries:
+            group_scales = set(scales_of(scales))
+            grads = list(map(_grad, bucket.params))
+            if self._buckets.get(id(group)) is not cached or _NoneType in map(type, grads) or \
+                    len(group_scales) != 1 or not bucket.valid(self):
+                return False
+            scale, = group_scales
+            calls.append((group, bucket, grads, scale))
+        for group, bucket, grads, scale in calls:
+            self._call(group, bucket, None, grads, scale, first=False)
+        return True
+
+    def _shared_values(self):
+        """A getter of a group's hyper-parameters that one call shares (all but params, lr and
+        weight_decay; the defaults' keys are fixed)."""
+        if self._shared is None:
+            self._shared = operator.itemgetter(*(k for k in self.defaults if k not in _PER_TENSOR))
+        return self._shared
+
     def _merged_groups(self, scales):
         """(group, grad scale) pairs to step: the param groups whose hyper-parameters differ only in
         lr and weight_decay (no decay on biases and norms, layer-wise lr; what else a group holds,
         such as a scheduler's initial_lr, does not count) as one group, whose members take their
         own group's values per tensor (its "_groups" and "_member_of"); others as they are."""
-        if self._shared is None:  # (the defaults' keys are fixed: read each group's through one getter)
-            self._shared = operator.itemgetter(*(k for k in self.defaults if k not in _PER_TENSOR))
+        shared_values = self._shared_values()
         sets: dict = {}
         for group, group_scale in zip(self.param_groups, scales):
-            shared = self._shared(group)  # the hyper-parameters one call shares
+            shared = shared_values(group)  # the hyper-parameters one call shares
             row = (tuple(map(id, group["params"])), shared)
             try:
                 key = (group_scale, shared)
