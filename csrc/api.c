@@ -899,6 +899,108 @@ fastopt_status fastopt_elastic_net_grad(fastopt_dtype dtype, size_t n_tensors, c
     return run_grads(dtype, n_tensors, numel, roles, 2, fo_kernels()->elastic_net, &k);
 }
 
+/* ---- dropout and the losses ---- */
+
+static fastopt_status check_reduction(fastopt_reduction reduction)
+{
+    if (reduction != FASTOPT_MEAN && reduction != FASTOPT_SUM)
+        return fo_fail(FASTOPT_ERR_ARGUMENT, "reduction must be FASTOPT_MEAN or FASTOPT_SUM, got %d", (int)reduction);
+    return FASTOPT_OK;
+}
+
+/* An output that is its input (in place) is checked once, as the output. */
+#define INPUT_UNLESS_SAME(name, in, out) ((const void *)(in) == (const void *)(out) ? NULL : (name))
+
+fastopt_status fastopt_dropout(fastopt_dtype dtype, size_t n, const void *x, void *y, uint8_t *mask, double p,
+                               uint64_t seed, uint64_t counter)
+{
+    REQUIRE(in_range(p, 0, 1, 0), "p must be in [0, 1], got %g", p);
+    int d = 0;
+    size_t total, esize[4] = {dtype_size(dtype, &d), 1, 0, 4}; /* the mask: one byte an element */
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    void *mask_buffer = mask;
+    const fo_role roles[] = {{"y", &y, 1, FO_KIND_PARAMS, 0},
+                             {INPUT_UNLESS_SAME("x", x, y), (void *const *)&x, 0, FO_KIND_PARAMS, 0},
+                             {mask ? "mask" : NULL, &mask_buffer, 1, FO_KIND_STATE, 0}};
+    CHECK(check_buffers(roles, 3, 1, &n, esize, &total));
+    double threshold = nearbyint(ldexp(p, 32));
+    fo_dropout_consts k = {.scale = p < 1 ? 1 / (1 - p) : 0, .keep_any = p < 1, .seed = seed, .counter = counter,
+                           .threshold = threshold > 4294967295.0 ? 4294967295u : (uint32_t)threshold};
+    fo_call call = {.n_tensors = 1, .numel = &n, .buf = {&y, (void *const *)&x, mask ? &mask_buffer : NULL}, .consts = &k};
+    fo_parallel_for(&call, total, fo_kernels()->dropout[d]);
+    return FASTOPT_OK;
+}
+
+fastopt_status fastopt_mse_grad(fastopt_dtype dtype, size_t n, const void *pred, const void *target, void *grad,
+                                fastopt_reduction reduction, double *loss)
+{
+    if (!loss) return fo_fail(FASTOPT_ERR_NULL_POINTER, "loss is NULL");
+    CHECK(check_reduction(reduction));
+    int d = 0;
+    size_t total, esize[4] = {dtype_size(dtype, &d), 0, 0, 4};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    const fo_role roles[] = {{"grad", &grad, 1, FO_KIND_PARAMS, 0},
+                             {INPUT_UNLESS_SAME("pred", pred, grad), (void *const *)&pred, 0, FO_KIND_PARAMS, 0},
+                             {INPUT_UNLESS_SAME("target", target, grad), (void *const *)&target, 0, FO_KIND_PARAMS, 0}};
+    CHECK(check_buffers(roles, 3, 1, &n, esize, &total));
+    fo_scale_consts k = {reduction == FASTOPT_MEAN ? 2.0 / (double)n : 2.0};
+    fo_call call = {.n_tensors = 1, .numel = &n, .buf = {&grad, (void *const *)&pred, (void *const *)&target}, .consts = &k};
+    double *out;
+    size_t nb;
+    CHECK(blocks(&call, total, fo_kernels()->mse[d], 1, &out, &nb));
+    double sum = 0;
+    for (size_t b = 0; b < nb; b++) sum += out[b];
+    free(out);
+    *loss = reduction == FASTOPT_MEAN ? sum / (double)n : sum; /* (n = 0: NaN, as torch's mean of nothing) */
+    return FASTOPT_OK;
+}
+
+fastopt_status fastopt_softmax_cross_entropy(fastopt_dtype dtype, size_t rows, size_t classes, const void *logits,
+                                             const int64_t *labels, void *grad, double label_smoothing,
+                                             int64_t ignore_index, fastopt_reduction reduction, double *loss)
+{
+    if (!loss) return fo_fail(FASTOPT_ERR_NULL_POINTER, "loss is NULL");
+    CHECK(check_reduction(reduction));
+    REQUIRE(in_range(label_smoothing, 0, 1, 0), "label_smoothing must be in [0, 1], got %g", label_smoothing);
+    if (rows && !classes) return fo_fail(FASTOPT_ERR_ARGUMENT, "classes must be >= 1, got 0");
+    int d = 0;
+    size_t total, n = 0, esize[4] = {dtype_size(dtype, &d), sizeof *labels, 0, 4};
+    if (!esize[0]) return FASTOPT_ERR_DTYPE;
+    if (rows && classes > SIZE_MAX / 8 / rows)
+        return fo_fail(FASTOPT_ERR_SIZE, "rows * classes overflows (%zu x %zu)", rows, classes);
+    n = rows * classes;
+    void *label_buffer = (void *)labels;
+    const fo_role roles[] = {{"grad", &grad, 1, FO_KIND_PARAMS, 0},
+                             {INPUT_UNLESS_SAME("logits", logits, grad), (void *const *)&logits, 0, FO_KIND_PARAMS, 0}};
+    CHECK(check_buffers(roles, 2, 1, &n, esize, &total));
+    const fo_role label_role[] = {{"labels", &label_buffer, 0, FO_KIND_STATE, 0}};
+    CHECK(check_buffers(label_role, 1, 1, &rows, esize, &total));
+    uintptr_t g_lo = (uintptr_t)grad, g_hi = g_lo + n * esize[0], l_lo = (uintptr_t)labels, l_hi = l_lo + rows * sizeof *labels;
+    if (rows && n && g_lo < l_hi && l_lo < g_hi) return fo_fail(FASTOPT_ERR_OVERLAP, "grad overlaps labels");
+    size_t counted = 0;
+    for (size_t r = 0; r < rows; r++) { /* every label checked before anything is written */
+        if (labels[r] == ignore_index) continue;
+        if (labels[r] < 0 || (uint64_t)labels[r] >= classes)
+            return fo_fail(FASTOPT_ERR_ARGUMENT, "labels[%zu] is %lld, outside [0, %zu) and not ignore_index (%lld)",
+                           r, (long long)labels[r], classes, (long long)ignore_index);
+        counted++;
+    }
+    double *row_loss = malloc((rows ? rows : 1) * sizeof *row_loss);
+    if (!row_loss) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu row losses", rows);
+    /* mean over no counted rows: torch's 0 / 0, a NaN loss and NaN gradients */
+    fo_xent_consts k = {.classes = classes, .label_smoothing = label_smoothing, .ignore_index = ignore_index,
+                        .grad_mul = reduction == FASTOPT_MEAN ? 1 / (double)counted : 1};
+    fo_call call = {.n_tensors = 1, .numel = &rows, .consts = &k,
+                    .buf = {&grad, (void *const *)&logits, (void *const *)&label_buffer, (void *const *)&row_loss}};
+    fo_parallel_rows(&call, rows, classes, fo_kernels()->xent_rows[d]);
+    double lanes[FO_LANES] = {0};
+    for (size_t r = 0; r < rows; r++) lanes[r % FO_LANES] += row_loss[r];
+    free(row_loss);
+    double sum = fo_sum_lanes(lanes);
+    *loss = reduction == FASTOPT_MEAN ? sum / (double)counted : sum;
+    return FASTOPT_OK;
+}
+
 /* ---- LAMB: clip by the global norm, moments and norms per tensor, then the weights ---- */
 
 static void lamb_at_step(void *kv, const void *ov, size_t t, int64_t step)

@@ -154,6 +154,19 @@ typedef struct fo_norm_consts {
     int kind;
 } fo_norm_consts;
 
+typedef struct fo_dropout_consts {
+    double scale;        /* 1 / (1 - p), or 0 for p = 1 */
+    uint32_t threshold;  /* round(p * 2^32), at most 2^32 - 1: a word below it drops its element */
+    int keep_any;        /* p < 1 */
+    uint64_t seed, counter;
+} fo_dropout_consts;
+
+typedef struct fo_xent_consts {
+    size_t classes;
+    double label_smoothing, grad_mul; /* grad_mul: 1 / rows counted (FASTOPT_MEAN), or 1 */
+    int64_t ignore_index;
+} fo_xent_consts;
+
 typedef struct fo_stream_consts {
     size_t n_in, n_inout;
 } fo_stream_consts;
@@ -188,6 +201,8 @@ typedef struct fo_kernel_table {
     fo_block_fn sgd_q8[FO_NCOMBOS], adam_q8[FO_NCOMBOS], lion_q8[FO_NCOMBOS]; /* float32-state combinations */
     fo_span_fn elastic_net[FO_NTYPES], scale[FO_NTYPES], stream[FO_NTYPES];
     fo_block_fn unscale[FO_NTYPES], norm[FO_NTYPES];
+    fo_span_fn dropout[FO_NTYPES], xent_rows[FO_NTYPES]; /* (xent_rows: a span of rows, see fo_parallel_rows) */
+    fo_block_fn mse[FO_NTYPES];
 } fo_kernel_table;
 
 /* The kernels of the SIMD level in use (dispatch/cpu.c). */
@@ -195,6 +210,9 @@ const fo_kernel_table *fo_kernels(void);
 
 /* Runs fn over every element of the call's tensors, split over threads (parallel.c). */
 void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn);
+/* Runs fn(call, 0, begin, end) over rows [begin, end) of [0, rows), in parts of whole rows, on as
+ * many threads as rows * row_elements elements warrant (parallel.c). */
+void fo_parallel_rows(const fo_call *call, size_t rows, size_t row_elements, fo_span_fn fn);
 /* Start of part i of `parts` near-equal, grain-aligned parts of [0, total) (parallel.c). */
 size_t fo_part_begin(size_t total, size_t parts, size_t i);
 

@@ -199,6 +199,33 @@ void fo_parallel_for(const fo_call *call, size_t total, fo_span_fn fn)
     run_parts(range_part, &job, threads * FO_PARTS_PER_THREAD, (int)threads);
 }
 
+/* ---- rows (a kernel that needs whole rows) ---- */
+
+typedef struct rows_job {
+    const fo_call *call;
+    fo_span_fn fn;
+    size_t rows;
+} rows_job;
+
+static void rows_part(const void *ctx, size_t i, size_t parts)
+{
+    const rows_job *job = ctx;
+    size_t begin = job->rows * i / parts, end = job->rows * (i + 1) / parts;
+    if (begin < end) job->fn(job->call, 0, begin, end);
+}
+
+void fo_parallel_rows(const fo_call *call, size_t rows, size_t row_elements, fo_span_fn fn)
+{
+    size_t threads = useful_threads(rows * row_elements), parts = threads * FO_PARTS_PER_THREAD;
+    if (parts > rows) parts = rows;
+    if (threads <= 1 || parts <= 1) {
+        if (rows) fn(call, 0, 0, rows);
+        return;
+    }
+    rows_job job = {call, fn, rows};
+    run_parts(rows_part, &job, parts, (int)threads);
+}
+
 /* ---- blocks (reductions) ---- */
 
 size_t fo_count_blocks(const fo_call *call)

@@ -158,4 +158,7 @@ const fo_kernel_table FO_CAT(fo_table_, FO_ISA) = {
     .stream = TYPES(stream_span),
     .unscale = TYPES(unscale_block),
     .norm = TYPES(norm_block),
+    .dropout = TYPES(dropout_span),
+    .xent_rows = TYPES(xent_rows),
+    .mse = TYPES(mse_block),
 };

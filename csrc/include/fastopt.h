@@ -322,6 +322,37 @@ FASTOPT_API fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors
                                            void *const *grads, double inv_scale, float *found_inf);
 
 /*
+ * The rest of a training step: dropout and the two losses, each one pass over its arrays.
+ * Single arrays (n elements, C order), in dtype; results deterministic like the reductions above.
+ *
+ * fastopt_dropout: inverted dropout, y = x * keep / (1 - p) (x * 0 where dropped, so inf and NaN
+ *   become NaN there, as torch's dropout gives), p in [0, 1] (p = 1: y = x * 0).  Element e is kept
+ *   when w(e) >= round(p * 2^32), w(e) the 32-bit word e % 4 of Philox-4x32-10 with counter
+ *   (e / 4 low, e / 4 high, counter low, counter high) and key (seed low, seed high ^ 0x44524F50),
+ *   so a seed and counter give the same mask on every backend, thread count and SIMD level.  The
+ *   backward pass is the same call on the output's gradient (the same seed and counter).  y may be
+ *   x itself (in place); mask, if not NULL, gets 1 for each kept element and 0 for each dropped.
+ * fastopt_mse_grad: *loss = sum (pred - target)^2, divided by n for FASTOPT_MEAN; grad = d loss /
+ *   d pred = (pred - target) * (2 / n, or 2 for FASTOPT_SUM).  grad may be pred itself.
+ * fastopt_softmax_cross_entropy: logits (rows x classes), labels (rows; int64, each in
+ *   [0, classes) or ignore_index): per row, with t_j = label_smoothing / classes + (1 -
+ *   label_smoothing) [j == label], loss = logsumexp(x) - sum_j t_j x_j and d loss / d x_j =
+ *   softmax(x)_j - t_j; rows labelled ignore_index count for nothing.  *loss is the sum over rows,
+ *   divided by the number of rows not ignored for FASTOPT_MEAN (torch.nn.functional.cross_entropy),
+ *   and grad (which may be logits itself) is the gradient of *loss.  Labels are all checked first.
+ */
+typedef enum fastopt_reduction { FASTOPT_MEAN = 0, FASTOPT_SUM = 1 } fastopt_reduction;
+
+FASTOPT_API fastopt_status fastopt_dropout(fastopt_dtype dtype, size_t n, const void *x, void *y, uint8_t *mask,
+                                           double p, uint64_t seed, uint64_t counter);
+FASTOPT_API fastopt_status fastopt_mse_grad(fastopt_dtype dtype, size_t n, const void *pred, const void *target,
+                                            void *grad, fastopt_reduction reduction, double *loss);
+FASTOPT_API fastopt_status fastopt_softmax_cross_entropy(fastopt_dtype dtype, size_t rows, size_t classes,
+                                                         const void *logits, const int64_t *labels, void *grad,
+                                                         double label_smoothing, int64_t ignore_index,
+                                                         fastopt_reduction reduction, double *loss);
+
+/*
  * Checks the buffers of a call as every function above checks its own, without running anything:
  * n_roles (<= 6) roles named names[r], lists[r][t] tensor t's buffer of role r (numel[t] elements
  * of dtype), written[r] whether role r is written.  NULL lists or pointers, misalignment and a

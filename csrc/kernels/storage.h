@@ -75,34 +75,55 @@ static inline void fo_philox4(uint32_t c[4], uint32_t k0, uint32_t k1)
     for (int r = 0; r < 10; r++, k0 += FO_PHILOX_W0, k1 += FO_PHILOX_W1) fo_philox_round(c, c + 1, c + 2, c + 3, k0, k1);
 }
 
+/* The words of Philox(counter (g low, g high, c2, c3), key (k0, k1)) for g = first, first + 1, ...,
+ * four a group, in order: `groups` groups rounded up to a multiple of FO_PHILOX_LANES (words must
+ * hold that many). */
+#define FO_PHILOX_LANES 8 /* Philox calls side by side: GCC makes SIMD lanes of them */
+static inline void fo_philox_fill(uint32_t *restrict words, uint64_t first, size_t groups, uint32_t c2, uint32_t c3,
+                                  uint32_t k0, uint32_t k1)
+{
+    for (size_t g = 0; g < groups; g += FO_PHILOX_LANES) {
+        uint32_t w0[FO_PHILOX_LANES], w1[FO_PHILOX_LANES], w2[FO_PHILOX_LANES], w3[FO_PHILOX_LANES], a = k0, b = k1;
+        for (int l = 0; l < FO_PHILOX_LANES; l++) {
+            uint64_t e = first + g + (size_t)l;
+            w0[l] = (uint32_t)e, w1[l] = (uint32_t)(e >> 32), w2[l] = c2, w3[l] = c3;
+        }
+        for (int r = 0; r < 10; r++, a += FO_PHILOX_W0, b += FO_PHILOX_W1) /* fo_philox4, lane by lane */
+            for (int l = 0; l < FO_PHILOX_LANES; l++) fo_philox_round(&w0[l], &w1[l], &w2[l], &w3[l], a, b);
+        for (int l = 0; l < FO_PHILOX_LANES; l++) {
+            uint32_t *w = words + 4 * (g + (size_t)l);
+            w[0] = w0[l], w[1] = w1[l], w[2] = w2[l], w[3] = w3[l];
+        }
+    }
+}
+
 /* Stochastic rounding needs 16 random bits an element; one Philox call gives 128, so element e of
  * tensor t takes 16-bit half (e & 1) (the low half first) of word (e & 7) / 2 of Philox(counter
  * (e / 8, t, step), key).  fo_sr_fill writes those of the n <= FO_SR_CHUNK elements from `at`. */
-#define FO_SR_LANES 8  /* Philox calls side by side: GCC makes SIMD lanes of them */
-
 static __attribute__((unused)) void fo_sr_fill(uint16_t *restrict random, size_t at, size_t n, uint32_t t,
                                                uint32_t step, uint32_t k0, uint32_t k1)
 {
-    uint32_t words[4 * (FO_SR_CHUNK / 8 + 2 * FO_SR_LANES)];
-    size_t first = at >> 3, skip = at & 7, groups = (skip + n + 7) >> 3;
-    for (size_t g = 0; g < groups; g += FO_SR_LANES) {
-        uint32_t c0[FO_SR_LANES], c1[FO_SR_LANES], c2[FO_SR_LANES], c3[FO_SR_LANES], a = k0, b = k1;
-        for (int l = 0; l < FO_SR_LANES; l++) {
-            uint64_t e = first + g + (size_t)l;
-            c0[l] = (uint32_t)e, c1[l] = (uint32_t)(e >> 32), c2[l] = t, c3[l] = step;
-        }
-        for (int r = 0; r < 10; r++, a += FO_PHILOX_W0, b += FO_PHILOX_W1) /* fo_philox4, lane by lane */
-            for (int l = 0; l < FO_SR_LANES; l++) fo_philox_round(&c0[l], &c1[l], &c2[l], &c3[l], a, b);
-        for (int l = 0; l < FO_SR_LANES; l++) {
-            uint32_t *w = words + 4 * (g + (size_t)l);
-            w[0] = c0[l], w[1] = c1[l], w[2] = c2[l], w[3] = c3[l];
-        }
-    }
+    uint32_t words[4 * (FO_SR_CHUNK / 8 + 2 * FO_PHILOX_LANES)];
+    size_t skip = at & 7;
+    fo_philox_fill(words, at >> 3, (skip + n + 7) >> 3, t, step, k0, k1);
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     memcpy(random, (const char *)words + 2 * skip, n * sizeof *random); /* the halves, low first */
 #else
     for (size_t i = 0; i < n; i++) random[i] = (uint16_t)(words[(skip + i) >> 1] >> (16 * ((skip + i) & 1)));
 #endif
+}
+
+/* Dropout takes one 32-bit word an element: element e takes word e & 3 of Philox(counter (e / 4 low,
+ * e / 4 high, counter low, counter high), key (seed low, seed high ^ FO_DROPOUT_KEY)), the tag keeping
+ * its words apart from stochastic rounding's under the same seed.  fo_dropout_fill writes those of
+ * the n <= FO_RANDOM_CHUNK elements from `at`, from words[at & 3] on. */
+#define FO_DROPOUT_KEY 0x44524F50u /* "DROP" */
+#define FO_RANDOM_CHUNK ((size_t)2048)
+#define FO_DROPOUT_WORDS (FO_RANDOM_CHUNK + 8 * FO_PHILOX_LANES)
+static inline void fo_dropout_fill(uint32_t *restrict words, size_t at, size_t n, uint64_t counter, uint64_t seed)
+{
+    fo_philox_fill(words, at >> 2, ((at & 3) + n + 3) >> 2, (uint32_t)counter, (uint32_t)(counter >> 32),
+                   (uint32_t)seed, (uint32_t)(seed >> 32) ^ FO_DROPOUT_KEY);
 }
 
 #endif

@@ -19,10 +19,12 @@ from fastopt._native import lib as _lib
 from fastopt._paths import get_cmake_dir, get_include, get_library_dir
 from fastopt.functional import (adagrad, adam, adamax, adamw, clip_grad_norm, elastic_net_grad, global_norm,
                                 l1_grad, l2_grad, lamb, lion, nadam, prepare, radam, rmsprop, sgd, unscale)
+from fastopt.training import dropout, dropout_backward, mse_grad, softmax_cross_entropy
 
 __version__ = _c_string(_lib.fastopt_version())
 __all__ = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adamax", "lion", "lamb", "prepare",
            "l2_grad", "l1_grad", "elastic_net_grad", "global_norm", "clip_grad_norm", "unscale",
+           "dropout", "dropout_backward", "mse_grad", "softmax_cross_entropy",
            "info", "set_num_threads", "get_num_threads", "set_isa", "optim", "schedules", "sweep", "reference",
            "get_include", "get_library_dir", "get_cmake_dir", "QuantizedState", "__version__"]
 

@@ -343,3 +343,105 @@ def stochastic_round_bf16(x, seed: int, counter: int, tensor: int = 0) -> np.nda
     kept = (u >> np.uint64(16)) | np.where(nan, np.uint64(0x40), np.uint64(0))
     out = np.where(special, kept, (u + r) >> np.uint64(16))
     return out.astype(np.uint16).reshape(np.shape(x))
+
+
+# ---- dropout and the losses ----
+
+DROPOUT_KEY = 0x44524F50  # "DROP": xored into the key's high word, apart from stochastic rounding's bits
+
+
+def dropout_words(n: int, seed: int, counter: int) -> np.ndarray:
+    """The 32-bit random word of each of n elements: element e takes word e % 4 of
+    Philox-4x32-10(counter (e // 4 low, e // 4 high, counter low, counter high),
+    key (seed low, seed high ^ DROPOUT_KEY))."""
+    e = np.arange(n, dtype=np.uint64)
+    group = e >> np.uint64(2)
+    words = philox4x32([group & np.uint64(0xFFFFFFFF), group >> np.uint64(32),
+                        np.full_like(e, counter & 0xFFFFFFFF), np.full_like(e, counter >> 32)],
+                       (seed & 0xFFFFFFFF, (seed >> 32) ^ DROPOUT_KEY))
+    return np.choose((e & np.uint64(3)).astype(np.intp), words)
+
+
+def _compute_dtype(dtype) -> np.dtype:
+    """What the math runs in: float64 for float64, float32 for the rest (16-bit included)."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def dropout(x, p, *, seed, counter, out=None, mask=None):
+    """Inverted dropout::
+
+        kept(e) = dropout_words(e) >= min(round(p * 2^32), 2^32 - 1)  and  p < 1
+        out = x * (kept ? 1 / (1 - p) : 0)          (1 / (1 - p) in double, rounded to the math type)
+
+    so dropped inf and NaN give NaN, as torch's ``x * mask``; mask (if given) gets kept as 0/1."""
+    x = np.asarray(x)
+    ct = _compute_dtype(x.dtype)
+    threshold = min(round(p * 2.0 ** 32), 2 ** 32 - 1)
+    kept = (dropout_words(x.size, seed, counter) >= threshold) & (p < 1)
+    scale = ct.type(1 / (1 - p)) if p < 1 else ct.type(0)
+    with np.errstate(invalid="ignore"):  # (inf * 0: NaN, as specified)
+        y = (x.astype(ct).reshape(-1) * np.where(kept, scale, ct.type(0))).astype(x.dtype).reshape(x.shape)
+    if mask is not None:
+        mask[...] = kept.reshape(x.shape)
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
+def dropout_backward(grad, p, *, seed, counter, out=None):
+    """The gradient through :func:`dropout`: the same mask and scale applied to grad."""
+    return dropout(grad, p, seed=seed, counter=counter, out=out)
+
+
+def mse_grad(pred, target, *, reduction="mean", out=None):
+    """(loss, d loss / d pred) of the mean (or summed) squared error::
+
+        d = pred - target                                  (in the math type)
+        loss = sum(d^2) (/ n for "mean")                   (in double)
+        grad = d * (2 / n, or 2 for "sum")                  (the factor rounded to the math type)"""
+    pred = np.asarray(pred)
+    ct = _compute_dtype(pred.dtype)
+    d = pred.astype(ct) - np.asarray(target).astype(ct)
+    loss = float(np.sum(d.astype(np.float64) ** 2))
+    factor = ct.type(2 / pred.size if reduction == "mean" else 2.0)
+    g = (d * factor).astype(pred.dtype)
+    if out is not None:
+        out[...] = g
+        g = out
+    return (loss / pred.size if reduction == "mean" else loss), g
+
+
+def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, ignore_index=-100, reduction="mean", out=None):
+    """(loss, d loss / d logits) of softmax cross-entropy over rows of logits (rows x classes) with
+    integer labels, torch.nn.functional.cross_entropy's rules::
+
+        t_j = label_smoothing / classes + (1 - label_smoothing) [j == label]
+        loss_row = logsumexp(x) - sum_j t_j x_j,   grad_row = softmax(x) - t
+        loss = sum of loss_row over rows whose label is not ignore_index (/ their count for "mean");
+        grad = the gradient of loss (zero rows for ignored labels)
+
+    In double here; fastopt computes in the math type with the sums in double."""
+    x = np.asarray(logits)
+    rows, classes = x.shape
+    labels = np.asarray(labels).astype(np.int64)
+    counted = labels != ignore_index
+    xd = x.astype(np.float64)
+    m = xd.max(axis=1, keepdims=True)
+    e = np.exp(xd - m)
+    s = e.sum(axis=1, keepdims=True)
+    target = np.full((rows, classes), label_smoothing / classes)
+    target[np.arange(rows)[counted], labels[counted]] += 1 - label_smoothing
+    picked = np.where(counted, labels, 0)
+    losses = (m + np.log(s))[:, 0] - (1 - label_smoothing) * xd[np.arange(rows), picked]
+    if label_smoothing != 0:  # (only then the logits' sum: a -inf logit makes it -inf)
+        losses -= label_smoothing / classes * xd.sum(axis=1)
+    n = int(counted.sum())
+    mul = 1 / n if reduction == "mean" and n else 1.0
+    g = np.where(counted[:, None], (e / s - target) * mul, 0.0).astype(x.dtype) if n else np.zeros_like(x)
+    total = float(losses[counted].sum())
+    loss = (total / n if n else math.nan) if reduction == "mean" else total
+    if out is not None:
+        out[...] = g
+        g = out
+    return loss, g
