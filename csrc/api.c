@@ -955,6 +955,23 @@ fastopt_status fastopt_mse_grad(fastopt_dtype dtype, size_t n, const void *pred,
     return FASTOPT_OK;
 }
 
+fastopt_status fastopt_check_labels(size_t rows, size_t classes, const int64_t *labels, int64_t ignore_index,
+                                    size_t *counted)
+{
+    if (!counted) return fo_fail(FASTOPT_ERR_NULL_POINTER, "counted is NULL");
+    if (rows && !labels) return fo_fail(FASTOPT_ERR_NULL_POINTER, "labels is NULL");
+    size_t n = 0;
+    for (size_t r = 0; r < rows; r++) {
+        if (labels[r] == ignore_index) continue;
+        if (labels[r] < 0 || (uint64_t)labels[r] >= classes)
+            return fo_fail(FASTOPT_ERR_ARGUMENT, "labels[%zu] is %lld, outside [0, %zu) and not ignore_index (%lld)",
+                           r, (long long)labels[r], classes, (long long)ignore_index);
+        n++;
+    }
+    *counted = n;
+    return FASTOPT_OK;
+}
+
 fastopt_status fastopt_softmax_cross_entropy(fastopt_dtype dtype, size_t rows, size_t classes, const void *logits,
                                              const int64_t *labels, void *grad, double label_smoothing,
                                              int64_t ignore_index, fastopt_reduction reduction, double *loss)
@@ -977,14 +994,8 @@ fastopt_status fastopt_softmax_cross_entropy(fastopt_dtype dtype, size_t rows, s
     CHECK(check_buffers(label_role, 1, 1, &rows, esize, &total));
     uintptr_t g_lo = (uintptr_t)grad, g_hi = g_lo + n * esize[0], l_lo = (uintptr_t)labels, l_hi = l_lo + rows * sizeof *labels;
     if (rows && n && g_lo < l_hi && l_lo < g_hi) return fo_fail(FASTOPT_ERR_OVERLAP, "grad overlaps labels");
-    size_t counted = 0;
-    for (size_t r = 0; r < rows; r++) { /* every label checked before anything is written */
-        if (labels[r] == ignore_index) continue;
-        if (labels[r] < 0 || (uint64_t)labels[r] >= classes)
-            return fo_fail(FASTOPT_ERR_ARGUMENT, "labels[%zu] is %lld, outside [0, %zu) and not ignore_index (%lld)",
-                           r, (long long)labels[r], classes, (long long)ignore_index);
-        counted++;
-    }
+    size_t counted;
+    CHECK(fastopt_check_labels(rows, classes, labels, ignore_index, &counted)); /* before anything is written */
     double *row_loss = malloc((rows ? rows : 1) * sizeof *row_loss);
     if (!row_loss) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu row losses", rows);
     /* mean over no counted rows: torch's 0 / 0, a NaN loss and NaN gradients */

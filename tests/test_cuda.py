@@ -26,6 +26,7 @@ SIM = _prims.SIMULATOR
 # NumPy scalars warn where the device computes inf - inf in silence (the simulator runs on them)
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning")]  # the simulator is slow
 SIZES = [200, 7, 0, 129] if SIM else [1 << 20 | 3, 4097, 0, 1000]
+Q8_FIRST = 600  # the 8-bit tests' first tensor under the simulator (with one of 3 and one over a block)
 BF16 = ml_dtypes.bfloat16
 
 
@@ -307,7 +308,7 @@ def test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, block):
     """8-bit state on the GPU (fastopt.QuantizedState(..., like=a GPU array)): three steps give the
     C kernels' codes, scales, params and master weights, bit for bit."""
     rng = np.random.default_rng(4)
-    sizes = [600, 3, block + 17] if SIM else [5000, 3, 2048 * 3 + 17]
+    sizes = [Q8_FIRST, 3, block + 17] if SIM else [5000, 3, 2048 * 3 + 17]
     dtype = {"float32": np.float32, "bfloat16-master": BF16, "float16": np.float16}[p_dtype]
     params = [rng.standard_normal(n).astype(np.float32).astype(dtype) for n in sizes]
     masters = [p.astype(np.float32) for p in params] if p_dtype == "bfloat16-master" else None
@@ -455,6 +456,91 @@ def test_elastic_net_grad(l1, l2):
     assert_match(to_host(dev), grads, np.float32)
 
 
+# ---- dropout and the losses: the C kernels' bits (the simulator), close on a GPU ----
+
+def gpu_bits(x):
+    """A GPU copy of a host array (16-bit floats through their bits; bfloat16 marked as such)."""
+    if x.dtype == BF16:
+        return _arrays.bfloat16(to_gpu(x.view(np.uint16)))
+    return to_gpu(x)
+
+
+def host_bits(a, dtype):
+    a = a.array if isinstance(a, _arrays.bfloat16) else a
+    return a.copy_to_host().view(dtype)
+
+
+def same_bits_or_close(got, want, rtol):
+    if SIM:
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+    else:
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BF16])
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_masks_are_the_cpus(dtype, p):
+    """The same (seed, counter) drops the same elements on the GPU as on the CPU, bit for bit."""
+    n = 263 if SIM else 1 << 20 | 5
+    x = np.random.default_rng(5).standard_normal(n).astype(dtype)
+    want_mask = np.zeros(n, np.uint8)
+    want = fastopt.dropout(x, p, seed=2 ** 40 + 9, counter=2 ** 33 + 1, mask=want_mask)
+    dx, mask = gpu_bits(x), to_gpu(np.full(n, 7, np.uint8))
+    out = fastopt.dropout(dx, p, seed=2 ** 40 + 9, counter=2 ** 33 + 1, out=dx, mask=mask)  # in place
+    assert out is dx
+    assert np.array_equal(mask.copy_to_host(), want_mask)
+    assert np.array_equal(host_bits(dx, dtype).view(np.uint8), want.view(np.uint8))  # x * scale: exact on both
+    back = fastopt.dropout_backward(gpu_bits(x), p, seed=2 ** 40 + 9, counter=2 ** 33 + 1)
+    assert np.array_equal(host_bits(back, dtype).view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, BF16])
+def test_mse_grad_is_the_cpus(dtype):
+    rng = np.random.default_rng(6)
+    pred, target = (rng.standard_normal(300 if SIM else 1 << 20).astype(dtype) for _ in range(2))
+    want_loss, want = fastopt.mse_grad(pred, target)
+    loss, grad = fastopt.mse_grad(gpu_bits(pred), gpu_bits(target))
+    same_bits_or_close(host_bits(grad, dtype), want, 1e-6)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    summed, _ = fastopt.mse_grad(gpu_bits(pred), gpu_bits(target), reduction="sum")
+    assert summed == pytest.approx(want_loss * pred.size, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_is_the_cpus(dtype, smoothing):
+    rng = np.random.default_rng(7)
+    rows, classes = (9, 37) if SIM else (4096, 1000)
+    logits = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
+    labels = rng.integers(0, classes, rows)
+    labels[2] = -100
+    want_loss, want = fastopt.softmax_cross_entropy(logits, labels, label_smoothing=smoothing)
+    dx = gpu_bits(logits)
+    loss, grad = fastopt.softmax_cross_entropy(dx, to_gpu(labels), label_smoothing=smoothing, out=dx)  # in place
+    same_bits_or_close(host_bits(grad, dtype), want, 1e-5)
+    assert loss == (want_loss if SIM else pytest.approx(want_loss, rel=1e-6))
+    summed, _ = fastopt.softmax_cross_entropy(gpu_bits(logits), to_gpu(labels), label_smoothing=smoothing,
+                                              reduction="sum")
+    assert summed == pytest.approx(want_loss * (rows - 1), rel=1e-12)
+
+
+def test_gpu_dropout_and_losses_refuse_bad_arguments_and_write_nothing():
+    logits = to_gpu(np.ones((3, 4), np.float32))
+    out = to_gpu(np.full((3, 4), 2.0, np.float32))
+    with pytest.raises(ValueError, match=r"labels\[1\] is 4, outside \[0, 4\)"):
+        fastopt.softmax_cross_entropy(logits, to_gpu(np.array([0, 4, 1])), out=out)
+    with pytest.raises(TypeError, match="labels has dtype int32, expected int64"):
+        fastopt.softmax_cross_entropy(logits, to_gpu(np.array([0, 1, 1], np.int32)), out=out)
+    with pytest.raises(TypeError, match="labels must be a GPU array"):
+        fastopt.softmax_cross_entropy(logits, np.array([0, 1, 1]), out=out)
+    x = to_gpu(np.ones(12, np.float32))
+    with pytest.raises(ValueError, match="mask has shape"):
+        fastopt.dropout(x, 0.5, seed=1, counter=1, out=out.reshape(12), mask=to_gpu(np.zeros(4, np.uint8)))
+    with pytest.raises(ValueError, match="p must be in"):
+        fastopt.dropout(x, 2.0, seed=1, counter=1, out=out.reshape(12))
+    assert (out.copy_to_host() == 2).all()
+
+
 # ---- array protocols and streams ----
 
 def test_cuda_array_interface_and_dlpack_arrays():
@@ -551,10 +637,13 @@ def test_a_repeated_call_is_validated_and_its_table_uploaded_once(monkeypatch):
     np.testing.assert_array_equal(p.copy_to_host(), before)
 
 
-def test_every_launch_matches_a_declared_signature():
-    """On a GPU the kernels are compiled for fastopt.cuda.signatures() only: every launch must fit."""
+def test_every_launch_matches_a_declared_signature(monkeypatch):
+    """On a GPU the kernels are compiled for fastopt.cuda.signatures() only: every launch must fit
+    (the types of a launch do not depend on the sizes: the smallest run)."""
     import numba
     from fastopt.cuda import _launch, signatures
+    monkeypatch.setattr(sys.modules[__name__], "SIZES", [5, 0, 7])
+    monkeypatch.setattr(sys.modules[__name__], "Q8_FIRST", 5)
     _launch.LAUNCHES = launches = []
     try:
         for name, flags in CASES.items():
@@ -566,12 +655,17 @@ def test_every_launch_matches_a_declared_signature():
         for combo in MIXED:
             test_mixed_precision_matches_the_cpu_kernels("lamb", combo)
             test_mixed_precision_matches_the_cpu_kernels("adamw", combo)
-        for name, flags in Q8_CASES:
+        by_kernel = {_launch.kernel_of(name, True): (name, flags) for name, flags in Q8_CASES}  # (flags: same types)
+        for name, flags in by_kernel.values():
             for p_dtype in ("float32", "bfloat16-master", "float16"):
                 test_8_bit_state_matches_the_cpu_kernels(name, flags, p_dtype, 256)
         test_unscale_sets_the_flag(np.inf)
         test_norms(3.0, np.float32)
         test_elastic_net_grad(0.1, 0.2)
+        x = to_gpu(np.ones(9, np.float32))
+        fastopt.dropout(x, 0.5, seed=1, counter=2, out=x, mask=to_gpu(np.zeros(9, np.uint8)))
+        fastopt.mse_grad(x, to_gpu(np.zeros(9, np.float32)))
+        fastopt.softmax_cross_entropy(to_gpu(np.ones((3, 3), np.float32)), to_gpu(np.arange(3)))
     finally:
         _launch.LAUNCHES = None
     declared = signatures()
@@ -614,16 +708,20 @@ def test_kernels_use_only_functions_defined_above_them():
 # ---- PTX: every kernel builds for sm_80 and sm_90 ----
 
 def test_every_kernel_compiles_to_ptx():
-    script = ("import fastopt.cuda as c\n"
-              "for cc in ((8, 0), (9, 0)):\n"
-              "    out = c.compile_ptx(cc)\n"
-              "    target = '.target sm_%d%d' % cc\n"
-              "    assert all(target in ptx for ptx in out.values()), cc\n"
-              "    print(cc, len(out))\n")
+    script = ("import sys, fastopt.cuda as c\n"
+              "cc = (int(sys.argv[1]), 0)\n"
+              "out = c.compile_ptx(cc)\n"
+              "assert all('.target sm_%d%d' % cc in ptx for ptx in out.values()), cc\n"
+              "print(len(out))\n")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    counts = [int(line.split()[-1]) for line in done.stdout.split("\n") if line]
+    # one process per compute capability, side by side
+    builds = [subprocess.Popen([sys.executable, "-c", script, major], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for major in ("8", "9")]
+    counts = []
+    for build in builds:
+        out, err = build.communicate(timeout=600)
+        assert build.returncode == 0, err[-3000:]
+        counts.append(int(out.split()[-1]))
     from fastopt._optimizers import OPTIMIZERS
     from fastopt.cuda import _launch
     signatures = fastopt.cuda.signatures()

@@ -347,6 +347,11 @@ FASTOPT_API fastopt_status fastopt_dropout(fastopt_dtype dtype, size_t n, const 
                                            double p, uint64_t seed, uint64_t counter);
 FASTOPT_API fastopt_status fastopt_mse_grad(fastopt_dtype dtype, size_t n, const void *pred, const void *target,
                                             void *grad, fastopt_reduction reduction, double *loss);
+/* Checks that each of the rows labels is in [0, classes) or ignore_index, and counts the rows not
+ * ignored into *counted (what fastopt_softmax_cross_entropy checks first; for a backend that runs
+ * the kernels elsewhere). */
+FASTOPT_API fastopt_status fastopt_check_labels(size_t rows, size_t classes, const int64_t *labels,
+                                                int64_t ignore_index, size_t *counted);
 FASTOPT_API fastopt_status fastopt_softmax_cross_entropy(fastopt_dtype dtype, size_t rows, size_t classes,
                                                          const void *logits, const int64_t *labels, void *grad,
                                                          double label_smoothing, int64_t ignore_index,

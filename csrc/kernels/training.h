@@ -71,11 +71,16 @@ FO_INLINE double FO_FN(xent_row)(size_t c, const FO_P *x, FO_P *g, int64_t label
         for (size_t j = 0; j < c; j++) ST_G(g, j, (T)0);
         return 0;
     }
-    T m = LD_G(x, 0);
-    for (size_t j = 1; j < c; j++) {
-        T xj = LD_G(x, j);
-        m = (xj > m || xj != xj) ? xj : m; /* NaN wins */
+    double big[FO_LANES];
+    for (int j = 0; j < FO_LANES; j++) big[j] = -INFINITY;
+    for (size_t i = 0; i < c; i += FO_LANES) { /* in lanes, as the norms: it vectorizes */
+        size_t len = c - i < FO_LANES ? c - i : FO_LANES;
+        for (size_t j = 0; j < len; j++) {
+            double xj = (double)LD_G(x, i + j);
+            big[j] = (xj > big[j] || xj != xj) ? xj : big[j]; /* NaN wins */
+        }
     }
+    const T m = (T)fo_max_lanes(big);
     double sums[FO_LANES] = {0}, logits[FO_LANES] = {0};
     for (size_t i = 0; i < c; i += FO_LANES) {
         size_t len = c - i < FO_LANES ? c - i : FO_LANES;
@@ -91,9 +96,8 @@ FO_INLINE double FO_FN(xent_row)(size_t c, const FO_P *x, FO_P *g, int64_t label
     if (smoothing != 0) loss -= smoothing / (double)c * fo_sum_lanes(logits);
     const T inv_sum = (T)(1 / sum), mul = (T)k->grad_mul, spread = (T)(smoothing / (double)c);
     const T on_label = (T)(smoothing / (double)c + (1 - smoothing));
-    for (size_t j = 0; j < c; j++) {
-        T target = (int64_t)j == label ? on_label : spread;
-        ST_G(g, j, (FO_FN(exp_neg)(LD_G(x, j) - m) * inv_sum - target) * mul);
-    }
+    const T e_label = FO_FN(exp_neg)(LD_G(x, label) - m);
+    for (size_t j = 0; j < c; j++) ST_G(g, j, (FO_FN(exp_neg)(LD_G(x, j) - m) * inv_sum - spread) * mul);
+    ST_G(g, label, (e_label * inv_sum - on_label) * mul); /* (the label's target, set apart: the loop vectorizes) */
     return loss;
 }

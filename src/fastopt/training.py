@@ -182,6 +182,8 @@ def _output(fn: str, name: str, out, like):
     """out, or a new array like `like` (same kind, device, shape and dtype) when it is None."""
     if out is not None:
         return out
+    if type(like).__name__ == "bfloat16" and hasattr(like, "array"):  # fastopt.cuda.bfloat16: the same wrapper
+        return type(like)(_output(fn, name, None, like.array))
     if isinstance(like, np.ndarray):
         return np.empty_like(like)
     module = type(like).__module__

@@ -20,8 +20,8 @@ import numpy as np
 from numba import cuda, float32, float64
 from numba.cuda.extending import register_jitable
 
-from fastopt.cuda._prims import (MARKERS, SIMULATOR, copysign, flag_set, itemsize, load, pointer, raise_flag, real,
-                                 sqrt, store, store_stochastic)
+from fastopt.cuda._prims import (MARKERS, SIMULATOR, copysign, flag_set, itemsize, ldexp, load, pointer, raise_flag,
+                                 real, sqrt, store, store_stochastic)
 
 THREADS = 4 if SIMULATOR else 256    # threads per block (the simulator runs each as a Python thread)
 CHUNK = 64 if SIMULATOR else 4096    # elements per block
@@ -54,7 +54,8 @@ def width(name: str) -> int:
 
 device = cuda.jit(device=True) if SIMULATOR else register_jitable
 F32 = MARKERS["float32"]   # master copies and dequantized 8-bit state
-CODE = np.uint8(0)         # 8-bit state codes
+CODE = np.uint8(0)         # 8-bit state codes (and dropout's mask)
+I64, F64 = np.int64(0), np.float64(0)  # labels, per-row losses
 
 # ---- element math shared by the optimizers (csrc/kernels/common.h) ----
 
@@ -719,3 +720,152 @@ def norm_total_kernel(blocks, total):
     if cuda.threadIdx.x == 0:
         total[0] = acc
         total[1] = big
+
+
+# ---- dropout and the losses (csrc/kernels/training.h) ----
+
+@kernel("table k2 aux pm")
+def dropout_kernel(table, k, aux, pm):
+    """y (role 0) = x (role 1, or y itself when 0) * (kept ? scale : 0), mask (role 2, if any) = kept.
+    k = (scale, p < 1); aux = (threshold, key low, key high, counter low, counter high).  A thread
+    takes the four elements of one Philox call (chunks start at multiples of 4, as the words do)."""
+    t, start, n = chunk_of(table, CHUNK)
+    y, x = role(table, t, 0, pm), role(table, t, 1 if table[t, 3] != 0 else 0, pm)
+    mask = pointer(table[t, 4], table[t, 0], CODE)  # (null when there is none: then never used)
+    scale, zero, keep_any = real(k[0], pm), real(0.0, pm), k[1] != 0
+    threshold = np.uint64(aux[0])
+    for group in range(start // 4 + cuda.threadIdx.x, (start + n + 3) // 4, cuda.blockDim.x):
+        g = np.uint64(group)
+        w0, w1, w2, w3 = philox(g & MASK32, g >> np.uint64(32), aux[3], aux[4], aux[1], aux[2])
+        for j in range(4):
+            i = group * 4 + j
+            if i < start + n:
+                word = w0 if j == 0 else w1 if j == 1 else w2 if j == 2 else w3
+                kept = word >= threshold and keep_any
+                store(y, i, load(x, i, pm) * (scale if kept else zero), pm)
+                if table[t, 4] != 0:
+                    mask[i] = CODE + 1 if kept else CODE
+
+
+@kernel("table k1 mat pm")
+def mse_kernel(table, k, out, pm):
+    """grad (role 0) = (pred - target) * k[0] (pred: role 1, or grad itself when 0; target: role 2, or
+    grad); out[b] = (this block's sum of (pred - target)^2, 0)."""
+    shared = cuda.shared.array(THREADS, float64)
+    t, start, n = chunk_of(table, CHUNK)
+    grad = role(table, t, 0, pm)
+    pred, target = role(table, t, 1 if table[t, 3] != 0 else 0, pm), role(table, t, 2 if table[t, 4] != 0 else 0, pm)
+    factor = real(k[0], pm)
+    acc = float64(0)
+    for i in range(start + cuda.threadIdx.x, start + n, cuda.blockDim.x):
+        d = load(pred, i, pm) - load(target, i, pm)
+        acc += float64(d) * float64(d)
+        store(grad, i, d * factor, pm)
+    acc = block_sum(shared, acc)
+    if cuda.threadIdx.x == 0:
+        out[cuda.blockIdx.x, 0] = acc
+        out[cuda.blockIdx.x, 1] = 0.0
+
+
+@device
+def exp_neg(x, pm):
+    """e^x for x <= 0, as csrc/kernels/training.h computes it (fo_exp_neg): Cody-Waite reduction,
+    a Taylor polynomial, times 2^k; 0 below the smallest normal's logarithm."""
+    wide = itemsize(pm) == 8
+    lowest = real(-708.0 if wide else -87.0, pm)
+    log2e = real(1.4426950408889634, pm)
+    magic = real(6755399441055744.0 if wide else 12582912.0, pm)
+    ln2_hi = real(6.93147180369123816490e-01 if wide else 0.693145751953125, pm)
+    ln2_lo = real(1.90821492927058770002e-10 if wide else 1.428606765330187045e-06, pm)
+    one = real(1.0, pm)
+    xc = lowest if x < lowest else x
+    k = (xc * log2e + magic) - magic
+    r = (xc - k * ln2_hi) - k * ln2_lo
+    p = one
+    for j in range(13 if wide else 7, 0, -1):
+        p = one + p * r * (one / real(j, pm))
+    return real(0.0, pm) if x < lowest else ldexp(p, int(k))
+
+
+# lanes of a row's sums, as C's fixed 16 (FO_LANES) combined in fo_sum_lanes' order
+LANES = 16
+
+
+@device
+def sum_lanes(a):
+    s0 = (a[0] + a[8]) + (a[4] + a[12])
+    s1 = (a[1] + a[9]) + (a[5] + a[13])
+    s2 = (a[2] + a[10]) + (a[6] + a[14])
+    s3 = (a[3] + a[11]) + (a[7] + a[15])
+    return (s0 + s2) + (s1 + s3)
+
+
+@kernel("table k2 aux pm")
+def xent_kernel(table, k, aux, pm):
+    """One block per row of softmax cross-entropy (csrc/kernels/training.h: xent_row): table row 0 =
+    (rows, 0, grad, logits (0: grad itself), labels (int64), each row's loss (float64));
+    k = (label smoothing, the gradient's factor); aux = (classes, ignore_index, ...).  The sums run
+    in C's 16 lanes (a thread each) and combine in C's order: the same bits as the C kernels."""
+    shared = cuda.shared.array(THREADS, float64)
+    lanes = cuda.shared.array((2, LANES), float64)
+    row_values = cuda.shared.array(3, float64)
+    r = cuda.blockIdx.x
+    c = aux[0]
+    grad = pointer(table[0, 2] + r * c * itemsize(pm), c, pm)
+    x = pointer(table[0, 3 if table[0, 3] != 0 else 2] + r * c * itemsize(pm), c, pm)
+    label = pointer(table[0, 4], table[0, 0], I64)[r]
+    losses = pointer(table[0, 5], table[0, 0], F64)
+    j0 = cuda.threadIdx.x
+    if label == aux[1]:
+        for j in range(j0, c, cuda.blockDim.x):
+            store(grad, j, real(0.0, pm), pm)
+        if j0 == 0:
+            losses[r] = 0.0
+        return
+    big = -math.inf
+    for j in range(j0, c, cuda.blockDim.x):
+        xj = float64(load(x, j, pm))
+        big = xj if (xj > big or xj != xj) else big
+    m = real(block_max(shared, big), pm)
+    for lane in range(j0, LANES, cuda.blockDim.x):  # (a lane a thread; the simulator has fewer threads)
+        s = float64(0)
+        sx = float64(0)
+        for j in range(lane, c, LANES):
+            xj = load(x, j, pm)
+            s += float64(exp_neg(xj - m, pm))
+            sx += float64(xj)
+        lanes[0, lane] = s
+        lanes[1, lane] = sx
+    cuda.syncthreads()
+    if j0 == 0:
+        smoothing = k[0]
+        total = sum_lanes(lanes[0])
+        loss = (float64(m) + math.log(total)) - (1 - smoothing) * float64(load(x, label, pm))
+        if smoothing != 0:
+            loss -= smoothing / c * sum_lanes(lanes[1])
+        losses[r] = loss
+        row_values[0] = total
+        row_values[1] = float64(exp_neg(load(x, label, pm) - m, pm))  # (read before the row is written)
+    cuda.syncthreads()
+    inv_sum, mul = real(1 / row_values[0], pm), real(k[1], pm)
+    spread = real(k[0] / c, pm)
+    for j in range(j0, c, cuda.blockDim.x):
+        store(grad, j, (exp_neg(load(x, j, pm) - m, pm) * inv_sum - spread) * mul, pm)
+    cuda.syncthreads()
+    if j0 == 0:
+        on_label = real(k[0] / c + (1 - k[0]), pm)
+        store(grad, label, (real(row_values[1], pm) * inv_sum - on_label) * mul, pm)
+
+
+@kernel("vec vec")
+def lane_total_kernel(values, total):
+    """total[0] = the sum of values in C's 16 lanes (value i in lane i % 16) and C's order."""
+    lanes = cuda.shared.array(LANES, float64)
+    for lane in range(cuda.threadIdx.x, LANES, cuda.blockDim.x):
+        s = float64(0)
+        for i in range(lane, values.shape[0], LANES):
+            s += values[i]
+        lanes[lane] = s
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        total[0] = sum_lanes(lanes)

@@ -11,6 +11,7 @@ pointers, and writes each tensor's constants instead of running), a gradient cal
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
 import os
 from collections import OrderedDict
@@ -21,7 +22,7 @@ from numba import cuda
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS
 from fastopt.cuda import _kernels as K
-from fastopt.cuda._arrays import DTYPES, is_gpu_array, stream_handle, view
+from fastopt.cuda._arrays import DTYPES, View, is_gpu_array, stream_handle, view
 from fastopt.cuda._prims import MARKERS, SIMULATOR
 
 C_DTYPES = {"float32": lib.FASTOPT_FLOAT32, "float64": lib.FASTOPT_FLOAT64, "float16": lib.FASTOPT_FLOAT16,
@@ -438,3 +439,102 @@ def elastic_net_grad(fn, grads, params, l1, l2, stream=None) -> None:
     call = Call.of(fn, [("grads", grads, True), ("params", params, False)], stream)
     table, blocks = call.table()
     call.launch(K.elastic_net_kernel, blocks, table, (float(l1), float(l2)), call.markers()[0])
+
+
+# ---- dropout and the losses ----
+
+def _same_memory(a, b) -> bool:
+    """Whether two GPU arrays start at one address (an output that is its input: in place)."""
+    va, vb = view(a), view(b)
+    return va is not None and vb is not None and va.address == vb.address
+
+
+def _side_array(call: Call, name: str, a, dtype: str, shape: tuple, written: bool) -> View:
+    """The view of an array that goes beside a call's own (a mask, labels), checked as Call checks
+    its arrays: on the call's device, of this dtype and shape, C-contiguous, writable if written."""
+    v = view(a) if is_gpu_array(a) else None
+    if v is None:
+        raise TypeError(f"fastopt.{call.fn}: {name} must be a GPU array on the call's device, got {type(a).__name__}")
+    problem = (f"is on cuda:{v.device}, the call on cuda:{call.device}" if v.device != call.device else
+               f"has dtype {v.dtype}, expected {dtype}" if v.dtype != dtype else
+               f"has shape {v.shape}, expected {shape}" if v.shape != shape else
+               "is not C-contiguous" if not v.contiguous else "is read-only" if written and v.readonly else None)
+    if problem:
+        raise (TypeError if "dtype" in problem else ValueError)(f"fastopt.{call.fn}: {name} {problem}")
+    return v
+
+
+def _int64_to_host(call: Call, v: View) -> np.ndarray:
+    """The int64 GPU array v, copied to the host (waits for the call's stream)."""
+    if SIMULATOR or not v.size:  # (the simulator's device memory is host memory)
+        return np.ctypeslib.as_array(ctypes.cast(v.address or 8, ctypes.POINTER(ctypes.c_int64)), (v.size,)).copy()
+    with _on(call.device):
+        device = cuda.from_cuda_array_interface({"shape": (v.size,), "typestr": "<i8", "data": (v.address, True),
+                                                 "version": 3}, owner=None, sync=False)
+        host = device.copy_to_host(stream=call.numba_stream())
+        call.numba_stream().synchronize()
+    return host
+
+
+def _device_table(call: Call, host: np.ndarray):
+    """A table made for one call (not kept: it holds a side array's address)."""
+    with _on(call.device):
+        return cuda.to_device(host, stream=call.numba_stream())
+
+
+def _read_total(call: Call, total) -> float:
+    """total[0] on the host: waits for the call's stream."""
+    with _on(call.device):
+        host = total.copy_to_host(stream=call.numba_stream())
+        call.numba_stream().synchronize()
+    return float(host[0])
+
+
+def dropout(fn, x, out, mask, p, seed, counter, stream=None) -> None:
+    call = Call.of(fn, [("out", out, True), ("x", None if _same_memory(x, out) else x, False)], stream)
+    host, blocks = call._host_table(K.CHUNK)
+    mask_address = 0
+    if mask is not None:
+        if type(mask).__module__.startswith("torch") and str(mask.dtype) == "torch.bool":
+            import torch
+            mask = mask.view(torch.uint8)
+        mask_address = _side_array(call, "mask", mask, "uint8", call.views[0][0].shape, True).address
+    host = np.concatenate([host, np.full((1, 1), mask_address, np.int64)], axis=1)
+    threshold = min(round(p * 2.0 ** 32), 2 ** 32 - 1)  # as csrc/api.c: fastopt_dropout
+    key = (seed & 0xFFFFFFFF, (seed >> 32) ^ 0x44524F50)
+    call.launch(K.dropout_kernel, blocks, _device_table(call, host), (1 / (1 - p) if p < 1 else 0.0, float(p < 1)),
+                (threshold, *key, counter & 0xFFFFFFFF, counter >> 32), call.markers()[0])
+
+
+def mse_grad(fn, pred, target, out, mean: bool, stream=None) -> float:
+    call = Call.of(fn, [("out", out, True), ("pred", None if _same_memory(pred, out) else pred, False),
+                        ("target", None if _same_memory(target, out) else target, False)], stream)
+    n = call.views[0][0].size
+    table, blocks = call.table()
+    sums, total = call.workspace("block_sums", (max(blocks, 1), 2)), call.workspace("total", (2,))
+    call.launch(K.mse_kernel, blocks, table, (2 / n if mean and n else 2.0,), sums, call.markers()[0])
+    if not blocks:
+        return math.nan if mean else 0.0
+    call.launch(K.norm_total_kernel, 1, sums[:blocks], total)
+    loss = _read_total(call, total)
+    return loss / n if mean else loss
+
+
+def softmax_cross_entropy(fn, logits, labels, out, smoothing, ignore_index, mean: bool, stream=None) -> float:
+    call = Call.of(fn, [("out", out, True), ("logits", None if _same_memory(logits, out) else logits, False)], stream)
+    rows, classes = call.views[0][0].shape
+    v = _side_array(call, "labels", labels, "int64", (rows,), False)
+    host_labels = _int64_to_host(call, v)  # checked on the host, by C, before anything runs
+    counted = ffi.new("size_t *")
+    check(lib.fastopt_check_labels(rows, classes, ffi.from_buffer("int64_t[]", host_labels), ignore_index, counted), fn)
+    losses, total = call.workspace("row_losses", (max(rows, 1),)), call.workspace("total", (2,))
+    logits_address = 0 if call.views[1] is None else call.views[1][0].address
+    host = np.array([[rows, 0, call.views[0][0].address, logits_address, v.address, view(losses).address]], np.int64)
+    grad_mul = (1 / counted[0] if counted[0] else math.inf) if mean else 1.0
+    call.launch(K.xent_kernel, rows, _device_table(call, host), (float(smoothing), grad_mul),
+                (classes, ignore_index, 0, 0, 0), call.markers()[0])
+    if not rows:
+        return math.nan if mean else 0.0
+    call.launch(K.lane_total_kernel, 1, losses[:rows], total)
+    loss = _read_total(call, total)
+    return (loss / counted[0] if counted[0] else math.nan) if mean else loss

@@ -79,6 +79,10 @@ if SIMULATOR:
     def sqrt(x):
         return np.sqrt(x)
 
+    def ldexp(x, k):
+        """x * 2^k, in x's type."""
+        return np.ldexp(x, int(k))
+
     def copysign(x, y):
         return np.copysign(x, y)
 
@@ -141,6 +145,7 @@ else:
 
     sqrt = math.sqrt
     copysign = math.copysign
+    ldexp = math.ldexp
 
     @overload(pointer, target="cuda")
     def _pointer(address, n, marker):
