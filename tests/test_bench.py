@@ -108,6 +108,30 @@ def test_param_groups_rows_step_in_one_fastopt_call_and_match_torch_and_numpy(na
     assert calls == [name] * (20 if name == "lamb" else 1)  # (LAMB clips by a call's norm: a call per group)
 
 
+def test_a_hyper_parameter_search_row_steps_16_replicas_in_one_fastopt_call():
+    """mlp20-sweep16: 16 replicas of mlp20, each a group with its own (lr, weight decay) of a 4x4
+    grid; fastopt one call, every backend checked against the reference."""
+    rows = cli.run_case("adamw", "float32", "mlp20-sweep16", repeats=1, on_sample=None)
+    assert not any(r["wrong"] for r in rows), [r["backend"] for r in rows if r["wrong"]]
+    assert next(r for r in rows if r["backend"] == "fastopt")["tensors"] == 320
+    problem = cases.Problem(cases.OPTIMIZERS["adamw"], "float32", cases.shapes_of("mlp20-sweep16"),
+                            grouped="mlp20-sweep16")
+    per = problem.per_tensor()
+    assert len(problem.groups) == 16 and len(set(zip(per["lr"], per["weight_decay"]))) == 16
+
+
+@pytest.mark.parametrize("kernel", ["dropout", "mse_grad", "softmax_cross_entropy"])
+def test_training_kernel_rows_are_checked_and_have_the_tables_columns(kernel):
+    from fastopt.bench import training
+    size = {"dropout": "64k", "mse_grad": "64k", "softmax_cross_entropy": "256x10"}[kernel]
+    rows = training.run_case(kernel, "float32", size, repeats=1)
+    assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy"}
+    assert not any(r["wrong"] for r in rows), [r["backend"] for r in rows if r["wrong"]]
+    ours = next(r for r in rows if r["backend"] == "fastopt")
+    assert ours["gbps"] > 0 and ours["vs_numpy"] > 0 and ours["numel"] == (2560 if kernel == "softmax_cross_entropy"
+                                                                          else 65536)
+
+
 def test_deepspeed_backend_when_installed():
     if not cases.deepspeed_available():
         pytest.skip("DeepSpeed's CPU Adam is not installed, or its op is not built (it compiles at first use: "

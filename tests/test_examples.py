@@ -47,3 +47,16 @@ def test_lr_sweep_trains_every_configuration_together_as_alone(tmp_path):
     assert losses == sorted(losses) and losses[0] < 2.3, out  # below chance (ln 10): the best one learns
     calls = re.search(r"in (\d+) optimizer calls;.* in (\d+) calls", out)
     assert int(calls.group(2)) == 20 * int(calls.group(1)), out
+
+
+def test_numpy_mlp_trains_the_digits_with_fastopt_as_with_plain_numpy():
+    import re
+
+    import pytest
+    pytest.importorskip("sklearn")
+    out = run("numpy_mlp.py")
+    acc = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(NumPy \+ fastopt|plain NumPy|torch)\s+([0-9.]+)",
+                                                            out, re.M)}
+    assert acc["NumPy + fastopt"] > 0.9 and acc["plain NumPy"] > 0.9, out   # chance is 0.1
+    assert abs(acc["NumPy + fastopt"] - acc["plain NumPy"]) < 0.04, out      # different masks, the same accuracy
+    assert "the time of plain NumPy's" in out, out

@@ -63,8 +63,9 @@ FO_INLINE T FO_FN(exp_neg)(T x)
 
 /* One row of softmax cross-entropy: grad = (softmax(x) - t) * k->grad_mul, t the smoothed one-hot
  * target; returns the row's loss, logsumexp(x) - sum_j t_j x_j (0, and zero gradients, for a row
- * labelled ignore_index).  Three passes over the row (its max; the sum of exps and of the logits;
- * the gradient), which stays in cache between them. */
+ * labelled ignore_index).  Three passes over the row, which stays in cache between them: its max;
+ * the sums of the exps and of the logits (each exp kept in the gradient's memory where that holds
+ * it exactly, float32 and float64); the gradient. */
 FO_INLINE double FO_FN(xent_row)(size_t c, const FO_P *x, FO_P *g, int64_t label, const fo_xent_consts *k)
 {
     if (label == k->ignore_index) {
@@ -80,24 +81,28 @@ FO_INLINE double FO_FN(xent_row)(size_t c, const FO_P *x, FO_P *g, int64_t label
             big[j] = (xj > big[j] || xj != xj) ? xj : big[j]; /* NaN wins */
         }
     }
-    const T m = (T)fo_max_lanes(big);
+    const T m = (T)fo_max_lanes(big), x_label = LD_G(x, label); /* (read before the row is overwritten in place) */
+    const int keep_exp = sizeof(FO_P) == sizeof(T);
     double sums[FO_LANES] = {0}, logits[FO_LANES] = {0};
     for (size_t i = 0; i < c; i += FO_LANES) {
         size_t len = c - i < FO_LANES ? c - i : FO_LANES;
         for (size_t j = 0; j < len; j++) {
-            T xj = LD_G(x, i + j);
-            sums[j] += (double)FO_FN(exp_neg)(xj - m);
+            T xj = LD_G(x, i + j), e = FO_FN(exp_neg)(xj - m);
+            sums[j] += (double)e;
             logits[j] += (double)xj;
+            if (keep_exp) ST_G(g, i + j, e);
         }
     }
     double sum = fo_sum_lanes(sums), smoothing = k->label_smoothing;
-    double x_label = (double)LD_G(x, label); /* (read before the row may be overwritten in place) */
-    double loss = ((double)m + log(sum)) - (1 - smoothing) * x_label;
+    double loss = ((double)m + log(sum)) - (1 - smoothing) * (double)x_label;
     if (smoothing != 0) loss -= smoothing / (double)c * fo_sum_lanes(logits);
     const T inv_sum = (T)(1 / sum), mul = (T)k->grad_mul, spread = (T)(smoothing / (double)c);
     const T on_label = (T)(smoothing / (double)c + (1 - smoothing));
-    const T e_label = FO_FN(exp_neg)(LD_G(x, label) - m);
-    for (size_t j = 0; j < c; j++) ST_G(g, j, (FO_FN(exp_neg)(LD_G(x, j) - m) * inv_sum - spread) * mul);
+    const T e_label = keep_exp ? LD_G(g, label) : FO_FN(exp_neg)(x_label - m);
+    for (size_t j = 0; j < c; j++) {
+        T e = keep_exp ? LD_G(g, j) : FO_FN(exp_neg)(LD_G(x, j) - m);
+        ST_G(g, j, (e * inv_sum - spread) * mul);
+    }
     ST_G(g, label, (e_label * inv_sum - on_label) * mul); /* (the label's target, set apart: the loop vectorizes) */
     return loss;
 }

@@ -96,6 +96,12 @@ def param_groups(model: str, params: list, lr: float) -> list[dict]:
     """The param groups a fine-tuning recipe makes of a model's parameter list (params in the
     order of MODELS[model]): "-2groups", weight decay on matrices only; "-lld", also layer-wise lr
     decay (0.9 a layer, the embeddings lowest): a decay and a no-decay group per layer."""
+    if "-sweep" in model:  # K replicas of the model, each its own (lr, weight decay) of a grid
+        k = int(model.rsplit("-sweep", 1)[1])
+        per = len(params) // k
+        side = int(round(k ** 0.5))
+        return [{"params": params[r * per:(r + 1) * per], "lr": lr * 3.0 ** (r % side - side // 2),
+                 "weight_decay": 0.0 if r // side == 0 else 10.0 ** (r // side - side)} for r in range(k)]
     if model.endswith("-2groups"):
         return [{"params": [p for p in params if p.ndim >= 2]},
                 {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -108,7 +114,8 @@ def param_groups(model: str, params: list, lr: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-GROUPED = ("mlp20-lld", "gpt2-small-2groups", "bert-base-lld")  # param groups of MODELS (see param_groups)
+# param groups of MODELS (see param_groups); -sweep16: 16 replicas of the model, a hyper-parameter search
+GROUPED = ("mlp20-lld", "gpt2-small-2groups", "bert-base-lld", "mlp20-sweep16")
 
 
 def parse_size(text: str) -> int:
@@ -120,7 +127,8 @@ def parse_size(text: str) -> int:
 def shapes_of(problem: str) -> list[tuple[int, ...]]:
     """A model name (grouped or not), or a size (e.g. 4k, 32m) for one flat tensor."""
     model = problem.rsplit("-", 1)[0] if problem in GROUPED else problem
-    return MODELS[model]() if model in MODELS else [(parse_size(problem),)]
+    replicas = int(problem.rsplit("-sweep", 1)[1]) if problem in GROUPED and "-sweep" in problem else 1
+    return MODELS[model]() * replicas if model in MODELS else [(parse_size(problem),)]
 
 
 class Problem:

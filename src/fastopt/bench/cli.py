@@ -5,6 +5,8 @@
     fastopt-bench --full           every optimizer, float32 and float64, up to 64M elements and
                                    GPT-2 small (an hour or more, and ~13 GB of memory at 64M float64)
     fastopt-bench --optimizer adamw --dtype float32 --sizes 4k,1m,32m,mlp20 --plot bench.png
+    fastopt-bench --training       dropout, MSE and softmax cross-entropy with their gradients
+                                   (fastopt.bench.training; --full runs them too)
 
 Each finished case is written to --json/--csv at once and progress goes to stderr, so an
 interrupted run (Ctrl-C) keeps what it measured and prints its table.  Times whose samples spread
@@ -25,7 +27,7 @@ import time
 import numpy as np
 
 import fastopt
-from fastopt.bench import measure, report
+from fastopt.bench import measure, report, training
 from fastopt.bench.cases import GROUPED, OPTIMIZERS, Problem, backends, shapes_of
 
 FULL = dict(optimizers=",".join(OPTIMIZERS), dtypes="float32,float64",
@@ -107,6 +109,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--dtype", help="comma-separated: float32, float64")
     ap.add_argument("--sizes", help="comma-separated element counts (4k, 32m, ...) or models (mlp20, gpt2-small, "
                     f"bert-base) or their param groups ({', '.join(GROUPED)}: one fastopt call, a torch call each)")
+    ap.add_argument("--training", action="store_true", help="the training-loop kernels (dropout, mse_grad, "
+                    "softmax_cross_entropy) instead of the optimizers")
     ap.add_argument("--threads", type=int, help="threads for fastopt and torch (default: all cores)")
     ap.add_argument("--repeats", type=int, help="timed samples per backend (default 7, quick 5)")
     ap.add_argument("--json", metavar="PATH")
@@ -161,16 +165,22 @@ def main(argv=None) -> int:
         with contextlib.suppress(ImportError):
             import torch
             torch.set_num_threads(args.threads)
-    cases = [(o, d, s) for o in args.optimizers for d in args.dtypes for s in args.size_list]
+    # (run, name, dtype, size, backends timed): optimizers, the training kernels, or both (--full)
+    cases = [] if args.training else [(run_case, o, d, s, len(backends(OPTIMIZERS[o])))
+                                      for o in args.optimizers for d in args.dtypes for s in args.size_list]
+    if args.training or args.full:
+        per = 3 + training.torch_available()
+        cases += [(training.run_case, k, d, s, per) for k in training.KERNELS for d in args.dtypes
+                  for s in training.SIZES[k]]
     meta = machine()
     title = (f"fastopt {meta['fastopt']['version']} ({meta['fastopt']['isa']}, {meta['fastopt']['num_threads']} threads) "
              f"on {meta['cpu']}, {meta['cores']} cores; median of {args.repeats}")
     rows, interrupted, started = [], False, time.monotonic()
     try:
-        with _progress(sum(len(backends(OPTIMIZERS[o])) for o, _, _ in cases) * args.repeats) as advance:
-            for i, (o, d, s) in enumerate(cases, 1):
+        with _progress(sum(n for *_, n in cases) * args.repeats) as advance:
+            for i, (run, o, d, s, _) in enumerate(cases, 1):
                 at = time.monotonic()
-                rows += run_case(o, d, s, args.repeats, lambda o=o, d=d, s=s: advance(f"{o} {d} {s}"))
+                rows += run(o, d, s, args.repeats, lambda o=o, d=d, s=s: advance(f"{o} {d} {s}"))
                 gc.collect()  # one problem's arrays alive at a time
                 print(f"[{i}/{len(cases)}] {o} {d} {s}: {time.monotonic() - at:.0f} s "
                       f"({time.monotonic() - started:.0f} s in all)", file=sys.stderr, flush=True)

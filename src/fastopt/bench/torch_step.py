@@ -2,7 +2,9 @@
 ``torch.optim``'s fused CPU optimizers (and DeepSpeed's CPU Adam when importable), on the parameter
 lists of a small MLP (20 tensors, 41,600 params) and GPT-2 small (148 tensors, 124M params), and on
 fine-tuning recipes' param groups: gpt2-small-2groups (weight decay on matrices only), and
-layer-wise lr decay times decay/no-decay: mlp20-lld (20 groups) and bert-base-lld (BERT-base, 28).
+layer-wise lr decay times decay/no-decay: mlp20-lld (20 groups) and bert-base-lld (BERT-base, 28);
+and a hyper-parameter search: mlp20-sweep16, 16 replicas of mlp20, each a group with its own lr and
+weight decay.
 
     python -m fastopt.bench.torch_step [--optimizers adamw,adam,sgd,adagrad] [--repeats 15] [--new-grads]
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastopt.bench.cases import GROUPED, MODELS, param_groups
+from fastopt.bench.cases import GROUPED, MODELS, param_groups, shapes_of
 from fastopt.bench.measure import interleaved, summary
 
 TORCH_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad"}
@@ -51,7 +53,7 @@ def steps(optimizer: str, model: str, new_grads: bool = False) -> dict:
 
     import fastopt.torch as ft
     grouped = model in GROUPED
-    shapes = MODELS[model.rsplit("-", 1)[0] if grouped else model]()
+    shapes = shapes_of(model)
     name, hyper = TORCH_NAMES[optimizer], HYPER[optimizer]
 
     def variant(make):

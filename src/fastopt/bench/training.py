@@ -1,0 +1,165 @@
+"""The training-loop kernels against NumPy and torch: dropout (its forward; the backward is the same
+call), the mean squared error with its gradient, and softmax cross-entropy with its gradient.
+
+    fastopt-bench --training [--dtype float32] [--repeats 7]
+
+Rows have fastopt-bench's columns, the kernel in place of the optimizer: GB/s counts the bytes a
+kernel must move (dropout: x read, y written; MSE: pred and target read, grad written; cross-entropy:
+logits read, grad written), and the roofline probe is fastopt's STREAM probe over one array in and
+one in-out.  fastopt's results are checked against fastopt.reference (dropout bit for bit, its
+masks specified); NumPy's and torch's dropout draw other masks and are checked for their keep
+rate, their losses against the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import fastopt
+from fastopt.bench import measure
+from fastopt.bench.cases import parse_size, torch_available
+
+KERNELS = ("dropout", "mse_grad", "softmax_cross_entropy")
+SIZES = {"dropout": ("64k", "1m", "8m"), "mse_grad": ("64k", "1m", "8m"),
+         "softmax_cross_entropy": ("256x10", "4096x1000", "512x32000")}
+P = 0.1  # dropout's probability
+BYTES = {"dropout": 2, "mse_grad": 3, "softmax_cross_entropy": 2}  # arrays moved, in elements
+
+
+def shape_of(kernel: str, size: str) -> tuple:
+    if kernel == "softmax_cross_entropy":
+        rows, classes = size.lower().split("x")
+        return parse_size(rows), parse_size(classes)
+    return (parse_size(size),)
+
+
+def _arrays(kernel: str, dtype, shape, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(dtype)
+    if kernel == "softmax_cross_entropy":
+        return x, rng.integers(0, shape[1], shape[0])
+    return x, rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+
+
+def steps(kernel: str, dtype: str, shape) -> dict:
+    """{backend: (step function, check of its result: True/False)}."""
+    x, other = _arrays(kernel, dtype, shape)
+    out = np.empty_like(x)
+    np_dtype = np.dtype(dtype)
+    if kernel == "dropout":
+        rng = np.random.default_rng(1)
+        scale = np_dtype.type(1 / (1 - P))
+        want = fastopt.reference.dropout(x, P, seed=1, counter=2)
+
+        def numpy_dropout():
+            np.multiply(x, (rng.random(x.shape, dtype=np.float32) >= P) * scale, out=out)
+        fns = {"fastopt": (lambda: fastopt.dropout(x, P, seed=1, counter=2, out=out),
+                           lambda: np.array_equal(out, want)),
+               "numpy": (numpy_dropout, lambda: _keeps(out, x))}
+        if torch_available():
+            import torch
+            xt = torch.from_numpy(x)
+            fns["torch"] = (lambda: out.__setitem__(slice(None), torch.nn.functional.dropout(xt, P).numpy()),
+                            lambda: _keeps(out, x))
+        roles = (x, out)
+    elif kernel == "mse_grad":
+        want_loss, want = fastopt.reference.mse_grad(x, other)
+        loss = [None]
+
+        def numpy_mse():
+            d = np.subtract(x, other, out=out)
+            loss[0] = float(np.dot(d.astype(np.float64), d)) / d.size
+            d *= np_dtype.type(2 / d.size)
+        fns = {"fastopt": (lambda: loss.__setitem__(0, fastopt.mse_grad(x, other, out=out)[0]),
+                           lambda: _close(loss[0], out, want_loss, want, dtype)),
+               "numpy": (numpy_mse, lambda: _close(loss[0], out, want_loss, want, dtype))}
+        if torch_available():
+            import torch
+            xt, tt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(other)
+
+            def torch_mse():
+                xt.grad = None
+                value = torch.nn.functional.mse_loss(xt, tt)
+                value.backward()
+                loss[0] = value.item()
+                out[...] = xt.grad.numpy()
+            fns["torch"] = (torch_mse, lambda: _close(loss[0], out, want_loss, want, dtype))
+        roles = (x, out)
+    else:
+        want_loss, want = fastopt.reference.softmax_cross_entropy(x, other)
+        loss = [None]
+        rows = np.arange(x.shape[0])
+
+        def numpy_xent():
+            z = x - x.max(axis=1, keepdims=True)
+            np.exp(z, out=out)
+            total = out.sum(axis=1, keepdims=True)
+            loss[0] = float(np.mean(np.log(total[:, 0]) - z[rows, other]))
+            out[...] /= total
+            out[rows, other] -= 1
+            out[...] /= x.shape[0]
+        fns = {"fastopt": (lambda: loss.__setitem__(0, fastopt.softmax_cross_entropy(x, other, out=out)[0]),
+                           lambda: _close(loss[0], out, want_loss, want, dtype)),
+               "numpy": (numpy_xent, lambda: _close(loss[0], out, want_loss, want, dtype))}
+        if torch_available():
+            import torch
+            xt, lt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(other)
+
+            def torch_xent():
+                xt.grad = None
+                value = torch.nn.functional.cross_entropy(xt, lt)
+                value.backward()
+                loss[0] = value.item()
+                out[...] = xt.grad.numpy()
+            fns["torch"] = (torch_xent, lambda: _close(loss[0], out, want_loss, want, dtype))
+        roles = (x, out)
+    fns["roofline"] = (_probe(*roles), None)
+    return fns
+
+
+def _keeps(out, x) -> bool:
+    """Dropout's result looks right: zeros where dropped, a keep rate within 6 sigma of 1 - P."""
+    kept = (out != 0).mean()
+    return abs(kept - (1 - P)) < 6 * np.sqrt(P * (1 - P) / x.size) + 1 / x.size
+
+
+def _close(loss, grad, want_loss, want, dtype) -> bool:
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == "float32" else dict(rtol=1e-9, atol=1e-12)
+    return np.allclose(loss, want_loss, **tol) and np.allclose(grad, want, **tol)
+
+
+def _probe(x, out):
+    """fastopt's STREAM probe: x read, out read and written (trivial math)."""
+    from fastopt._arrays import C_DTYPES
+    from fastopt._native import ffi, lib
+    dtype, n, src, dst = C_DTYPES[x.dtype], x.size, ffi.from_buffer(x), [ffi.from_buffer(out)]
+    return lambda: lib.fastopt_stream(dtype, n, src, 1, dst)
+
+
+def run_case(kernel: str, dtype: str, size: str, repeats: int, on_sample=None) -> list[dict]:
+    """fastopt-bench's rows for one (kernel, dtype, size): every backend checked, then timed."""
+    shape = shape_of(kernel, size)
+    fns = steps(kernel, dtype, shape)
+    wrong = set()
+    for name, (fn, check) in fns.items():
+        if check is not None:
+            fn()
+            if not check():
+                wrong.add(name)
+    samples = measure.interleaved({name: fn for name, (fn, _) in fns.items()}, repeats, on_sample=on_sample)
+    numel = int(np.prod(shape))
+    moved = BYTES[kernel] * np.dtype(dtype).itemsize * numel
+    rows = []
+    for name, s in samples.items():
+        row = {"optimizer": kernel, "dtype": dtype, "problem": size, "numel": numel, "tensors": 1, "backend": name,
+               "wrong": name in wrong, **measure.summary(s)}
+        row["elements_per_s"] = numel / row["median_s"]
+        row["gbps"] = moved / row["median_s"] / 1e9
+        rows.append(row)
+    by = {r["backend"]: r for r in rows}
+    probe_gbps = 3 * np.dtype(dtype).itemsize * numel / by["roofline"]["min_s"] / 1e9
+    for r in rows:
+        r["roofline_pct"] = 100 * r["gbps"] / probe_gbps
+        r["vs_numpy"] = by["numpy"]["median_s"] / r["median_s"] if r["backend"] != "roofline" else None
+        r["vs_torch"] = by["torch"]["median_s"] / r["median_s"] if "torch" in by and r["backend"] != "roofline" \
+            else None
+    return rows
