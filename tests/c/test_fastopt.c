@@ -348,6 +348,53 @@ static void test_gradients(fastopt_dtype d)
     release(&b, 2);
 }
 
+/* ---- dropout and the losses (float32): known answers, in place, errors writing nothing ---- */
+
+static void test_training(void)
+{
+    enum { N = 5000 };
+    static float x[N], y[N], z[N];
+    static uint8_t mask[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(i % 7) - 3.0f;
+    EXPECT(fastopt_dropout(FASTOPT_FLOAT32, N, x, y, mask, 0.25, 42, 7) == FASTOPT_OK, "dropout");
+    size_t kept = 0;
+    for (int i = 0; i < N; i++) {
+        kept += mask[i];
+        EXPECT(y[i] == (mask[i] ? x[i] * (float)(1 / 0.75) : x[i] * 0.0f), "dropout [%d]", i);
+    }
+    EXPECT(kept > N * 0.70 && kept < N * 0.80, "dropout kept %zu of %d", kept, N);
+    memcpy(z, x, sizeof x); /* in place: the same bits */
+    EXPECT(fastopt_dropout(FASTOPT_FLOAT32, N, z, z, NULL, 0.25, 42, 7) == FASTOPT_OK && memcmp(z, y, sizeof y) == 0,
+           "dropout in place");
+    EXPECT(fastopt_dropout(FASTOPT_FLOAT32, N, x, y, NULL, 1.5, 42, 7) == FASTOPT_ERR_HYPERPARAMETER && memcmp(z, y, sizeof y) == 0,
+           "dropout p > 1 writes nothing");
+
+    float pred[4] = {1, 2, 3, 4}, target[4] = {0, 2, 5, 4}, grad[4];
+    double loss = 0;
+    EXPECT(fastopt_mse_grad(FASTOPT_FLOAT32, 4, pred, target, grad, FASTOPT_MEAN, &loss) == FASTOPT_OK && loss == 1.25 &&
+           grad[0] == 0.5f && grad[1] == 0 && grad[2] == -1.0f && grad[3] == 0, "mse_grad mean: %g", loss);
+    EXPECT(fastopt_mse_grad(FASTOPT_FLOAT32, 4, pred, target, grad, FASTOPT_SUM, &loss) == FASTOPT_OK && loss == 5 &&
+           grad[2] == -4.0f, "mse_grad sum: %g", loss);
+    EXPECT(fastopt_mse_grad(FASTOPT_FLOAT32, 4, pred, target, grad, 2, &loss) == FASTOPT_ERR_ARGUMENT, "mse reduction");
+
+    /* two rows of 3 classes: equal logits (loss ln 3, grad 1/3 - t), and an ignored row */
+    float logits[6] = {0, 0, 0, 5, 1, 2}, g[6];
+    int64_t labels[2] = {1, -100};
+    EXPECT(fastopt_softmax_cross_entropy(FASTOPT_FLOAT32, 2, 3, logits, labels, g, 0.0, -100, FASTOPT_MEAN, &loss) == FASTOPT_OK,
+           "xent");
+    EXPECT(fabs(loss - log(3.0)) < 1e-7 && fabsf(g[0] - 1.0f / 3) < 1e-7f && fabsf(g[1] + 2.0f / 3) < 1e-7f && g[3] == 0 &&
+           g[5] == 0, "xent values: %.9g", loss);
+    int64_t bad[2] = {1, 3};
+    float before[6];
+    memcpy(before, g, sizeof g);
+    EXPECT(fastopt_softmax_cross_entropy(FASTOPT_FLOAT32, 2, 3, logits, bad, g, 0.0, -100, FASTOPT_MEAN, &loss) == FASTOPT_ERR_ARGUMENT &&
+           memcmp(before, g, sizeof g) == 0, "xent bad label writes nothing");
+    EXPECT(fastopt_softmax_cross_entropy(FASTOPT_FLOAT32, 2, 3, logits, labels, g, 1.5, -100, FASTOPT_MEAN, &loss) ==
+           FASTOPT_ERR_HYPERPARAMETER, "xent smoothing");
+    EXPECT(fastopt_softmax_cross_entropy(FASTOPT_FLOAT32, 2, 3, logits, labels, logits + 1, 0.0, -100, FASTOPT_MEAN, &loss) ==
+           FASTOPT_ERR_OVERLAP, "xent overlap");
+}
+
 /* ---- every status code, and nothing written ---- */
 
 static void test_status_codes(void)
@@ -450,6 +497,7 @@ int main(void)
             test_gradients(d);
         }
         test_adamw_quant8();
+        test_training();
     }
     fastopt_set_isa(NULL);
     test_status_codes();
