@@ -60,59 +60,51 @@ def steps(kernel: str, dtype: str, shape) -> dict:
             xt = torch.from_numpy(x)
             fns["torch"] = (lambda: out.__setitem__(slice(None), torch.nn.functional.dropout(xt, P).numpy()),
                             lambda: _keeps(out, x))
-        roles = (x, out)
     elif kernel == "mse_grad":
-        want_loss, want = fastopt.reference.mse_grad(x, other)
-        loss = [None]
-
         def numpy_mse():
             d = np.subtract(x, other, out=out)
-            loss[0] = float(np.dot(d.astype(np.float64), d)) / d.size
+            loss = float(np.dot(d.astype(np.float64), d)) / d.size
             d *= np_dtype.type(2 / d.size)
-        fns = {"fastopt": (lambda: loss.__setitem__(0, fastopt.mse_grad(x, other, out=out)[0]),
-                           lambda: _close(loss[0], out, want_loss, want, dtype)),
-               "numpy": (numpy_mse, lambda: _close(loss[0], out, want_loss, want, dtype))}
-        if torch_available():
-            import torch
-            xt, tt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(other)
-
-            def torch_mse():
-                xt.grad = None
-                value = torch.nn.functional.mse_loss(xt, tt)
-                value.backward()
-                loss[0] = value.item()
-                out[...] = xt.grad.numpy()
-            fns["torch"] = (torch_mse, lambda: _close(loss[0], out, want_loss, want, dtype))
-        roles = (x, out)
+            return loss
+        fns = _loss_backends(kernel, x, other, out, dtype, numpy_mse, "mse_loss")
     else:
-        want_loss, want = fastopt.reference.softmax_cross_entropy(x, other)
-        loss = [None]
         rows = np.arange(x.shape[0])
 
         def numpy_xent():
             z = x - x.max(axis=1, keepdims=True)
             np.exp(z, out=out)
             total = out.sum(axis=1, keepdims=True)
-            loss[0] = float(np.mean(np.log(total[:, 0]) - z[rows, other]))
             out[...] /= total
             out[rows, other] -= 1
             out[...] /= x.shape[0]
-        fns = {"fastopt": (lambda: loss.__setitem__(0, fastopt.softmax_cross_entropy(x, other, out=out)[0]),
-                           lambda: _close(loss[0], out, want_loss, want, dtype)),
-               "numpy": (numpy_xent, lambda: _close(loss[0], out, want_loss, want, dtype))}
-        if torch_available():
-            import torch
-            xt, lt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(other)
-
-            def torch_xent():
-                xt.grad = None
-                value = torch.nn.functional.cross_entropy(xt, lt)
-                value.backward()
-                loss[0] = value.item()
-                out[...] = xt.grad.numpy()
-            fns["torch"] = (torch_xent, lambda: _close(loss[0], out, want_loss, want, dtype))
-        roles = (x, out)
+            return float(np.mean(np.log(total[:, 0]) - z[rows, other]))
+        fns = _loss_backends(kernel, x, other, out, dtype, numpy_xent, "cross_entropy")
+    roles = (x, out)
     fns["roofline"] = (_probe(*roles), None)
+    return fns
+
+
+def _loss_backends(kernel: str, x, other, out, dtype: str, numpy_step, torch_name: str) -> dict:
+    """A loss's backends, each writing the gradient into out and keeping its loss, checked
+    against fastopt.reference: fastopt, NumPy (numpy_step returns the loss), and torch's
+    functional loss with autograd (torch.nn.functional.<torch_name>)."""
+    want_loss, want = getattr(fastopt.reference, kernel)(x, other)
+    loss = [None]
+
+    def checked(step):
+        return (lambda: loss.__setitem__(0, step()), lambda: _close(loss[0], out, want_loss, want, dtype))
+    fns = {"fastopt": checked(lambda: getattr(fastopt, kernel)(x, other, out=out)[0]), "numpy": checked(numpy_step)}
+    if torch_available():
+        import torch
+        xt, ot = torch.from_numpy(x).requires_grad_(), torch.from_numpy(other)
+
+        def torch_step():
+            xt.grad = None
+            value = getattr(torch.nn.functional, torch_name)(xt, ot)
+            value.backward()
+            out[...] = xt.grad.numpy()
+            return value.item()
+        fns["torch"] = checked(torch_step)
     return fns
 
 
