@@ -250,7 +250,9 @@ static fastopt_status common_consts(const fastopt_common *o, int wd_mode, fo_com
     REQUIRE(in_range(o->lr, 0, INFINITY, 1), "lr must be a finite number >= 0, got %g", o->lr);
     REQUIRE(in_range(o->weight_decay, 0, INFINITY, 1), "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
     REQUIRE(in_range(o->l1_prox, 0, INFINITY, 1), "l1_prox must be a finite number >= 0, got %g", o->l1_prox);
-    REQUIRE(in_range(o->grad_scale, 0, INFINITY, 1), "grad_scale must be a finite number > 0, got %g", o->grad_scale);
+    /* (inf reads every gradient as 0, and inf or NaN ones as NaN: grad / grad_scale, as torch's fused
+     * optimizers compute it; LAMB clipping by an infinite norm over several groups passes it) */
+    REQUIRE(o->grad_scale >= 0, "grad_scale must be a number > 0, got %g", o->grad_scale);
     double scale = o->grad_scale == 0 ? 1.0 : o->grad_scale, wd = o->weight_decay;
     *c = (fo_common_consts){
         .lr = o->lr, .weight_decay = wd, .grad_mul = (o->maximize ? -1.0 : 1.0) / scale,

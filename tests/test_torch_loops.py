@@ -505,3 +505,45 @@ def test_the_steady_state_step_notices_every_change_between_steps(name, monkeypa
         torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12)
     # the steps right after a change (and the first two) search; the others do not
     assert steady == 9, steady
+
+
+def test_what_an_outside_review_found_a_loop_doing_is_followed_as_torch_follows_it():
+    """A copied or unpickled optimizer steps; betas given as a list (a config file's) and changed in
+    place take effect; a state tensor whose .data is replaced is stepped in its new memory."""
+    import pickle
+    torch.manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(4, dtype=torch.float64)) for _ in range(2)]
+    a, b, ours = twins(params, "AdamW", lr=0.1)
+    for o in (a, b):
+        o.param_groups[0]["betas"] = [0.9, 0.999]
+    run_both(a, b, params, ours, 2)
+    for copied in (copy.deepcopy(b), pickle.loads(pickle.dumps(b))):
+        for p in copied.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        copied.step()  # (its own copies of the params)
+    for o in (a, b):
+        o.param_groups[0]["betas"][0] = 0.0
+    run_both(a, b, params, ours, 2)
+    for o, ps in ((a, params), (b, ours)):
+        o.state[ps[0]]["exp_avg"].data = o.state[ps[0]]["exp_avg"].data.clone()
+    run_both(a, b, params, ours, 2)
+    assert_same(params, ours, a, b)
+
+
+def test_lamb_over_several_groups_with_an_infinite_gradient_steps_as_one_group_does():
+    """Clipping by an infinite global norm reads every gradient as 0 (inf ones as NaN), as apex
+    divides by it, whether the params are in one group or several: no error halfway through."""
+    torch.manual_seed(4)
+    grads = [torch.randn(3, 2), torch.tensor([1.0, float("inf")])]
+    results = []
+    for split in (False, True):
+        params = [torch.nn.Parameter(torch.ones(3, 2)), torch.nn.Parameter(torch.ones(2))]
+        groups = [{"params": params[:1]}, {"params": params[1:]}] if split else params
+        opt = ft.LAMB(groups, lr=0.1)
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        results.append([p.detach().clone() for p in params])
+    for one, several in zip(*results):
+        torch.testing.assert_close(several, one, equal_nan=True)
+    assert torch.isnan(results[1][1][1]) and torch.isfinite(results[1][0]).all()

@@ -298,3 +298,18 @@ def test_the_c_api_refuses_overlaps_and_bad_reductions():
                                              ffi.cast("float *", ffi.from_buffer("int64_t[]", labels)), 0.0, -100,
                                              lib.FASTOPT_MEAN, loss) == lib.FASTOPT_ERR_OVERLAP
     assert lib.fastopt_dropout(lib.FASTOPT_FLOAT32, 8, buf, buf + 4, ffi.NULL, 0.5, 0, 0) == lib.FASTOPT_ERR_OVERLAP
+
+
+@pytest.mark.parametrize("dtype, offset", [("float32", 1e20), ("float32", 1e30), ("float64", 1e12), ("float64", 1e8)])
+def test_softmax_cross_entropy_of_logits_with_a_large_common_offset_is_torchs(dtype, offset):
+    """The loss is computed from the logits less their max: a common offset cancels exactly."""
+    torch = pytest.importorskip("torch")
+    logits = np.array([[offset, offset], [offset, offset - 1]], dtype=dtype)
+    labels = np.array([0, 1])
+    for smoothing in (0.0, 0.2):
+        loss, _ = fastopt.softmax_cross_entropy(logits, labels, label_smoothing=smoothing)
+        want = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                                 label_smoothing=smoothing).item()
+        rel = 1e-6 if dtype == "float32" else 1e-14
+        assert loss == pytest.approx(want, rel=rel)
+        assert reference.softmax_cross_entropy(logits, labels, label_smoothing=smoothing)[0] == pytest.approx(want, rel=rel)

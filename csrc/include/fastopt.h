@@ -71,7 +71,7 @@ typedef struct fastopt_common {
     double lr;               /* >= 0 */
     double weight_decay;     /* >= 0; coupled or decoupled as each optimizer says */
     double l1_prox;          /* >= 0; 0: off */
-    double grad_scale;       /* > 0; 0 (as zero-initialized) means 1: no scaling */
+    double grad_scale;       /* > 0 (inf: gradients read as 0); 0 (as zero-initialized) means 1: no scaling */
     const float *found_inf;  /* NULL, or a flag set by fastopt_unscale / torch's GradScaler */
     int maximize;            /* ascend instead of descend */
     /* Mixed precision (all zero: everything in the call's dtype). */

@@ -63,7 +63,8 @@ FO_INLINE T FO_FN(exp_neg)(T x)
 
 /* One row of softmax cross-entropy: grad = (softmax(x) - t) * k->grad_mul, t the smoothed one-hot
  * target; returns the row's loss, logsumexp(x) - sum_j t_j x_j (0, and zero gradients, for a row
- * labelled ignore_index).  Three passes over the row, which stays in cache between them: its max;
+ * labelled ignore_index), computed from the logits less their max, as logsumexp(x - max) - sum_j
+ * t_j (x_j - max), so that a large common offset cancels exactly.  Three passes over the row, which stays in cache between them: its max;
  * the sums of the exps and of the logits (each exp kept in the gradient's memory where that holds
  * it exactly, float32 and float64); the gradient. */
 FO_INLINE double FO_FN(xent_row)(size_t c, const FO_P *x, FO_P *g, int64_t label, const fo_xent_consts *k)
@@ -89,12 +90,12 @@ FO_INLINE double FO_FN(xent_row)(size_t c, const FO_P *x, FO_P *g, int64_t label
         for (size_t j = 0; j < len; j++) {
             T xj = LD_G(x, i + j), e = FO_FN(exp_neg)(xj - m);
             sums[j] += (double)e;
-            logits[j] += (double)xj;
+            logits[j] += (double)xj - (double)m; /* (relative to the max: no cancellation in the loss) */
             if (keep_exp) ST_G(g, i + j, e);
         }
     }
     double sum = fo_sum_lanes(sums), smoothing = k->label_smoothing;
-    double loss = ((double)m + log(sum)) - (1 - smoothing) * (double)x_label;
+    double loss = log(sum) - (1 - smoothing) * ((double)x_label - (double)m);
     if (smoothing != 0) loss -= smoothing / (double)c * fo_sum_lanes(logits);
     const T inv_sum = (T)(1 / sum), mul = (T)k->grad_mul, spread = (T)(smoothing / (double)c);
     const T on_label = (T)(smoothing / (double)c + (1 - smoothing));

@@ -433,9 +433,10 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, ignore_index=-
     target = np.full((rows, classes), label_smoothing / classes)
     target[np.arange(rows)[counted], labels[counted]] += 1 - label_smoothing
     picked = np.where(counted, labels, 0)
-    losses = (m + np.log(s))[:, 0] - (1 - label_smoothing) * xd[np.arange(rows), picked]
+    z = xd - m  # (the logits less their max: a large common offset cancels exactly)
+    losses = np.log(s)[:, 0] - (1 - label_smoothing) * z[np.arange(rows), picked]
     if label_smoothing != 0:  # (only then the logits' sum: a -inf logit makes it -inf)
-        losses -= label_smoothing / classes * xd.sum(axis=1)
+        losses -= label_smoothing / classes * z.sum(axis=1)
     n = int(counted.sum())
     mul = 1 / n if reduction == "mean" and n else 1.0
     g = np.where(counted[:, None], (e / s - target) * mul, 0.0).astype(x.dtype) if n else np.zeros_like(x)

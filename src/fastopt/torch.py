@@ -126,6 +126,11 @@ def _same(a: tuple, b) -> bool:
         return False
 
 
+def _mutable(value) -> bool:
+    """Whether a hyper-parameter's value can change in place (a tensor, a list, an array, a dict)."""
+    return torch.is_tensor(value) or isinstance(value, (list, dict, np.ndarray))
+
+
 def _flat(t):
     """t as a 1-D view of its memory: elementwise updates need dense memory, not C order (a
     channels_last weight, its gradient and its state share strides and are stepped in place)."""
@@ -216,6 +221,9 @@ class _Bucket:
         self.masters = [_flat(_local(s["master_param"])) for s in self.states] if _has_master(group, params[0]) \
             else None
         self.pointers = [p.data_ptr() for p in self.locals]
+        # the state tensors themselves (and master copies): `.data = ...` on one moves its memory
+        self.held = [_local(s[k]) for s in self.states or () for k in (*self.keys, "master_param") if k in s]
+        self.held_pointers = list(map(_data_ptr, self.held))
         self.container, self.generation = opt.state, opt.state.generation
         self.versions = [t._version for t in self.versioned]
         self.contiguous = all(p.is_contiguous() for p in self.locals)
@@ -249,7 +257,7 @@ class _Bucket:
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
         ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
-        if list(map(_data_ptr, self.locals)) != self.pointers:
+        if list(map(_data_ptr, self.locals)) != self.pointers or list(map(_data_ptr, self.held)) != self.held_pointers:
             return False
         return opt.state is self.container and opt.state.generation == self.generation and \
             [t._version for t in self.versioned] == self.versions
@@ -334,9 +342,9 @@ class _Bucket:
                 if self.state_code is not None:
                     o.common.state_dtype = self.state_code
                 self.c_function = getattr(lib, f"fastopt_{optimizer.c_name}")
-                # a tensor among the values may change in place, unseen: then the struct is made every call
-                cacheable = not any(torch.is_tensor(v) or (type(v) is tuple and any(map(torch.is_tensor, v)))
-                                    for v in key[2])
+                # a tensor or a list among the values (betas from a config file) may change in place,
+                # unseen: then the struct is made every call
+                cacheable = not any(_mutable(v) or (type(v) is tuple and any(map(_mutable, v))) for v in key[2])
                 self.options_key = key if cacheable else None
             self.seen = seen if self.options_key is not None else None
         c = self.options.common
@@ -496,7 +504,7 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's load_state_dict and unpickling (copy.deepcopy) set the state through here."""
         super().__setstate__(state)
         self.state = _State(self.state)
-        self._buckets, self._merges, self._unstepped, self._plan = {}, {}, set(), None
+        self._buckets, self._merges, self._unstepped, self._plan, self._shared = {}, {}, set(), None, None
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)

@@ -833,14 +833,14 @@ def xent_kernel(table, k, aux, pm):
         for j in range(lane, c, LANES):
             xj = load(x, j, pm)
             s += float64(exp_neg(xj - m, pm))
-            sx += float64(xj)
+            sx += float64(xj) - float64(m)
         lanes[0, lane] = s
         lanes[1, lane] = sx
     cuda.syncthreads()
     if j0 == 0:
         smoothing = k[0]
         total = sum_lanes(lanes[0])
-        loss = (float64(m) + math.log(total)) - (1 - smoothing) * float64(load(x, label, pm))
+        loss = math.log(total) - (1 - smoothing) * (float64(load(x, label, pm)) - float64(m))
         if smoothing != 0:
             loss -= smoothing / c * sum_lanes(lanes[1])
         losses[r] = loss
