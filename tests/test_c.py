@@ -69,7 +69,7 @@ def test_python_suite_against_the_sanitized_library(sanitized):
     tests = os.path.dirname(os.path.abspath(__file__))
     # (the everyday tier of them: memory errors show on any input; the properties' many examples
     # run against the wheel's library elsewhere)
-    out = sh(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", "not slow",
+    out = sh(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-n", "0", "-m", "not slow",
              "--hypothesis-profile=fast",
              *(os.path.join(tests, f) for f in ("test_kernels.py", "test_errors.py", "test_gradients.py",
                                                 "test_optim.py", "test_properties.py", "test_concurrency.py",

@@ -197,6 +197,7 @@ def test_python_kernel_tests_under_qemu(cross, tmp_path):
     assert info.startswith("aarch64 ") and "'isa': 'neon'" in info and str(package) in info, info
     tests = os.path.join(ROOT, "tests")
     out = sh(wrapper, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "emulated_executable", "-m", "not slow",
+             "-o", "addopts=--strict-markers",  # (one process: the AArch64 Python has no pytest-xdist)
              "--hypothesis-profile=fast", "-k", "not training_reaches", *(os.path.join(tests, f) for f in PYTHON_TESTS),
              env=env, cwd=tests)
     assert " passed" in out and "failed" not in out, out[-3000:]
