@@ -362,6 +362,12 @@ def dropout_words(n: int, seed: int, counter: int) -> np.ndarray:
     return np.choose((e & np.uint64(3)).astype(np.intp), words)
 
 
+def dropout_threshold(p: float) -> int:
+    """The word below which dropout drops an element: round(p * 2^32), at most 2^32 - 1 (p = 1
+    drops every element by its scale, 0)."""
+    return min(round(p * 2.0 ** 32), 2 ** 32 - 1)
+
+
 def _compute_dtype(dtype) -> np.dtype:
     """What the math runs in: float64 for float64, float32 for the rest (16-bit included)."""
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
@@ -376,8 +382,7 @@ def dropout(x, p, *, seed, counter, out=None, mask=None):
     so dropped inf and NaN give NaN, as torch's ``x * mask``; mask (if given) gets kept as 0/1."""
     x = np.asarray(x)
     ct = _compute_dtype(x.dtype)
-    threshold = min(round(p * 2.0 ** 32), 2 ** 32 - 1)
-    kept = (dropout_words(x.size, seed, counter) >= threshold) & (p < 1)
+    kept = (dropout_words(x.size, seed, counter) >= dropout_threshold(p)) & (p < 1)
     scale = ct.type(1 / (1 - p)) if p < 1 else ct.type(0)
     with np.errstate(invalid="ignore"):  # (inf * 0: NaN, as specified)
         y = (x.astype(ct).reshape(-1) * np.where(kept, scale, ct.type(0))).astype(x.dtype).reshape(x.shape)

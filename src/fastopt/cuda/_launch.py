@@ -19,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import cuda
 
+from fastopt import reference
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS
 from fastopt.cuda import _kernels as K
@@ -466,8 +467,10 @@ def _side_array(call: Call, name: str, a, dtype: str, shape: tuple, written: boo
 
 def _int64_to_host(call: Call, v: View) -> np.ndarray:
     """The int64 GPU array v, copied to the host (waits for the call's stream)."""
-    if SIMULATOR or not v.size:  # (the simulator's device memory is host memory)
-        return np.ctypeslib.as_array(ctypes.cast(v.address or 8, ctypes.POINTER(ctypes.c_int64)), (v.size,)).copy()
+    if not v.size:
+        return np.empty(0, np.int64)
+    if SIMULATOR:  # (the simulator's device memory is host memory)
+        return np.ctypeslib.as_array(ctypes.cast(v.address, ctypes.POINTER(ctypes.c_int64)), (v.size,)).copy()
     with _on(call.device):
         device = cuda.from_cuda_array_interface({"shape": (v.size,), "typestr": "<i8", "data": (v.address, True),
                                                  "version": 3}, owner=None, sync=False)
@@ -500,10 +503,9 @@ def dropout(fn, x, out, mask, p, seed, counter, stream=None) -> None:
             mask = mask.view(torch.uint8)
         mask_address = _side_array(call, "mask", mask, "uint8", call.views[0][0].shape, True).address
     host = np.concatenate([host, np.full((1, 1), mask_address, np.int64)], axis=1)
-    threshold = min(round(p * 2.0 ** 32), 2 ** 32 - 1)  # as csrc/api.c: fastopt_dropout
-    key = (seed & 0xFFFFFFFF, (seed >> 32) ^ 0x44524F50)
+    key = (seed & 0xFFFFFFFF, (seed >> 32) ^ reference.DROPOUT_KEY)
     call.launch(K.dropout_kernel, blocks, _device_table(call, host), (1 / (1 - p) if p < 1 else 0.0, float(p < 1)),
-                (threshold, *key, counter & 0xFFFFFFFF, counter >> 32), call.markers()[0])
+                (reference.dropout_threshold(p), *key, counter & 0xFFFFFFFF, counter >> 32), call.markers()[0])
 
 
 def mse_grad(fn, pred, target, out, mean: bool, stream=None) -> float:
