@@ -32,6 +32,7 @@ def _missing() -> str:
 
 
 pytestmark = [pytest.mark.slow,  # cross builds, emulation
+              pytest.mark.xdist_group("neon"),  # (one process builds it once: --dist loadgroup)
               pytest.mark.skipif(bool(_missing()), reason=_missing() or "-")]
 
 
