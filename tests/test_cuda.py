@@ -705,12 +705,12 @@ def test_kernels_use_only_functions_defined_above_them():
         assert not late, f"{k.name} calls {late}, defined below it"
 
 
-# ---- PTX: every kernel builds for sm_80 and sm_90 ----
+# ---- PTX: every kernel builds for sm_80 and sm_90 (every signature for sm_90) ----
 
 def test_every_kernel_compiles_to_ptx():
     script = ("import sys, fastopt.cuda as c\n"
               "cc = (int(sys.argv[1]), 0)\n"
-              "out = c.compile_ptx(cc)\n"
+              "out = c.compile_ptx(cc, every_signature=cc == (9, 0))\n"
               "assert all('.target sm_%d%d' % cc in ptx for ptx in out.values()), cc\n"
               "print(len(out))\n")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -726,7 +726,7 @@ def test_every_kernel_compiles_to_ptx():
     from fastopt.cuda import _launch
     signatures = fastopt.cuda.signatures()
     declared = sum(len(sigs) for sigs in signatures.values())
-    assert counts == [declared, declared]
+    assert counts == [len(signatures), declared]  # sm_80: a signature of each kernel; sm_90: all of them
     # every optimizer's kernel for each of the 8 (params, state) storage pairs of fastopt.cuda
     assert all(len(signatures[_launch.kernel_of(name, False)]) == 8 for name in OPTIMIZERS)
 

@@ -58,7 +58,7 @@ def aarch64_python():
     return sysroot, site, here
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (built once per process: --dist loadgroup keeps its tests in one)
 def cross(tmp_path_factory):
     """The library and its C tests cross-built for AArch64 (the Python binding too, when there is an
     AArch64 Python to build it for), installed in the wheel's layout under stage/."""
@@ -113,7 +113,7 @@ def disassembly(library) -> dict:
     return dict(re.findall(r"^[0-9a-f]+ <([^>]+)>:\n(.*?)(?:\n\n|\Z)", out, re.S | re.M))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # (built once per process: --dist loadgroup keeps its tests in one)
 def code(cross):
     if not shutil.which(OBJDUMP):
         pytest.skip(f"needs {OBJDUMP} (Debian: apt install binutils-aarch64-linux-gnu)")
