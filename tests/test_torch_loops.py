@@ -547,3 +547,28 @@ def test_lamb_over_several_groups_with_an_infinite_gradient_steps_as_one_group_d
     for one, several in zip(*results):
         torch.testing.assert_close(several, one, equal_nan=True)
     assert torch.isnan(results[1][1][1]) and torch.isfinite(results[1][0]).all()
+
+
+def test_merged_groups_keep_their_options_struct_between_steps(monkeypatch):
+    """The C options of a merged group are made once while its values stay (the members' lr and
+    weight decay are read each call): a steady loop makes none per step; a list among the values,
+    which may change in place, makes them each step."""
+    from fastopt import _calls
+    built = []
+    options = _calls.options
+    monkeypatch.setattr(_calls, "options", lambda *a, **k: built.append(1) or options(*a, **k))
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(3)]
+    opt = ft.AdamW([{"params": [p], "lr": 0.1 * (i + 1)} for i, p in enumerate(params)])
+    for p in params:
+        p.grad = torch.ones(3)
+    opt.step()
+    opt.step()
+    built.clear()
+    for _ in range(3):
+        opt.step()
+    assert built == []
+    for g in opt.param_groups:
+        g["betas"] = [0.9, 0.999]
+    for _ in range(3):
+        opt.step()
+    assert len(built) == 9  # each group each step (a list cannot key a merge: the groups step apart)

@@ -147,6 +147,9 @@ def _flat(t):
 
 
 _PER_TENSOR = ("params", "lr", "weight_decay")  # what differs between param groups stepped in one call
+# a group's entries that its C options struct is not made from: set each call (lr), read per tensor
+# each call (a merged group's members and their groups' values)
+_NOT_IN_OPTIONS = ("params", "lr", "_groups", "_member_of")
 
 
 def _per_tensor(group, bucket, idx):
@@ -331,7 +334,7 @@ class _Bucket:
         comparing them."""
         seen = (tuple(group.values()), optimizer, first)
         if not _same(seen, self.seen):
-            key = (optimizer, first, [v for k, v in group.items() if k not in ("params", "lr")])
+            key = (optimizer, first, [v for k, v in group.items() if k not in _NOT_IN_OPTIONS])
             if not _same(key, self.options_key):
                 hyper = opt._hyper(group, first)
                 c = _calls.common(optimizer.name, 0.0, hyper.pop("weight_decay"), hyper.pop("maximize"),
