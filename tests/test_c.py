@@ -17,10 +17,6 @@ pytestmark = [pytest.mark.slow,  # builds, sanitizers, valgrind
                                  reason="needs cmake and a C/C++ compiler")]
 
 
-# the tests of one build run in one process under pytest-xdist (--dist loadgroup), which builds it once
-INSTALLED, SANITIZED = pytest.mark.xdist_group("c-installed"), pytest.mark.xdist_group("c-sanitized")
-
-
 def sh(*cmd, **kw):
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
     assert out.returncode == 0, f"{' '.join(map(str, cmd))}\n{out.stdout}\n{out.stderr}"
@@ -32,7 +28,7 @@ def build(src, build_dir, *options):
     sh("cmake", "--build", build_dir, "--parallel", "2")
 
 
-@pytest.fixture(scope="session")  # (built once per process: --dist loadgroup keeps its tests in one)
+@pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """The C library built with its tests, and installed under a fresh prefix."""
     tmp = tmp_path_factory.mktemp("c")
@@ -41,13 +37,12 @@ def installed(tmp_path_factory):
     return tmp
 
 
-@INSTALLED
 def test_ctest(installed):
     out = sh("ctest", "--output-on-failure", cwd=installed / "build")
     assert "100% tests passed" in out
 
 
-@pytest.fixture(scope="session")  # (built once per process: --dist loadgroup keeps its tests in one)
+@pytest.fixture(scope="module")
 def sanitized(tmp_path_factory):
     """The library and its C tests built with AddressSanitizer and UndefinedBehaviorSanitizer."""
     tmp = tmp_path_factory.mktemp("asan")
@@ -55,13 +50,11 @@ def sanitized(tmp_path_factory):
     return tmp
 
 
-@SANITIZED
 def test_ctest_under_address_and_undefined_behavior_sanitizers(sanitized):
     out = sh("ctest", "--output-on-failure", cwd=sanitized)
     assert "100% tests passed" in out
 
 
-@SANITIZED
 def test_python_suite_against_the_sanitized_library(sanitized):
     """The Python tests of the kernels, errors, gradients, threads and training kernels, run with the
     sanitized libfastopt.so in place of the wheel's (the binding finds it first on LD_LIBRARY_PATH;
@@ -85,7 +78,6 @@ def test_python_suite_against_the_sanitized_library(sanitized):
 
 
 @pytest.mark.skipif(not shutil.which("valgrind"), reason="needs valgrind (Debian: apt install valgrind)")
-@INSTALLED
 def test_c_tests_are_clean_under_valgrind(installed):
     """memcheck over the C tests (valgrind's virtual CPU has no AVX-512: they run the other levels)."""
     run = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
@@ -94,7 +86,6 @@ def test_c_tests_are_clean_under_valgrind(installed):
     assert "ERROR SUMMARY: 0 errors" in run.stderr
 
 
-@INSTALLED
 def test_install_layout(installed):
     prefix = installed / "prefix"
     libdir = next(d for d in ("lib", "lib64") if (prefix / d / "libfastopt.a").exists())
@@ -115,7 +106,6 @@ def run_cpp_example(cmake_dir, build_dir):
     return out
 
 
-@INSTALLED
 def test_cpp_example_with_find_package(installed):
     prefix = installed / "prefix"
     libdir = next(d for d in ("lib", "lib64") if (prefix / d).exists())
@@ -129,7 +119,6 @@ def test_cpp_example_against_the_wheel(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("pkg-config"), reason="needs pkg-config (Debian: apt install pkg-config)")
-@INSTALLED
 def test_pkg_config(installed, tmp_path):
     prefix = installed / "prefix"
     libdir = next(d for d in ("lib", "lib64") if (prefix / d).exists())

@@ -32,7 +32,6 @@ def _missing() -> str:
 
 
 pytestmark = [pytest.mark.slow,  # cross builds, emulation
-              pytest.mark.xdist_group("neon"),  # (one process builds it once: --dist loadgroup)
               pytest.mark.skipif(bool(_missing()), reason=_missing() or "-")]
 
 
@@ -58,7 +57,7 @@ def aarch64_python():
     return sysroot, site, here
 
 
-@pytest.fixture(scope="session")  # (built once per process: --dist loadgroup keeps its tests in one)
+@pytest.fixture(scope="module")
 def cross(tmp_path_factory):
     """The library and its C tests cross-built for AArch64 (the Python binding too, when there is an
     AArch64 Python to build it for), installed in the wheel's layout under stage/."""
@@ -113,7 +112,7 @@ def disassembly(library) -> dict:
     return dict(re.findall(r"^[0-9a-f]+ <([^>]+)>:\n(.*?)(?:\n\n|\Z)", out, re.S | re.M))
 
 
-@pytest.fixture(scope="session")  # (built once per process: --dist loadgroup keeps its tests in one)
+@pytest.fixture(scope="module")
 def code(cross):
     if not shutil.which(OBJDUMP):
         pytest.skip(f"needs {OBJDUMP} (Debian: apt install binutils-aarch64-linux-gnu)")
