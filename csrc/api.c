@@ -1000,7 +1000,7 @@ fastopt_status fastopt_softmax_cross_entropy(fastopt_dtype dtype, size_t rows, s
     CHECK(fastopt_check_labels(rows, classes, labels, ignore_index, &counted)); /* before anything is written */
     double *row_loss = malloc((rows ? rows : 1) * sizeof *row_loss);
     if (!row_loss) return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate %zu row losses", rows);
-    /* mean over no counted rows: torch's 0 / 0, a NaN loss and NaN gradients */
+    /* a mean over no counted rows: torch's 0 / 0, a NaN loss (every row ignored: zero gradients) */
     fo_xent_consts k = {.classes = classes, .label_smoothing = label_smoothing, .ignore_index = ignore_index,
                         .grad_mul = reduction == FASTOPT_MEAN ? 1 / (double)counted : 1};
     fo_call call = {.n_tensors = 1, .numel = &rows, .consts = &k,

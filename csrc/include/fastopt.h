@@ -327,7 +327,7 @@ FASTOPT_API fastopt_status fastopt_unscale(fastopt_dtype dtype, size_t n_tensors
  *
  * fastopt_dropout: inverted dropout, y = x * keep / (1 - p) (x * 0 where dropped, so inf and NaN
  *   become NaN there, as torch's dropout gives), p in [0, 1] (p = 1: y = x * 0).  Element e is kept
- *   when w(e) >= round(p * 2^32), w(e) the 32-bit word e % 4 of Philox-4x32-10 with counter
+ *   when w(e) >= min(round(p * 2^32), 2^32 - 1) and p < 1, w(e) the 32-bit word e % 4 of Philox-4x32-10 with counter
  *   (e / 4 low, e / 4 high, counter low, counter high) and key (seed low, seed high ^ 0x44524F50),
  *   so a seed and counter give the same mask on every backend, thread count and SIMD level.  The
  *   backward pass is the same call on the output's gradient (the same seed and counter).  y may be

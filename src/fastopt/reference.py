@@ -409,12 +409,12 @@ def mse_grad(pred, target, *, reduction="mean", out=None):
     ct = _compute_dtype(pred.dtype)
     d = pred.astype(ct) - np.asarray(target).astype(ct)
     loss = float(np.sum(d.astype(np.float64) ** 2))
-    factor = ct.type(2 / pred.size if reduction == "mean" else 2.0)
+    factor = ct.type(2 / pred.size if reduction == "mean" and pred.size else 2.0)
     g = (d * factor).astype(pred.dtype)
     if out is not None:
         out[...] = g
         g = out
-    return (loss / pred.size if reduction == "mean" else loss), g
+    return ((loss / pred.size if pred.size else math.nan) if reduction == "mean" else loss), g
 
 
 def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, ignore_index=-100, reduction="mean", out=None):

@@ -32,7 +32,8 @@ def dropout(x, p, *, seed, counter, out=None, mask=None, stream=None):
         out = x * (kept ? 1 / (1 - p) : 0)     (p = 1: out = x * 0)
 
     Element e is kept when its 32-bit word of Philox-4x32-10 keyed by ``seed`` and counted by
-    ``counter`` is >= round(p * 2^32) (:func:`fastopt.reference.dropout` specifies every bit): the
+    ``counter`` is >= min(round(p * 2^32), 2^32 - 1), and p < 1 (:func:`fastopt.reference.dropout`
+    specifies every bit): the
     same (seed, counter) gives the same mask on every backend.  Use a new counter each step (the
     step number) and the same pair in :func:`dropout_backward`.
 
@@ -119,7 +120,8 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, ignore_index=-
 
         t_j = label_smoothing / classes + (1 - label_smoothing) [j == label]
         loss_row = logsumexp(x) - sum_j t_j x_j          grad_row = (softmax(x) - t) / rows counted
-        loss = mean of loss_row over the rows whose label is not ignore_index ("sum": their sum)
+        loss = mean of loss_row over the rows whose label is not ignore_index ("sum": their sum,
+        and the gradient not divided)
 
     Args:
       logits: rows x classes scores.
