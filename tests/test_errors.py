@@ -104,6 +104,14 @@ CASES = {
     "unscale read-only flag": (case(fastopt.unscale, [np.ones(4), 0.5, read_only(np.zeros(1, np.float32))]), TypeError, "found_inf must be a writable"),
     "unscale nan inv_scale": (case(fastopt.unscale, [np.ones(4), float("nan")]), ValueError, "inv_scale must be finite"),
     "sgd buffer is param": (case(fastopt.sgd, (lambda a: [a[0], a[1], a[0]])(adam_args()), {"lr": 0.1, "momentum": 0.9}), ValueError, "overlap"),
+    "dropout p above 1": (case(fastopt.dropout, [np.ones(8, np.float32), 1.5], {"seed": 0, "counter": 0}), ValueError, "p must be in [0, 1]"),
+    "dropout negative seed": (case(fastopt.dropout, [np.ones(8, np.float32), 0.5], {"seed": -1, "counter": 0}), ValueError, "seed must be in [0, 2**64)"),
+    "dropout int32 mask": (case(fastopt.dropout, [np.ones(8, np.float32), 0.5], {"seed": 0, "counter": 0, "mask": np.zeros(8, np.int32)}), TypeError, "mask must be a uint8 or bool array"),
+    "mse target shape": (case(fastopt.mse_grad, [np.ones(8, np.float32), np.ones(7, np.float32)]), ValueError, "target has shape (7,)"),
+    "mse reduction none": (case(fastopt.mse_grad, [np.ones(8, np.float32), np.ones(8, np.float32)], {"reduction": "none"}), ValueError, "reduction must be 'mean' or 'sum'"),
+    "xent label out of range": (case(fastopt.softmax_cross_entropy, [np.ones((2, 3), np.float32), np.array([0, 3])]), ValueError, "labels[1] is 3, outside [0, 3)"),
+    "xent float labels": (case(fastopt.softmax_cross_entropy, [np.ones((2, 3), np.float32), np.zeros(2)]), TypeError, "labels must be an array of integers"),
+    "xent 1-d logits": (case(fastopt.softmax_cross_entropy, [np.ones(3, np.float32), np.array([0])]), ValueError, "logits must be 2-D"),
 }
 
 
