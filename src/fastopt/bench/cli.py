@@ -78,23 +78,9 @@ def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> l
 
     samples = measure.interleaved(steps, repeats, on_sample=on_sample)
     del steps
-    bytes_per_step = opt.bytes_per_element(np.dtype(dtype).itemsize) * problem.numel
-    rows = []
-    for name, s in samples.items():
-        row = {"optimizer": opt_name, "dtype": dtype, "problem": size, "numel": problem.numel,
-               "tensors": len(problem.shapes), "backend": name, "wrong": name in wrong, **measure.summary(s)}
-        row["elements_per_s"] = problem.numel / row["median_s"]
-        row["gbps"] = bytes_per_step / row["median_s"] / 1e9
-        rows.append(row)
-    by = {r["backend"]: r for r in rows}
-    # the probe is an upper bound on bandwidth: its best sample, not its median
-    probe_gbps = bytes_per_step / by["roofline"]["min_s"] / 1e9
-    for r in rows:
-        r["roofline_pct"] = 100 * r["gbps"] / probe_gbps
-        r["vs_numpy"] = by["numpy"]["median_s"] / r["median_s"] if r["backend"] != "roofline" else None
-        torch_row = by.get("torch-fused") or by.get("torch-foreach")  # torch's fastest, where it has one
-        r["vs_torch"] = torch_row["median_s"] / r["median_s"] if torch_row and r["backend"] != "roofline" else None
-    return rows
+    case = {"optimizer": opt_name, "dtype": dtype, "problem": size, "tensors": len(problem.shapes)}
+    return measure.rows_of(samples, case, problem.numel, wrong,
+                           opt.bytes_per_element(np.dtype(dtype).itemsize) * problem.numel)
 
 
 def parse(argv=None) -> argparse.Namespace:

@@ -45,6 +45,28 @@ def interleaved(fns: dict, repeats: int, min_time: float = 0.01, on_sample=None,
     return samples
 
 
+def rows_of(samples: dict, case: dict, numel: int, wrong: set, moved: int, probe_moved: int | None = None) -> list[dict]:
+    """fastopt-bench's rows of one case from each backend's samples: case's keys, the summary, the
+    rate, GB/s (moved bytes a step; the probe's own row counts probe_moved, default moved), the
+    share of the roofline probe (its best sample: an upper bound on bandwidth), and the speed
+    against NumPy and torch's fastest variant."""
+    probe_moved = moved if probe_moved is None else probe_moved
+    rows = []
+    for name, s in samples.items():
+        row = {**case, "numel": numel, "backend": name, "wrong": name in wrong, **summary(s)}
+        row["elements_per_s"] = numel / row["median_s"]
+        row["gbps"] = (probe_moved if name == "roofline" else moved) / row["median_s"] / 1e9
+        rows.append(row)
+    by = {r["backend"]: r for r in rows}
+    probe_gbps = probe_moved / by["roofline"]["min_s"] / 1e9
+    torch_row = by.get("torch-fused") or by.get("torch-foreach") or by.get("torch")
+    for r in rows:
+        r["roofline_pct"] = 100 * r["gbps"] / probe_gbps
+        r["vs_numpy"] = by["numpy"]["median_s"] / r["median_s"] if r["backend"] != "roofline" else None
+        r["vs_torch"] = torch_row["median_s"] / r["median_s"] if torch_row and r["backend"] != "roofline" else None
+    return rows
+
+
 def summary(samples: list[float]) -> dict:
     """Median, and the spread as the interquartile range relative to the median."""
     median = statistics.median(samples)

@@ -137,21 +137,7 @@ def run_case(kernel: str, dtype: str, size: str, repeats: int, on_sample=None) -
             if not check():
                 wrong.add(name)
     samples = measure.interleaved({name: fn for name, (fn, _) in fns.items()}, repeats, on_sample=on_sample)
-    numel = int(np.prod(shape))
-    moved = BYTES[kernel] * np.dtype(dtype).itemsize * numel
-    probe_moved = 3 * np.dtype(dtype).itemsize * numel  # the probe reads one array and reads and writes one
-    rows = []
-    for name, s in samples.items():
-        row = {"optimizer": kernel, "dtype": dtype, "problem": size, "numel": numel, "tensors": 1, "backend": name,
-               "wrong": name in wrong, **measure.summary(s)}
-        row["elements_per_s"] = numel / row["median_s"]
-        row["gbps"] = (probe_moved if name == "roofline" else moved) / row["median_s"] / 1e9
-        rows.append(row)
-    by = {r["backend"]: r for r in rows}
-    probe_gbps = probe_moved / by["roofline"]["min_s"] / 1e9
-    for r in rows:
-        r["roofline_pct"] = 100 * r["gbps"] / probe_gbps
-        r["vs_numpy"] = by["numpy"]["median_s"] / r["median_s"] if r["backend"] != "roofline" else None
-        r["vs_torch"] = by["torch"]["median_s"] / r["median_s"] if "torch" in by and r["backend"] != "roofline" \
-            else None
-    return rows
+    numel, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
+    case = {"optimizer": kernel, "dtype": dtype, "problem": size, "tensors": 1}
+    # (the probe reads one array and reads and writes one)
+    return measure.rows_of(samples, case, numel, wrong, BYTES[kernel] * itemsize * numel, 3 * itemsize * numel)
