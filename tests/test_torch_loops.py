@@ -35,6 +35,14 @@ def run_both(a, b, params, ours, steps, event=lambda t: None):
         b.step()
 
 
+def native_calls(opt, step=None) -> int:
+    """The C calls opt's native steady step (fastopt._steady) makes in step() (opt.step)."""
+    plan = opt._native
+    before = plan.calls if plan is not None else 0
+    (step or opt.step)()
+    return plan.calls - before if plan is not None else 0
+
+
 def assert_same(params, ours, a=None, b=None):
     for p, q in zip(params, ours):
         torch.testing.assert_close(q, p)
@@ -415,8 +423,8 @@ def test_param_groups_differing_in_lr_and_weight_decay_step_in_one_call_as_torch
         give(params, ours, grads)
         calls.clear()
         a.step()
-        b.step()
-        assert len(calls) == 1, calls
+        in_c = native_calls(b)
+        assert len(calls) + in_c == 1, calls
         sa.step()
         sb.step()
     for p, q in zip(params, ours):
@@ -572,3 +580,242 @@ def test_merged_groups_keep_their_options_struct_between_steps(monkeypatch):
     for _ in range(3):
         opt.step()
     assert len(built) == 9  # each group each step (a list cannot key a merge: the groups step apart)
+
+
+NATIVE = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "RAdam", "Adamax"]  # the classes fastopt._steady steps
+
+
+def two_groups(ps, **extra):
+    """Matrices with weight decay, vectors without, at another lr: one merged call."""
+    return [{"params": [p for p in ps if p.dim() == 2], "weight_decay": 0.05, **extra},
+            {"params": [p for p in ps if p.dim() == 1], "lr": 2e-2, "weight_decay": 0.0, **extra}]
+
+
+@pytest.mark.parametrize("name", NATIVE)
+def test_a_steady_loop_is_stepped_in_c_on_torchs_trajectory(name):
+    """From its second step a CPU loop's step is checked and made by fastopt._steady (one C call for
+    the two merged groups), under a scheduler that changes each group's lr every step: each
+    tensor's step count advanced, autograd's version counters bumped, the trajectory torch's."""
+    torch.manual_seed(5)
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in ((4, 3), (4,), (2, 4), (2,))]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name in ("SGD", "RMSprop") else {}))
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    a, b = getattr(torch.optim, name)(two_groups(params), **flags), getattr(ft, name)(two_groups(ours), **flags)
+    sa, sb = (torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9) for o in (a, b))
+    in_c = []
+    for t in range(8):
+        give(params, ours, [torch.randn_like(p) for p in params])
+        versions = [q._version for q in ours]
+        a.step()
+        in_c.append(native_calls(b))
+        assert [q._version for q in ours] > versions and all(q._version > v for q, v in zip(ours, versions))
+        sa.step(), sb.step()
+    assert in_c == [0] + [1] * 7
+    assert_same(params, ours, a, b)
+    if name != "SGD":
+        assert [float(b.state[q]["step"]) for q in ours] == [8.0] * 4
+
+
+def test_optimizers_the_native_step_does_not_take_step_in_python():
+    """NAdam (its mu products), LAMB (its norms), members at different steps, a list among the
+    values (it may change in place): the Python steady step, no native plan."""
+    def plan_after_steps(opt, ps, grads=None):
+        for _ in range(3):
+            for i, p in enumerate(ps):
+                p.grad = None if grads and i in grads else torch.ones_like(p)
+            opt.step()
+        return opt._native
+    ps = [torch.nn.Parameter(torch.randn(3)) for _ in range(2)]
+    assert plan_after_steps(ft.AdamW(ps), ps) is not None
+    assert plan_after_steps(ft.NAdam(ps), ps) is None
+    assert plan_after_steps(ft.LAMB(ps), ps) is None
+    assert plan_after_steps(ft.AdamW([{"params": ps, "betas": [0.9, 0.99]}]), ps) is None
+    opt = ft.AdamW(ps)
+    plan_after_steps(opt, ps, grads={1})  # the second param skipped: it stays a step behind
+    assert plan_after_steps(opt, ps) is None
+
+
+def _move_memory(o, ps):
+    ps[1].data = ps[1].data.clone()
+
+
+def _move_state_memory(o, ps):
+    s = o.state[ps[0]]
+    key = "momentum_buffer" if "momentum_buffer" in s else "exp_avg"
+    s[key].data = s[key].data.clone() * 0.5
+
+
+def _replace_state(o, ps):
+    s = o.state[ps[0]]
+    key = "momentum_buffer" if "momentum_buffer" in s else "exp_avg"
+    s[key] = s[key].clone() * 0.5
+
+
+def _reset_step_count(o, ps):
+    if "step" not in o.state[ps[0]]:
+        return False  # (SGD counts no steps)
+    o.state[ps[0]]["step"].fill_(1.0)  # (an in-place op on the step tensor: a new version)
+
+
+def _tensor_lr(o, ps):
+    o.param_groups[0]["lr"] = torch.tensor(5e-3, dtype=torch.float64)
+
+
+def _other_hyper(o, ps):
+    g = o.param_groups[0]
+    g["momentum" if "momentum" in g and g["momentum"] else "eps"] = 0.5 if "momentum" in g and g["momentum"] else 1e-3
+
+
+def _group_weight_decay(o, ps):
+    o.param_groups[1]["weight_decay"] = 0.3  # a merged member's: read per tensor
+
+
+def _new_float_lr(o, ps):
+    o.param_groups[1]["lr"] = 3e-2
+
+
+def _param_to_other_group(o, ps):
+    o.param_groups[1]["params"].insert(0, o.param_groups[0]["params"].pop())
+
+
+def _group_added(o, ps):
+    o.add_param_group({"params": [ps[-1]], "lr": 1e-3})
+
+
+def _params_exchanged(o, ps):
+    first, second = o.param_groups[0]["params"], o.param_groups[1]["params"]
+    first[1], second[0] = second[0], first[1]  # (each group as long as it was)
+
+
+def _groups_reordered(o, ps):
+    o.param_groups.reverse()
+
+
+def _grad_dropped(o, ps):
+    ps[2].grad = None
+
+
+def _checkpoint_reloaded(o, ps):
+    o.load_state_dict(copy.deepcopy(o.state_dict()))
+
+
+def _entry_added(o, ps):
+    o.param_groups[0]["name"] = "matrices"  # (an entry no step reads: declined, then stepped alike)
+
+
+EVENTS = {f.__name__.lstrip("_"): f for f in (
+    _move_memory, _move_state_memory, _replace_state, _reset_step_count, _tensor_lr, _other_hyper,
+    _group_weight_decay, _new_float_lr, _param_to_other_group, _params_exchanged, _group_added, _groups_reordered, _grad_dropped,
+    _checkpoint_reloaded, _entry_added)}
+READ_EACH_STEP = ("group_weight_decay", "new_float_lr")  # what the native step reads rather than declines
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+@pytest.mark.parametrize("event", sorted(EVENTS))
+def test_the_native_step_declines_what_changed_and_torchs_trajectory_follows(name, event):
+    """What a loop may change between two steps (after backward): the native step reads it (lr, a
+    merged member's weight decay) or declines, writing nothing, and the Python step takes it;
+    either way the trajectory is torch.optim's through the change and after."""
+    torch.manual_seed(6)
+    shapes = ((4, 3), (4,), (2, 4), (2,), (3,))
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in shapes]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    a = getattr(torch.optim, name)(two_groups(params[:4]), foreach=False, **flags)
+    b = getattr(ft, name)(two_groups(ours[:4]), **flags)
+    in_c, applies = [], True
+    for t in range(6):
+        give(params, ours, [torch.randn_like(p) for p in params])
+        if t == 3:
+            applies = EVENTS[event](a, params) is not False
+            EVENTS[event](b, ours)
+        a.step()
+        in_c.append(native_calls(b))
+    assert in_c[:3] == [0, 1, 1]
+    assert in_c[3] == (event in READ_EACH_STEP or not applies), in_c
+    assert_same(params, ours, a, b)
+
+
+def test_the_native_step_leaves_hooks_the_profiler_and_grad_scaling_to_python():
+    """A step hook registered, the profiler on, GradScaler's scale and found-inf flag: each makes
+    the step torch's fused optimizers make (hook called, step recorded, gradients unscaled, an inf
+    step skipped), never the native step's."""
+    torch.manual_seed(7)
+    params = [torch.nn.Parameter(torch.randn(3, 2)) for _ in range(2)]
+    opt = ft.AdamW(params, lr=0.1)
+
+    def step(grad=1.0):
+        for p in params:
+            p.grad = torch.full_like(p, grad)
+        return native_calls(opt)
+    assert [step() for _ in range(3)] == [0, 1, 1]
+    calls = []
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    for register in (opt.register_step_pre_hook, opt.register_step_post_hook, register_optimizer_step_pre_hook,
+                     register_optimizer_step_post_hook):
+        handle = register(lambda o, args, kwargs: calls.append(register.__name__))
+        assert step() == 0 and calls == [register.__name__]
+        handle.remove()
+        calls.clear()
+        assert step() == 1
+    with torch.autograd.profiler.profile() as prof:
+        assert step() == 0
+    assert any("AdamW.step" in e.name for e in prof.function_events)
+    before = [p.detach().clone() for p in params]
+    counts = float(opt.state[params[0]]["step"])
+    opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(1.0)
+    assert step() == 0  # skipped, as torch's fused optimizers skip it
+    assert all(torch.equal(p, q) for p, q in zip(params, before)) and float(opt.state[params[0]]["step"]) == counts
+    opt.grad_scale = None  # (GradScaler's after its unscale_: the flag alone)
+    assert step() == 0
+    assert all(torch.equal(p, q) for p, q in zip(params, before)) and float(opt.state[params[0]]["step"]) == counts
+    opt.grad_scale = torch.tensor(4.0)
+    del opt.found_inf
+    twin = copy.deepcopy(opt)
+    assert step(4.0) == 0
+    assert all(torch.equal(p.grad, torch.full_like(p, 1.0)) for p in params)  # left unscaled
+    del opt.grad_scale
+    for p in twin.param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    twin.step()  # (the unscaled gradients: the same update)
+    assert all(torch.equal(p, q) for p, q in zip(params, twin.param_groups[0]["params"]))
+    assert step() == 1
+
+
+def test_the_native_step_declines_gradients_it_cannot_step_and_python_names_them():
+    """A gradient with another memory layout than its param's, or a sparse one: the native step
+    declines, the Python step raises as it always does, and nothing is written."""
+    torch.manual_seed(8)
+    params = [torch.nn.Parameter(torch.randn(3, 3)), torch.nn.Parameter(torch.randn(3))]
+    opt = ft.SGD(params, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert opt._native is not None and opt._native.calls == 2
+    before = [p.detach().clone() for p in params] + [opt.state[p]["momentum_buffer"].clone() for p in params]
+    params[0].grad = torch.randn(3, 3).t()  # (transposed: the same shape, other strides)
+    with pytest.raises(RuntimeError, match="memory layout"):
+        opt.step()
+    params[0].grad = torch.eye(3).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    after = [p.detach() for p in params] + [opt.state[p]["momentum_buffer"] for p in params]
+    assert all(torch.equal(x, y) for x, y in zip(before, after)) and opt._native.calls == 2
+
+
+def test_a_native_step_refused_by_c_raises_as_the_python_step_and_writes_nothing():
+    """A scheduler driving lr below 0 (C refuses it): the native step raises the C library's
+    ValueError naming lr, writes nothing, counts nothing."""
+    params = [torch.nn.Parameter(torch.ones(4)) for _ in range(2)]
+    opt = ft.Adam(params, lr=0.1)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert opt._native.calls == 2
+    before = [p.detach().clone() for p in params]
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="fastopt.adam: .*lr"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, before)) and float(opt.state[params[0]]["step"]) == 3

@@ -39,7 +39,7 @@ import torch
 import torch.autograd.profiler as _profiler
 import torch.optim.optimizer as _torch_optim
 
-from fastopt import _calls, functional
+from fastopt import _calls, _steady, functional
 from fastopt._arrays import gather, host_view
 from fastopt._native import check, ffi, lib
 from fastopt._optimizers import OPTIMIZERS, used_state
@@ -360,17 +360,23 @@ class _Bucket:
         """{role: pointer array} and "numel" of a call over the members at positions idx (None:
         all); the array over every member is made once, its gradients' addresses refreshed."""
         if idx is None:
-            if self.full is None:
-                self.full = {role: self._array(addresses) for role, addresses in self.addresses.items()}
-                self.full["grads"] = self._array(self.pointers)
-                self.full["numel"] = ffi.new("size_t[]", self.numel)
-                self.grad_addresses = ffi.cast("uintptr_t *", self.full["grads"])
+            full = self.whole_call()
             self.grad_addresses[0:len(grads)] = list(map(_data_ptr, grads))
-            return self.full
+            return full
         out = {role: self._array([addresses[i] for i in idx]) for role, addresses in self.addresses.items()}
         out["grads"] = self._array(list(map(_data_ptr, grads)))
         out["numel"] = ffi.new("size_t[]", [self.numel[i] for i in idx])
         return out
+
+    def whole_call(self) -> dict:
+        """{role: pointer array} and "numel" of a call over every member, made once; its
+        gradients' addresses are the caller's to write (through grad_addresses)."""
+        if self.full is None:
+            self.full = {role: self._array(addresses) for role, addresses in self.addresses.items()}
+            self.full["grads"] = self._array(self.pointers)
+            self.full["numel"] = ffi.new("size_t[]", self.numel)
+            self.grad_addresses = ffi.cast("uintptr_t *", self.full["grads"])
+        return self.full
 
     @staticmethod
     def _array(addresses):
@@ -498,6 +504,7 @@ class _Optimizer(torch.optim.Optimizer):
         self._merges: dict = {}  # {ids of param groups: (their values, the group standing for them)}
         self._shared = None      # a group's hyper-parameters that one call shares (see _shared_values)
         self._plan = None        # the steady state's step (see _steady_plan)
+        self._native = None      # the same, checked and run in C (see _native_plan)
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self.state = _State(self.state)
@@ -508,6 +515,7 @@ class _Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self.state = _State(self.state)
         self._buckets, self._merges, self._unstepped, self._plan, self._shared = {}, {}, set(), None, None
+        self._native = None
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -625,6 +633,7 @@ class _Optimizer(torch.optim.Optimizer):
                     self._step_bucket(group, bucket, grads, group_scale)
                 plan.append((group, self._buckets.get(id(group))))
             self._plan = self._steady_plan(plan)
+            self._native = self._native_plan(self._plan)
         if scale is not None:  # the grads left unscaled, as torch's fused optimizers leave them
             with torch.no_grad():
                 torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
@@ -650,6 +659,48 @@ class _Optimizer(torch.optim.Optimizer):
         params = list(map(_params, groups))
         return (self.state, self.state.generation, list(groups), list(map(self._shared_values(), groups)),
                 list(map(len, params)), [p for ps in params for p in ps], entries)
+
+    def _native_plan(self, plan):
+        """The steady plan as ``fastopt._steady.Plan`` checks and runs it in C (csrc/python/steady.c),
+        or None where only the Python steady step can take it: a GPU bucket, NAdam's products,
+        LAMB's norms, members at different steps, a hyper-parameter that may change in place."""
+        if plan is None:
+            return None
+        state, generation, groups, _, _, _, entries = plan
+        skip = [() for _ in groups]
+        rows = []
+        for group, _, bucket, members, _ in entries:
+            function = self._function(group)
+            optimizer = OPTIMIZERS[function.__name__]
+            merged = "_groups" in group
+            if not bucket.cpu or bucket.mu_products is not None or optimizer.name == "lamb" or \
+                    (bucket.counts is not None and not bucket.uniform):
+                return None
+            if bucket.options_key is None:  # (a value that may change in place: the struct is made every call)
+                return None
+            o = bucket._options(self, group, optimizer, None, False)  # the struct of a steady call
+            decayed = merged and "weight_decay" in group["_groups"][0]
+            for i in members:  # what C reads each step: lr (and a merged group's weight decays)
+                keys = list(groups[i])
+                skip[i] = tuple(sorted(keys.index(k) for k in ("lr", "weight_decay") if k in keys and
+                                       (k == "lr" or decayed)))
+            pointers = bucket.whole_call()
+            address = lambda x: int(ffi.cast("uintptr_t", x))  # noqa: E731
+            state_arrays = [pointers.get(r.key, ffi.NULL) for r in optimizer.state]
+            rows.append((
+                optimizer.name, address(ffi.addressof(lib, f"fastopt_{optimizer.c_name}")), len(optimizer.state),
+                _C_DTYPES[bucket.dtype], len(bucket.params), address(pointers["numel"]), address(pointers["params"]),
+                address(pointers["grads"]), tuple(map(address, state_arrays + [ffi.NULL] * (3 - len(state_arrays)))),
+                address(pointers["master_params"]) if bucket.masters else 0, address(o),
+                ffi.offsetof(ffi.typeof(o).item, "step") if self._takes_step else -1,
+                bucket.counts.ctypes.data if bucket.counts is not None else 0,
+                -1 if merged else members[0],
+                tuple(members[m] for m in group["_member_of"]) if merged else None, decayed,
+                tuple(bucket.locals), tuple(bucket.pointers), tuple(bucket.held), tuple(bucket.held_pointers),
+                bucket.contiguous, bucket.written, bucket))
+        return _steady.Plan(state, generation, tuple(groups), tuple(tuple(g.items()) for g in groups),
+                            tuple(skip), tuple(tuple(g["params"]) for g in groups),
+                            (_profiler, _torch_optim, _increment_version), tuple(rows))
 
     def _steady_step(self, scales) -> bool:
         """The step of a training loop's steady state: the same param groups, params, state and
@@ -737,6 +788,8 @@ class _Optimizer(torch.optim.Optimizer):
         any (torch wraps every step in them, which costs ~10 us a step on its own)."""
         if _is_compiling():  # under torch.compile: run whole, outside the graph (C through pointers)
             return self._eager_step(closure)
+        if closure is None and self._native is not None and self._native(self):
+            return None  # the steady step, checked and made in C (hooks and the profiler off)
         if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _profiler._is_profiler_enabled
                 or _torch_optim._global_optimizer_pre_hooks or _torch_optim._global_optimizer_post_hooks):
             return self._observed_step(closure)

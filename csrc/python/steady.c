@@ -1,0 +1,459 @@
+/* fastopt._steady: the steady-state step of a fastopt.torch optimizer, checked and run in C.
+ *
+ * A training loop repeats one step: the same param groups, params, state and hyper-parameters
+ * (but for lr, which schedulers change, and a merged group's per-tensor weight decay), only the
+ * gradients new.  fastopt.torch plans such a step in Python (_Optimizer._native_plan) and hands
+ * the plan to a Plan here, which checks at each step, in C, everything the plan relies on through
+ * the torch calls Python would make (a param's .grad, a tensor's data_ptr() and is_contiguous()),
+ * then makes the planned C calls and bumps the written tensors' versions.  When anything differs
+ * the call returns False having written nothing, and the Python step runs, which finds what
+ * changed and plans again.  The checks cost the torch calls themselves (about 40 ns each).
+ *
+ * Plan(state, generation, groups, values, skip, params, env, entries):
+ *   state, generation: opt.state (fastopt.torch._State) and its count of changes;
+ *   groups: opt.param_groups' dicts, in order; values[g]: group g's items (key, value) in order,
+ *     each value the very object of the plan, but at the positions in skip[g] (lr; a merged
+ *     group's weight_decay), whose values are read each step (a Python float or int);
+ *   params[g]: group g's params, the very objects;
+ *   env: (torch.autograd.profiler, torch.optim.optimizer, torch._C._increment_version);
+ *   entries: one C call each (see entry_init).
+ * plan(opt) -> True when it made the step, False when it did not (nothing written); raises the
+ * C library's error (TypeError for a dtype, ValueError otherwise) as fastopt's check() does. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fastopt.h"
+
+#define MAX_STATE 3 /* state arrays of a C optimizer function at most (adam, rmsprop) */
+
+typedef fastopt_status (*fn0)(fastopt_dtype, size_t, const size_t *, void *const *, const void *const *,
+                              const void *);
+typedef fastopt_status (*fn1)(fastopt_dtype, size_t, const size_t *, void *const *, const void *const *,
+                              void *const *, const void *);
+typedef fastopt_status (*fn2)(fastopt_dtype, size_t, const size_t *, void *const *, const void *const *,
+                              void *const *, void *const *, const void *);
+typedef fastopt_status (*fn3)(fastopt_dtype, size_t, const size_t *, void *const *, const void *const *,
+                              void *const *, void *const *, void *const *, const void *);
+
+typedef struct entry {
+    PyObject *name;                 /* "adamw": fastopt.<name> in errors */
+    void (*function)(void);         /* fastopt_<c_name>, taking n_state state arrays */
+    int n_state;
+    fastopt_dtype dtype;
+    size_t n;                       /* tensors */
+    const size_t *numel;
+    void *const *params;
+    uintptr_t *grads;               /* the call's gradient pointer array, filled each step */
+    void *const *state[MAX_STATE];
+    void *const *masters;           /* NULL: none */
+    fastopt_common *options;        /* the options struct (fastopt_common is its first member) */
+    Py_ssize_t step_offset;         /* of its int64 step in the struct; -1: none */
+    float *counts;                  /* each tensor's step count (the state's "step" views); NULL: none */
+    Py_ssize_t group;               /* the param group whose lr it takes; -1: per tensor (merged) */
+    Py_ssize_t *member_of;          /* merged: each tensor's param group */
+    double *lrs, *weight_decays;    /* merged: per tensor, filled each step (weight_decays NULL: none) */
+    PyObject **tensors;             /* the params */
+    uintptr_t *addresses;           /* their memory */
+    PyObject **held;                /* state tensors and master copies */
+    uintptr_t *held_addresses;
+    Py_ssize_t n_held;
+    int contiguous;                 /* params C-contiguous: so must the gradients be */
+    PyObject *written;              /* list of what the call writes: their versions are bumped */
+} entry;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;                 /* the constructor's arguments: owns every object used below */
+    PyObject *state, *generation;
+    PyObject **groups;
+    Py_ssize_t n_groups;
+    PyObject *profiler, *optim, *increment_version;
+    entry *entries;
+    Py_ssize_t n_entries;
+    void *memory;                   /* one block for every C array of the entries */
+    int dry;                        /* make every check and bookkeeping but no C call: the host side measured */
+    Py_ssize_t steps, calls;        /* steps made, C calls made */
+} Plan;
+
+static PyObject *s_grad, *s_data_ptr, *s_is_contiguous, *s_params, *s_lr, *s_state, *s_param_groups,
+    *s_grad_scale, *s_found_inf, *s_pre_hooks, *s_post_hooks, *s_profiling, *s_global_pre, *s_global_post,
+    *s_generation, *s_weight_decay;
+
+static PyObject **items(PyObject *tuple) { return &PyTuple_GET_ITEM(tuple, 0); }
+
+/* torch.Tensor's data_ptr and is_contiguous, and the descriptor of its grad, called as
+ * fastopt.torch's Python calls them (torch.Tensor.data_ptr(t)), without a lookup per call. */
+static PyObject *data_ptr, *is_contiguous, *grad;
+
+/* An address from a Python int (PyLong_AsVoidPtr: the fast conversion of a pointer-sized int);
+ * 0 on error (set). */
+static uintptr_t address(PyObject *o)
+{
+    return (uintptr_t)PyLong_AsVoidPtr(o);
+}
+
+/* t.data_ptr(), 0 with the error cleared when torch raises (the Python step reports it). */
+static uintptr_t memory_of(PyObject *t)
+{
+    PyObject *r = PyObject_Vectorcall(data_ptr, &t, 1, NULL);
+    if (!r) return PyErr_Clear(), 0;
+    uintptr_t a = address(r);
+    Py_DECREF(r);
+    return PyErr_Occurred() ? (PyErr_Clear(), 0) : a;
+}
+
+static void plan_dealloc(Plan *self)
+{
+    Py_XDECREF(self->args);
+    PyMem_Free(self->entries);
+    PyMem_Free(self->memory);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int tuple_of(PyObject *o, Py_ssize_t n, const char *what)
+{
+    if (PyTuple_Check(o) && (n < 0 || PyTuple_GET_SIZE(o) == n)) return 1;
+    PyErr_Format(PyExc_TypeError, "_steady.Plan: %s must be a tuple%s", what, n < 0 ? "" : " of the right length");
+    return 0;
+}
+
+/* An entry from (name, function, n_state, dtype, n, numel, params, grads, state, masters, options,
+ * step_offset, counts, group, member_of, decayed, tensors, addresses, held, held_addresses,
+ * contiguous, written, keep): addresses as ints, arrays given as tuples; keep holds the memory
+ * the addresses point into (the bucket). */
+#define ENTRY_FIELDS 23
+static size_t entry_bytes(PyObject *e)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 4)), held = PyTuple_GET_SIZE(PyTuple_GET_ITEM(e, 18));
+    return (size_t)(2 * n + held) * sizeof(uintptr_t) + (size_t)(2 * n) * sizeof(double);
+}
+
+static int entry_init(entry *e, PyObject *t, char **memory)
+{
+    PyObject **f = items(t);
+    e->name = f[0];
+    e->function = (void (*)(void))address(f[1]);
+    e->n_state = (int)PyLong_AsLong(f[2]);
+    e->dtype = (fastopt_dtype)PyLong_AsLong(f[3]);
+    e->n = (size_t)PyLong_AsSsize_t(f[4]);
+    e->numel = (const size_t *)address(f[5]);
+    e->params = (void *const *)address(f[6]);
+    e->grads = (uintptr_t *)address(f[7]);
+    if (!tuple_of(f[8], MAX_STATE, "an entry's state")) return 0;
+    for (int i = 0; i < MAX_STATE; i++) e->state[i] = (void *const *)address(PyTuple_GET_ITEM(f[8], i));
+    e->masters = (void *const *)address(f[9]);
+    e->options = (fastopt_common *)address(f[10]);
+    e->step_offset = PyLong_AsSsize_t(f[11]);
+    e->counts = (float *)address(f[12]);
+    e->group = PyLong_AsSsize_t(f[13]);
+    if (PyErr_Occurred() || e->n_state < 0 || e->n_state > MAX_STATE || !e->function || !e->options) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "_steady.Plan: a malformed entry");
+        return 0;
+    }
+    size_t n = e->n;
+    if (!tuple_of(f[16], (Py_ssize_t)n, "an entry's tensors") || !tuple_of(f[17], (Py_ssize_t)n, "its addresses") ||
+        !tuple_of(f[18], -1, "its held tensors") || !tuple_of(f[19], PyTuple_GET_SIZE(f[18]), "their addresses") ||
+        !PyList_Check(f[21]))
+        return 0;
+    e->tensors = items(f[16]);
+    for (size_t i = 0; i < n; i++) { /* .grad read through torch.Tensor's descriptor: not overridden */
+        PyObject *d = PyObject_GetAttr((PyObject *)Py_TYPE(e->tensors[i]), s_grad);
+        Py_XDECREF(d);
+        if (d != grad) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "_steady.Plan: a param's type overrides .grad");
+            return 0;
+        }
+    }
+    e->addresses = (uintptr_t *)*memory, *memory += n * sizeof(uintptr_t);
+    for (size_t i = 0; i < n; i++) e->addresses[i] = address(PyTuple_GET_ITEM(f[17], i));
+    e->n_held = PyTuple_GET_SIZE(f[18]);
+    e->held = items(f[18]);
+    e->held_addresses = (uintptr_t *)*memory, *memory += (size_t)e->n_held * sizeof(uintptr_t);
+    for (Py_ssize_t i = 0; i < e->n_held; i++) e->held_addresses[i] = address(PyTuple_GET_ITEM(f[19], i));
+    /* a merged group: its members' param groups, and its per-tensor arrays */
+    e->member_of = (Py_ssize_t *)*memory, *memory += n * sizeof(uintptr_t);
+    e->lrs = (double *)*memory, *memory += n * sizeof(double);
+    e->weight_decays = (double *)*memory, *memory += n * sizeof(double);
+    if (f[14] == Py_None) {
+        e->member_of = NULL, e->lrs = e->weight_decays = NULL;
+    } else {
+        if (!tuple_of(f[14], (Py_ssize_t)n, "an entry's member_of")) return 0;
+        for (size_t i = 0; i < n; i++) e->member_of[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(f[14], i));
+        if (!PyObject_IsTrue(f[15])) e->weight_decays = NULL;
+    }
+    e->contiguous = PyObject_IsTrue(f[20]);
+    e->written = f[21];
+    return !PyErr_Occurred();
+}
+
+static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (kwargs && PyDict_GET_SIZE(kwargs)) return PyErr_Format(PyExc_TypeError, "_steady.Plan takes no keywords");
+    PyObject *state, *generation, *groups, *values, *skip, *params, *env, *entries;
+    if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!O!:Plan", &state, &generation, &PyTuple_Type,
+                          &groups, &PyTuple_Type, &values, &PyTuple_Type, &skip, &PyTuple_Type, &params, &PyTuple_Type,
+                          &env, &PyTuple_Type, &entries))
+        return NULL;
+    Py_ssize_t n_groups = PyTuple_GET_SIZE(groups), n_entries = PyTuple_GET_SIZE(entries);
+    if (!tuple_of(values, n_groups, "values") || !tuple_of(skip, n_groups, "skip") ||
+        !tuple_of(params, n_groups, "params") || !tuple_of(env, 3, "env"))
+        return NULL;
+    for (Py_ssize_t g = 0; g < n_groups; g++)
+        if (!PyDict_Check(PyTuple_GET_ITEM(groups, g)) || !tuple_of(PyTuple_GET_ITEM(values, g), -1, "a group's values") ||
+            !tuple_of(PyTuple_GET_ITEM(skip, g), -1, "a group's skip") || !tuple_of(PyTuple_GET_ITEM(params, g), -1, "a group's params"))
+            return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_TypeError, "_steady.Plan: groups must be dicts");
+    size_t bytes = 0;
+    for (Py_ssize_t i = 0; i < n_entries; i++) {
+        PyObject *e = PyTuple_GET_ITEM(entries, i);
+        if (!tuple_of(e, ENTRY_FIELDS, "an entry")) return NULL;
+        bytes += entry_bytes(e);
+    }
+    if (PyErr_Occurred()) return NULL;
+    Plan *self = (Plan *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    Py_INCREF(args);
+    self->args = args;
+    self->state = state, self->generation = generation;
+    self->groups = items(groups), self->n_groups = n_groups;
+    self->profiler = PyTuple_GET_ITEM(env, 0), self->optim = PyTuple_GET_ITEM(env, 1);
+    self->increment_version = PyTuple_GET_ITEM(env, 2);
+    self->n_entries = n_entries;
+    self->entries = PyMem_Calloc((size_t)n_entries ? (size_t)n_entries : 1, sizeof(entry));
+    self->memory = PyMem_Malloc(bytes ? bytes : 1);
+    if (!self->entries || !self->memory) return Py_DECREF(self), PyErr_NoMemory();
+    char *memory = self->memory;
+    for (Py_ssize_t i = 0; i < n_entries; i++)
+        if (!entry_init(&self->entries[i], PyTuple_GET_ITEM(entries, i), &memory)) return Py_DECREF(self), NULL;
+    return (PyObject *)self;
+}
+
+/* A Python float or int as a double (a tensor, or anything else, is for the Python step). */
+static int number(PyObject *o, double *x)
+{
+    if (PyFloat_CheckExact(o)) return *x = PyFloat_AS_DOUBLE(o), 1;
+    if (PyLong_Check(o)) {
+        *x = PyLong_AsDouble(o);
+        return PyErr_Occurred() ? (PyErr_Clear(), 0) : 1;
+    }
+    return 0;
+}
+
+/* Whether the plan's params groups, their values and params are what they were (but for the
+ * values read each step), and the hooks and the profiler are off. */
+static int same_groups(Plan *self, PyObject *opt_dict)
+{
+    PyObject *list = PyDict_GetItemWithError(opt_dict, s_param_groups);
+    if (!list || !PyList_CheckExact(list) || PyList_GET_SIZE(list) != self->n_groups) return 0;
+    PyObject **values = items(PyTuple_GET_ITEM(self->args, 3)), **skips = items(PyTuple_GET_ITEM(self->args, 4)),
+             **params = items(PyTuple_GET_ITEM(self->args, 5));
+    for (Py_ssize_t g = 0; g < self->n_groups; g++) {
+        PyObject *group = self->groups[g];
+        if (PyList_GET_ITEM(list, g) != group) return 0;
+        PyObject *expected = values[g], *skip = skips[g];
+        Py_ssize_t n = PyTuple_GET_SIZE(expected), pos = 0, i = 0, s = 0, next_skip;
+        if (PyDict_GET_SIZE(group) != n) return 0;
+        next_skip = PyTuple_GET_SIZE(skip) ? PyLong_AsSsize_t(PyTuple_GET_ITEM(skip, 0)) : -1;
+        PyObject *key, *value;
+        for (; PyDict_Next(group, &pos, &key, &value); i++) {
+            PyObject *item = PyTuple_GET_ITEM(expected, i);
+            if (key != PyTuple_GET_ITEM(item, 0)) return 0;
+            if (i == next_skip) {
+                next_skip = ++s < PyTuple_GET_SIZE(skip) ? PyLong_AsSsize_t(PyTuple_GET_ITEM(skip, s)) : -1;
+                continue;
+            }
+            if (value != PyTuple_GET_ITEM(item, 1)) return 0;
+        }
+        PyObject *now = PyDict_GetItemWithError(group, s_params), *planned = params[g];
+        Py_ssize_t m = PyTuple_GET_SIZE(planned);
+        if (!now || !PyList_CheckExact(now) || PyList_GET_SIZE(now) != m) return 0;
+        for (Py_ssize_t j = 0; j < m; j++)
+            if (PyList_GET_ITEM(now, j) != PyTuple_GET_ITEM(planned, j)) return 0;
+    }
+    return 1;
+}
+
+static int empty_or_absent(PyObject *dict, PyObject *name)
+{
+    PyObject *o = PyDict_GetItemWithError(dict, name);
+    if (!o) return !PyErr_Occurred();
+    Py_ssize_t n = PyObject_Length(o);
+    return n == 0 || (n < 0 && (PyErr_Clear(), 0));
+}
+
+static int none_or_absent(PyObject *dict, PyObject *name)
+{
+    PyObject *o = PyDict_GetItemWithError(dict, name);
+    return o ? o == Py_None : !PyErr_Occurred();
+}
+
+/* The module attribute `name` is empty (a dict of hooks) or false (the profiler's flag). */
+static int off(PyObject *module, PyObject *name)
+{
+    PyObject *o = PyObject_GetAttr(module, name);
+    if (!o) return PyErr_Clear(), 0;
+    int truth = PyObject_IsTrue(o);
+    Py_DECREF(o);
+    return truth == 0;
+}
+
+/* Checks one entry and gathers its gradients' addresses; 1 when it may run. */
+static int ready(entry *e)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        PyObject *p = e->tensors[i];
+        PyObject *g = Py_TYPE(grad)->tp_descr_get(grad, p, (PyObject *)Py_TYPE(p));
+        if (!g) return PyErr_Clear(), 0;
+        int ok = g != Py_None;
+        if (ok && e->contiguous) {
+            PyObject *r = PyObject_Vectorcall(is_contiguous, &g, 1, NULL);
+            ok = r == Py_True;  /* (a sparse gradient raises: the Python step names it) */
+            if (!r) PyErr_Clear();
+            Py_XDECREF(r);
+        }
+        if (ok) ok = (e->grads[i] = memory_of(g)) != 0;
+        Py_DECREF(g);
+        if (!ok || memory_of(p) != e->addresses[i]) return 0;
+    }
+    for (Py_ssize_t i = 0; i < e->n_held; i++)
+        if (memory_of(e->held[i]) != e->held_addresses[i]) return 0;
+    if (e->counts) /* read from memory each step (in-place changes to the "step" views included):
+                    * every member at one step, the plan's condition */
+        for (size_t i = 1; i < e->n; i++)
+            if (e->counts[i] != e->counts[0]) return 0;
+    return 1;
+}
+
+/* The entry's hyper-parameters read this step; 0 when one is not a number for C. */
+static int read_values(Plan *self, entry *e)
+{
+    if (!e->member_of) {
+        PyObject *lr = PyDict_GetItemWithError(self->groups[e->group], s_lr);
+        return lr && number(lr, &e->options->lr);
+    }
+    Py_ssize_t last = -1;
+    double lr = 0, decay = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        Py_ssize_t g = e->member_of[i];
+        if (g != last) {
+            PyObject *group = self->groups[g], *value = PyDict_GetItemWithError(group, s_lr);
+            if (!value || !number(value, &lr)) return 0;
+            if (e->weight_decays &&
+                (!(value = PyDict_GetItemWithError(group, s_weight_decay)) || !number(value, &decay)))
+                return 0;
+            last = g;
+        }
+        e->lrs[i] = lr;
+        if (e->weight_decays) e->weight_decays[i] = decay;
+    }
+    return 1;
+}
+
+static fastopt_status run(entry *e)
+{
+    fastopt_common *c = e->options;
+    const void *o = c;
+    void *const *const *s = e->state;
+    void *const *p = e->params;
+    const void *const *g = (const void *const *)e->grads;
+    c->grad_scale = 0.0, c->steps = NULL, c->master_params = e->masters;
+    if (e->member_of) c->lr = 0.0, c->lrs = e->lrs, c->weight_decays = e->weight_decays;
+    else c->lrs = c->weight_decays = NULL;
+    if (e->step_offset >= 0) *(int64_t *)((char *)c + e->step_offset) = (int64_t)e->counts[0] + 1;
+    fastopt_status status = FASTOPT_OK;
+    Py_BEGIN_ALLOW_THREADS
+    switch (e->n_state) {
+    case 0: status = ((fn0)e->function)(e->dtype, e->n, e->numel, p, g, o); break;
+    case 1: status = ((fn1)e->function)(e->dtype, e->n, e->numel, p, g, s[0], o); break;
+    case 2: status = ((fn2)e->function)(e->dtype, e->n, e->numel, p, g, s[0], s[1], o); break;
+    default: status = ((fn3)e->function)(e->dtype, e->n, e->numel, p, g, s[0], s[1], s[2], o); break;
+    }
+    Py_END_ALLOW_THREADS
+    return status;
+}
+
+static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *opt;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) return PyErr_Format(PyExc_TypeError, "a Plan takes no keywords");
+    if (!PyArg_ParseTuple(args, "O:Plan", &opt)) return NULL;
+    PyObject *dict = PyObject_GenericGetDict(opt, NULL);
+    if (!dict) return NULL;
+    int go = PyDict_GetItemWithError(dict, s_state) == self->state && none_or_absent(dict, s_grad_scale) &&
+             none_or_absent(dict, s_found_inf) && empty_or_absent(dict, s_pre_hooks) &&
+             empty_or_absent(dict, s_post_hooks) && same_groups(self, dict);
+    Py_DECREF(dict);
+    if (!go || PyErr_Occurred()) return PyErr_Clear(), Py_NewRef(Py_False);
+    PyObject *generation = PyObject_GetAttr(self->state, s_generation);
+    go = generation && PyObject_RichCompareBool(generation, self->generation, Py_EQ) == 1 &&
+         off(self->profiler, s_profiling) && off(self->optim, s_global_pre) && off(self->optim, s_global_post);
+    Py_XDECREF(generation);
+    for (Py_ssize_t i = 0; go && i < self->n_entries; i++)
+        go = ready(&self->entries[i]) && read_values(self, &self->entries[i]);
+    if (!go || PyErr_Occurred()) return PyErr_Clear(), Py_NewRef(Py_False);
+    for (Py_ssize_t i = 0; i < self->n_entries; i++) {
+        entry *e = &self->entries[i];
+        fastopt_status status = self->dry ? FASTOPT_OK : (self->calls++, run(e));
+        if (status != FASTOPT_OK) /* validated before writing: this entry wrote nothing */
+            return PyErr_Format(status == FASTOPT_ERR_DTYPE ? PyExc_TypeError : PyExc_ValueError, "fastopt.%U: %s",
+                                e->name, fastopt_last_error());
+        if (e->counts)
+            for (size_t j = 0; j < e->n; j++) e->counts[j] += 1.0f;
+        PyObject *r = PyObject_CallOneArg(self->increment_version, e->written);
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
+    self->steps++;
+    Py_RETURN_TRUE;
+}
+
+static PyMemberDef plan_members[] = {
+    {"dry", T_INT, offsetof(Plan, dry), 0, "1: check, count and bump versions but skip the C calls (benchmarks)"},
+    {"steps", T_PYSSIZET, offsetof(Plan, steps), READONLY, "steps made"},
+    {"calls", T_PYSSIZET, offsetof(Plan, calls), READONLY, "C calls made"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fastopt._steady.Plan",
+    .tp_basicsize = sizeof(Plan),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A fastopt.torch optimizer's steady-state step: plan(opt) makes it (True) or declines (False).",
+    .tp_new = plan_new,
+    .tp_dealloc = (destructor)plan_dealloc,
+    .tp_call = (ternaryfunc)plan_call,
+    .tp_members = plan_members,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastopt._steady", NULL, -1, NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__steady(void)
+{
+    struct { PyObject **name; const char *text; } names[] = {
+        {&s_grad, "grad"}, {&s_data_ptr, "data_ptr"}, {&s_is_contiguous, "is_contiguous"},
+        {&s_params, "params"}, {&s_lr, "lr"}, {&s_state, "state"}, {&s_param_groups, "param_groups"},
+        {&s_grad_scale, "grad_scale"}, {&s_found_inf, "found_inf"}, {&s_pre_hooks, "_optimizer_step_pre_hooks"},
+        {&s_post_hooks, "_optimizer_step_post_hooks"}, {&s_profiling, "_is_profiler_enabled"},
+        {&s_global_pre, "_global_optimizer_pre_hooks"}, {&s_global_post, "_global_optimizer_post_hooks"},
+        {&s_generation, "generation"}, {&s_weight_decay, "weight_decay"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!(*names[i].name = PyUnicode_InternFromString(names[i].text))) return NULL;
+    PyObject *torch = PyImport_ImportModule("torch");
+    PyObject *tensor = torch ? PyObject_GetAttrString(torch, "Tensor") : NULL;
+    Py_XDECREF(torch);
+    if (!tensor) return NULL;
+    data_ptr = PyObject_GetAttr(tensor, s_data_ptr), is_contiguous = PyObject_GetAttr(tensor, s_is_contiguous);
+    grad = PyObject_GetAttr(tensor, s_grad);
+    Py_DECREF(tensor);
+    if (!data_ptr || !is_contiguous || !grad) return NULL;
+    if (!Py_TYPE(grad)->tp_descr_get) return PyErr_Format(PyExc_TypeError, "torch.Tensor.grad is not a descriptor");
+    if (PyType_Ready(&PlanType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "Plan", (PyObject *)&PlanType) < 0) return Py_DECREF(m), NULL;
+    return m;
+}
