@@ -697,7 +697,7 @@ class _Optimizer(torch.optim.Optimizer):
                 -1 if merged else members[0],
                 tuple(members[m] for m in group["_member_of"]) if merged else None, decayed,
                 tuple(bucket.locals), tuple(bucket.pointers), tuple(bucket.held), tuple(bucket.held_pointers),
-                bucket.contiguous, bucket.written, bucket))
+                bucket.contiguous, bucket.written, (bucket, o)))  # (what the addresses point into)
         return _steady.Plan(state, generation, tuple(groups), tuple(tuple(g.items()) for g in groups),
                             tuple(skip), tuple(tuple(g["params"]) for g in groups),
                             (_profiler, _torch_optim, _increment_version), tuple(rows))

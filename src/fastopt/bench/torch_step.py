@@ -47,8 +47,9 @@ def _with_new_grads(torch, params, step):
     return stepped
 
 
-def steps(optimizer: str, model: str, new_grads: bool = False) -> dict:
-    """{variant: step function} for one optimizer on one model's parameter list."""
+def steps(optimizer: str, model: str, new_grads: bool = False, host: bool = True) -> dict:
+    """{variant: step function} for one optimizer on one model's parameter list; with host, also
+    "fastopt host side": fastopt's step less its C calls, where the step is made natively."""
     import torch
 
     import fastopt.torch as ft
@@ -58,8 +59,22 @@ def steps(optimizer: str, model: str, new_grads: bool = False) -> dict:
 
     def variant(make):
         params = _params(torch, shapes, 0)
-        step = make(param_groups(model, params, hyper["lr"]) if grouped else params).step
-        return _with_new_grads(torch, params, step) if new_grads else step
+        opt = make(param_groups(model, params, hyper["lr"]) if grouped else params)
+        if opt is None:
+            return None
+        return _with_new_grads(torch, params, opt.step) if new_grads else opt.step
+
+    def host_side(ps):
+        """fastopt's optimizer whose steady step makes its checks, counts and version bumps but no
+        C call (its native plan's dry mode): the host side of a step; None where the step has no
+        native plan (NAdam, LAMB, ...)."""
+        opt = getattr(ft, name)(ps, **hyper)
+        for _ in range(2):
+            opt.step()
+        if opt._native is None:
+            return None
+        opt._native.dry = 1
+        return opt
     out = {"fastopt": variant(lambda ps: getattr(ft, name)(ps, **hyper)),
            "torch fused": variant(lambda ps: getattr(torch.optim, name)(ps, fused=True, **hyper)),
            "torch foreach": variant(lambda ps: getattr(torch.optim, name)(ps, foreach=True, **hyper))}
@@ -69,6 +84,9 @@ def steps(optimizer: str, model: str, new_grads: bool = False) -> dict:
             out["deepspeed"] = variant(lambda ps: DeepSpeedCPUAdam(ps, adamw_mode=optimizer == "adamw", **hyper))
         except Exception:  # not installed, or its op does not build here
             pass
+    dry = variant(host_side) if host else None
+    if dry is not None:
+        out["fastopt host side"] = dry
     return out
 
 
