@@ -819,3 +819,93 @@ def test_a_native_step_refused_by_c_raises_as_the_python_step_and_writes_nothing
     with pytest.raises(ValueError, match="fastopt.adam: .*lr"):
         opt.step()
     assert all(torch.equal(p, q) for p, q in zip(params, before)) and float(opt.state[params[0]]["step"]) == 3
+
+
+def test_the_native_step_holds_the_gradients_it_reads_against_other_threads():
+    """Another thread dropping p.grad (a zero_grad elsewhere) while the kernel runs with the GIL
+    released: the step holds the gradient until its call ends (its memory unmapped otherwise)."""
+    import threading
+    import time
+    n = 1 << 24  # 64 MiB: large allocations are mapped, and unmapped when freed
+    p = torch.nn.Parameter(torch.zeros(n))
+    opt = ft.Adam([p], lr=1e-3)
+    for _ in range(2):
+        p.grad = torch.ones(n)
+        opt.step()
+    for _ in range(3):
+        p.grad = torch.ones(n)
+        dropper = threading.Thread(target=lambda: (time.sleep(0.002), setattr(p, "grad", None)))
+        dropper.start()
+        in_c = native_calls(opt)
+        dropper.join()
+        assert in_c in (0, 1)  # (declined when the gradient was gone before the check)
+    assert torch.isfinite(p).all()
+
+
+def test_a_gradient_resized_or_retyped_behind_its_param_is_refused_by_both_steps():
+    """p.grad.data swapped for another dtype or resized in place: neither the native step nor the
+    Python step reads past the gradient's memory; the step raises and writes nothing."""
+    params = [torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64)),
+              torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    for name in ("AdamW", "NAdam"):  # (NAdam: the Python steady step)
+        opt = getattr(ft, name)([{"params": params[:1]}, {"params": params[1:]}], lr=0.1)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.ones_like(p)
+            opt.step()
+        assert (opt._native is not None) == (name == "AdamW")
+        before = [p.detach().clone() for p in params]
+        for change in (lambda g: setattr(g, "data", g.data.float()), lambda g: g.resize_(2)):
+            params[0].grad = torch.ones_like(params[0])
+            change(params[0].grad)
+            with pytest.raises(RuntimeError, match="size or dtype"):
+                opt.step()
+            assert all(torch.equal(p, q) for p, q in zip(params, before))
+
+
+def test_the_native_plan_is_collected_with_a_cycle_through_it():
+    """A param naming its optimizer (a cycle through the plan's references): the optimizer, its
+    params and state are collected once dropped."""
+    import gc
+    import weakref
+    p = torch.nn.Parameter(torch.ones(8))
+    opt = ft.AdamW([p])
+    for _ in range(3):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    assert opt._native is not None
+    p.optimizer = opt
+    gone = weakref.ref(opt)
+    del opt, p
+    gc.collect()
+    assert gone() is None
+
+
+def test_equal_hyper_parameters_and_empty_params_keep_the_native_step():
+    """A value set again to an equal new object (a config reloaded) and a param of no elements:
+    the native step goes on (both steps treat them as unchanged)."""
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(0))]
+    opt = ft.AdamW(params, lr=0.1)
+    in_c = []
+    for t in range(6):
+        if t == 3:
+            opt.param_groups[0]["betas"] = tuple([0.9, 0.999])  # (a new tuple, equal)
+            opt.param_groups[0]["eps"] = float("1e-8")
+        for p in params:
+            p.grad = torch.ones_like(p)
+        in_c.append(native_calls(opt))
+    assert in_c == [0, 1, 1, 1, 1, 1]
+
+
+def test_channels_last_params_take_the_python_step():
+    """A bucket of non-contiguous params (channels_last weights) has no native plan: the Python
+    step compares each gradient's strides with its param's."""
+    w = torch.nn.Parameter(torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last))
+    opt = ft.SGD([w], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        w.grad = torch.ones_like(w)  # (preserves the layout)
+        opt.step()
+    assert opt._native is None
+    w.grad = torch.ones(2, 3, 4, 4)  # NCHW: another layout
+    with pytest.raises(RuntimeError, match="memory layout"):
+        opt.step()

@@ -47,6 +47,9 @@ typedef struct entry {
     const size_t *numel;
     void *const *params;
     uintptr_t *grads;               /* the call's gradient pointer array, filled each step */
+    PyObject **holding;             /* the gradients, held from their check to the end of the call: another
+                                     * thread's p.grad = None must not free memory a kernel reads */
+    Py_ssize_t held_grads;
     void *const *state[MAX_STATE];
     void *const *masters;           /* NULL: none */
     fastopt_common *options;        /* the options struct (fastopt_common is its first member) */
@@ -57,10 +60,10 @@ typedef struct entry {
     double *lrs, *weight_decays;    /* merged: per tensor, filled each step (weight_decays NULL: none) */
     PyObject **tensors;             /* the params */
     uintptr_t *addresses;           /* their memory */
+    Py_ssize_t *nbytes;             /* their sizes in bytes: a gradient's must be its param's */
     PyObject **held;                /* state tensors and master copies */
     uintptr_t *held_addresses;
     Py_ssize_t n_held;
-    int contiguous;                 /* params C-contiguous: so must the gradients be */
     PyObject *written;              /* list of what the call writes: their versions are bumped */
 } entry;
 
@@ -80,7 +83,7 @@ typedef struct {
 
 static PyObject *s_grad, *s_data_ptr, *s_is_contiguous, *s_params, *s_lr, *s_state, *s_param_groups,
     *s_grad_scale, *s_found_inf, *s_pre_hooks, *s_post_hooks, *s_profiling, *s_global_pre, *s_global_post,
-    *s_generation, *s_weight_decay;
+    *s_generation, *s_weight_decay, *s_nbytes;
 
 static PyObject **items(PyObject *tuple) { return &PyTuple_GET_ITEM(tuple, 0); }
 
@@ -95,19 +98,52 @@ static uintptr_t address(PyObject *o)
     return (uintptr_t)PyLong_AsVoidPtr(o);
 }
 
-/* t.data_ptr(), 0 with the error cleared when torch raises (the Python step reports it). */
-static uintptr_t memory_of(PyObject *t)
+/* Whether t.data_ptr() could be read, into *a (0 for an empty tensor); a torch error is cleared
+ * (the Python step reports it). */
+static int memory_of(PyObject *t, uintptr_t *a)
 {
     PyObject *r = PyObject_Vectorcall(data_ptr, &t, 1, NULL);
     if (!r) return PyErr_Clear(), 0;
-    uintptr_t a = address(r);
+    *a = address(r);
     Py_DECREF(r);
-    return PyErr_Occurred() ? (PyErr_Clear(), 0) : a;
+    return PyErr_Occurred() ? (PyErr_Clear(), 0) : 1;
+}
+
+/* t.data_ptr() == expected. */
+static int at(PyObject *t, uintptr_t expected)
+{
+    uintptr_t a;
+    return memory_of(t, &a) && a == expected;
+}
+
+/* t.nbytes == expected. */
+static int sized(PyObject *t, Py_ssize_t expected)
+{
+    PyObject *r = PyObject_GetAttr(t, s_nbytes);
+    if (!r) return PyErr_Clear(), 0;
+    Py_ssize_t n = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    return PyErr_Occurred() ? (PyErr_Clear(), 0) : n == expected;
+}
+
+/* The plan's objects may hold it (a param's attribute naming its optimizer): the collector sees them. */
+static int plan_traverse(Plan *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->args);
+    return 0;
+}
+
+static int plan_clear(Plan *self)
+{
+    self->n_entries = 0, self->n_groups = 0; /* (nothing to check or run: every call declines) */
+    Py_CLEAR(self->args);
+    return 0;
 }
 
 static void plan_dealloc(Plan *self)
 {
-    Py_XDECREF(self->args);
+    PyObject_GC_UnTrack(self);
+    plan_clear(self);
     PyMem_Free(self->entries);
     PyMem_Free(self->memory);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -128,7 +164,7 @@ static int tuple_of(PyObject *o, Py_ssize_t n, const char *what)
 static size_t entry_bytes(PyObject *e)
 {
     Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 4)), held = PyTuple_GET_SIZE(PyTuple_GET_ITEM(e, 18));
-    return (size_t)(2 * n + held) * sizeof(uintptr_t) + (size_t)(2 * n) * sizeof(double);
+    return (size_t)(4 * n + held) * sizeof(uintptr_t) + (size_t)(2 * n) * sizeof(double);
 }
 
 static int entry_init(entry *e, PyObject *t, char **memory)
@@ -169,6 +205,15 @@ static int entry_init(entry *e, PyObject *t, char **memory)
     }
     e->addresses = (uintptr_t *)*memory, *memory += n * sizeof(uintptr_t);
     for (size_t i = 0; i < n; i++) e->addresses[i] = address(PyTuple_GET_ITEM(f[17], i));
+    e->nbytes = (Py_ssize_t *)*memory, *memory += n * sizeof(uintptr_t);
+    for (size_t i = 0; i < n; i++) {
+        PyObject *bytes = PyObject_GetAttr(e->tensors[i], s_nbytes);
+        if (!bytes) return 0;
+        e->nbytes[i] = PyLong_AsSsize_t(bytes);
+        Py_DECREF(bytes);
+    }
+    e->holding = (PyObject **)*memory, *memory += n * sizeof(uintptr_t);
+    e->held_grads = 0;
     e->n_held = PyTuple_GET_SIZE(f[18]);
     e->held = items(f[18]);
     e->held_addresses = (uintptr_t *)*memory, *memory += (size_t)e->n_held * sizeof(uintptr_t);
@@ -184,7 +229,8 @@ static int entry_init(entry *e, PyObject *t, char **memory)
         for (size_t i = 0; i < n; i++) e->member_of[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(f[14], i));
         if (!PyObject_IsTrue(f[15])) e->weight_decays = NULL;
     }
-    e->contiguous = PyObject_IsTrue(f[20]);
+    if (!PyObject_IsTrue(f[20])) /* contiguous params: what the gradients' checks assume */
+        return PyErr_SetString(PyExc_ValueError, "_steady.Plan: a bucket of non-contiguous params"), 0;
     e->written = f[21];
     return !PyErr_Occurred();
 }
@@ -264,7 +310,10 @@ static int same_groups(Plan *self, PyObject *opt_dict)
                 next_skip = ++s < PyTuple_GET_SIZE(skip) ? PyLong_AsSsize_t(PyTuple_GET_ITEM(skip, s)) : -1;
                 continue;
             }
-            if (value != PyTuple_GET_ITEM(item, 1)) return 0;
+            /* the plan's very object, or one equal to it (the same C value: as the Python step's
+             * options struct, made again only when a value differs) */
+            PyObject *planned = PyTuple_GET_ITEM(item, 1);
+            if (value != planned && PyObject_RichCompareBool(value, planned, Py_EQ) != 1) return 0;
         }
         PyObject *now = PyDict_GetItemWithError(group, s_params), *planned = params[g];
         Py_ssize_t m = PyTuple_GET_SIZE(planned);
@@ -299,30 +348,36 @@ static int off(PyObject *module, PyObject *name)
     return truth == 0;
 }
 
-/* Checks one entry and gathers its gradients' addresses; 1 when it may run. */
+/* Drops the gradients an entry holds. */
+static void let_go(entry *e)
+{
+    for (Py_ssize_t i = 0; i < e->held_grads; i++) Py_DECREF(e->holding[i]);
+    e->held_grads = 0;
+}
+
+/* Checks one entry and gathers its gradients' addresses, holding the gradients; 1 when it may run
+ * (else nothing held). */
 static int ready(entry *e)
 {
     for (size_t i = 0; i < e->n; i++) {
         PyObject *p = e->tensors[i];
         PyObject *g = Py_TYPE(grad)->tp_descr_get(grad, p, (PyObject *)Py_TYPE(p));
-        if (!g) return PyErr_Clear(), 0;
-        int ok = g != Py_None;
-        if (ok && e->contiguous) {
-            PyObject *r = PyObject_Vectorcall(is_contiguous, &g, 1, NULL);
-            ok = r == Py_True;  /* (a sparse gradient raises: the Python step names it) */
-            if (!r) PyErr_Clear();
-            Py_XDECREF(r);
-        }
-        if (ok) ok = (e->grads[i] = memory_of(g)) != 0;
-        Py_DECREF(g);
-        if (!ok || memory_of(p) != e->addresses[i]) return 0;
+        if (!g) return PyErr_Clear(), let_go(e), 0;
+        e->holding[e->held_grads++] = g;
+        /* a gradient with its param's layout and size: C-contiguous as its param (a non-contiguous
+         * param's bucket is not planned), as many bytes (a .grad.data swapped or resized) */
+        PyObject *r = g == Py_None ? NULL : PyObject_Vectorcall(is_contiguous, &g, 1, NULL);
+        int ok = r == Py_True && sized(g, e->nbytes[i]) && memory_of(g, &e->grads[i]) && at(p, e->addresses[i]);
+        if (!r) PyErr_Clear(); /* (a sparse gradient raises: the Python step names it) */
+        Py_XDECREF(r);
+        if (!ok) return let_go(e), 0;
     }
     for (Py_ssize_t i = 0; i < e->n_held; i++)
-        if (memory_of(e->held[i]) != e->held_addresses[i]) return 0;
+        if (!at(e->held[i], e->held_addresses[i])) return let_go(e), 0;
     if (e->counts) /* read from memory each step (in-place changes to the "step" views included):
                     * every member at one step, the plan's condition */
         for (size_t i = 1; i < e->n; i++)
-            if (e->counts[i] != e->counts[0]) return 0;
+            if (e->counts[i] != e->counts[0]) return let_go(e), 0;
     return 1;
 }
 
@@ -374,11 +429,17 @@ static fastopt_status run(entry *e)
     return status;
 }
 
+static void let_go_all(Plan *self)
+{
+    for (Py_ssize_t i = 0; i < self->n_entries; i++) let_go(&self->entries[i]);
+}
+
 static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *opt;
     if (kwargs && PyDict_GET_SIZE(kwargs)) return PyErr_Format(PyExc_TypeError, "a Plan takes no keywords");
     if (!PyArg_ParseTuple(args, "O:Plan", &opt)) return NULL;
+    if (!self->args) Py_RETURN_FALSE; /* cleared by the collector */
     PyObject *dict = PyObject_GenericGetDict(opt, NULL);
     if (!dict) return NULL;
     int go = PyDict_GetItemWithError(dict, s_state) == self->state && none_or_absent(dict, s_grad_scale) &&
@@ -392,19 +453,25 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
     Py_XDECREF(generation);
     for (Py_ssize_t i = 0; go && i < self->n_entries; i++)
         go = ready(&self->entries[i]) && read_values(self, &self->entries[i]);
-    if (!go || PyErr_Occurred()) return PyErr_Clear(), Py_NewRef(Py_False);
-    for (Py_ssize_t i = 0; i < self->n_entries; i++) {
+    if (!go || PyErr_Occurred()) return PyErr_Clear(), let_go_all(self), Py_NewRef(Py_False);
+    PyObject *result = Py_True;
+    for (Py_ssize_t i = 0; i < self->n_entries && result; i++) {
         entry *e = &self->entries[i];
         fastopt_status status = self->dry ? FASTOPT_OK : (self->calls++, run(e));
-        if (status != FASTOPT_OK) /* validated before writing: this entry wrote nothing */
-            return PyErr_Format(status == FASTOPT_ERR_DTYPE ? PyExc_TypeError : PyExc_ValueError, "fastopt.%U: %s",
-                                e->name, fastopt_last_error());
+        if (status != FASTOPT_OK) { /* validated before writing: this entry wrote nothing */
+            PyErr_Format(status == FASTOPT_ERR_DTYPE ? PyExc_TypeError : PyExc_ValueError, "fastopt.%U: %s", e->name,
+                         fastopt_last_error());
+            result = NULL;
+            break;
+        }
         if (e->counts)
             for (size_t j = 0; j < e->n; j++) e->counts[j] += 1.0f;
         PyObject *r = PyObject_CallOneArg(self->increment_version, e->written);
-        if (!r) return NULL;
-        Py_DECREF(r);
+        if (!r) result = NULL;
+        Py_XDECREF(r);
     }
+    let_go_all(self);
+    if (!result) return NULL;
     self->steps++;
     Py_RETURN_TRUE;
 }
@@ -420,7 +487,9 @@ static PyTypeObject PlanType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "fastopt._steady.Plan",
     .tp_basicsize = sizeof(Plan),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)plan_traverse,
+    .tp_clear = (inquiry)plan_clear,
     .tp_doc = "A fastopt.torch optimizer's steady-state step: plan(opt) makes it (True) or declines (False).",
     .tp_new = plan_new,
     .tp_dealloc = (destructor)plan_dealloc,
@@ -438,7 +507,7 @@ PyMODINIT_FUNC PyInit__steady(void)
         {&s_grad_scale, "grad_scale"}, {&s_found_inf, "found_inf"}, {&s_pre_hooks, "_optimizer_step_pre_hooks"},
         {&s_post_hooks, "_optimizer_step_post_hooks"}, {&s_profiling, "_is_profiler_enabled"},
         {&s_global_pre, "_global_optimizer_pre_hooks"}, {&s_global_post, "_global_optimizer_post_hooks"},
-        {&s_generation, "generation"}, {&s_weight_decay, "weight_decay"},
+        {&s_generation, "generation"}, {&s_weight_decay, "weight_decay"}, {&s_nbytes, "nbytes"},
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!(*names[i].name = PyUnicode_InternFromString(names[i].text))) return NULL;

@@ -53,7 +53,7 @@ _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _is_compiling = torch.compiler.is_compiling
 _increment_version = torch._C._increment_version  # of a list of tensors (torch.autograd.graph.increment_version)
 _data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
-_grad, _NoneType = operator.attrgetter("grad"), type(None)
+_grad, _nbytes, _NoneType = operator.attrgetter("grad"), operator.attrgetter("nbytes"), type(None)
 _params = operator.itemgetter("params")
 _lr_and_decay = operator.itemgetter("lr", "weight_decay")
 _lr_only = operator.itemgetter("lr", "lr")  # (a pair as _lr_and_decay, its second unused)
@@ -230,6 +230,7 @@ class _Bucket:
         self.container, self.generation = opt.state, opt.state.generation
         self.versions = [t._version for t in self.versioned]
         self.contiguous = all(p.is_contiguous() for p in self.locals)
+        self.nbytes = list(map(_nbytes, self.locals))
         self.flat_params = [_flat(p.detach()) for p in self.locals]  # (detached: the same version counter)
         self.written = self.written_by(range(len(params)))
         self.per_tensor = None  # a merged group's (values, (lrs, weight decays)) over every param
@@ -266,8 +267,12 @@ class _Bucket:
             [t._version for t in self.versioned] == self.versions
 
     def check_grads(self, positions, grads) -> None:
-        """Checks that each gradient has its param's memory layout (dense, the same strides): at
-        the cost of one flag per gradient when the params are C-contiguous, as most are."""
+        """Checks that each gradient has its param's size in bytes (a ``.grad.data`` swapped or
+        resized behind its param) and memory layout (dense, the same strides): at the cost of one
+        flag per gradient when the params are C-contiguous, as most are."""
+        if list(map(_nbytes, grads)) != [self.nbytes[i] for i in positions]:
+            raise RuntimeError("fastopt.torch: a gradient's size or dtype differs from its parameter's "
+                               "(its .data replaced or resized)")
         try:
             if self.contiguous and all(map(_is_contiguous, grads)):
                 return
@@ -662,8 +667,9 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _native_plan(self, plan):
         """The steady plan as ``fastopt._steady.Plan`` checks and runs it in C (csrc/python/steady.c),
-        or None where only the Python steady step can take it: a GPU bucket, NAdam's products,
-        LAMB's norms, members at different steps, a hyper-parameter that may change in place."""
+        or None where only the Python steady step can take it: a GPU bucket, non-contiguous params
+        (channels_last), NAdam's products, LAMB's norms, members at different steps, a
+        hyper-parameter that may change in place."""
         if plan is None:
             return None
         state, generation, groups, _, _, _, entries = plan
@@ -673,8 +679,8 @@ class _Optimizer(torch.optim.Optimizer):
             function = self._function(group)
             optimizer = OPTIMIZERS[function.__name__]
             merged = "_groups" in group
-            if not bucket.cpu or bucket.mu_products is not None or optimizer.name == "lamb" or \
-                    (bucket.counts is not None and not bucket.uniform):
+            if not bucket.cpu or not bucket.contiguous or bucket.mu_products is not None or \
+                    optimizer.name == "lamb" or (bucket.counts is not None and not bucket.uniform):
                 return None
             if bucket.options_key is None:  # (a value that may change in place: the struct is made every call)
                 return None
