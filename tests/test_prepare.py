@@ -122,3 +122,50 @@ def test_a_prepared_gpu_call_makes_its_views_once(name, monkeypatch):
     for role in dev:
         for a, b in zip(dev[role], plain[role]):
             np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host(), err_msg=role)
+
+
+def test_a_host_call_is_repeated_from_its_options_with_each_calls_step_lr_and_weight_decay(monkeypatch):
+    """Past its first call a prepared host call over NumPy arrays sets step, lr and weight_decay
+    in its kept options struct and calls C (no Python validation, no new struct): the bits of the
+    plain calls, with lr and weight_decay changed, given and then left to the prepared value, a
+    grad_scale call in between (the full path), and a bad lr refused by C with nothing written."""
+    rng = np.random.default_rng(3)
+    ours = [[rng.standard_normal(n).astype(np.float32) for n in (5, 40)] for _ in range(4)]
+    for v in ours[3]:
+        np.abs(v, out=v)
+    plain = [[a.copy() for a in role] for role in ours]
+    step = fastopt.prepare(fastopt.adamw, *ours, lr=1e-2, weight_decay=0.1)
+    full_calls = []
+    run = fastopt._calls.run
+    monkeypatch.setattr(fastopt._calls, "run", lambda *a, **k: full_calls.append(1) or run(*a, **k))
+    calls = [dict(step=1), dict(step=2, lr=3e-3), dict(step=3), dict(step=4, weight_decay=0.5),
+             dict(step=5, lr=2e-3, grad_scale=2.0), dict(step=6, lr=1e-3), dict(step=7, lr=1)]
+    full = []
+    for kwargs in calls:
+        before = len(full_calls)
+        step(**kwargs)
+        full.append(len(full_calls) - before)
+        fastopt.adamw(*plain, **{"lr": 1e-2, "weight_decay": 0.1, **kwargs})
+    assert full == [1, 0, 0, 0, 1, 0, 0]
+    for role, mine in zip(plain, ours):
+        for a, b in zip(role, mine):
+            np.testing.assert_array_equal(b, a)
+    before = [a.copy() for role in ours for a in role]
+    with pytest.raises(ValueError, match="fastopt.adamw: .*lr"):
+        step(step=8, lr=-1.0)
+    assert all((a == b).all() for a, b in zip(before, [a for role in ours for a in role]))
+
+
+def test_calls_with_torch_tensors_or_per_tensor_values_are_never_repeated_from_the_struct(monkeypatch):
+    """Torch tensors (memory and autograd checked each call) and per-tensor lr: the full path
+    every call."""
+    torch = pytest.importorskip("torch")
+    full_calls = []
+    run = fastopt._calls.run
+    monkeypatch.setattr(fastopt._calls, "run", lambda *a, **k: full_calls.append(1) or run(*a, **k))
+    tensors = fastopt.prepare(fastopt.adamw, *([torch.ones(3)] for _ in range(4)))
+    arrays = fastopt.prepare(fastopt.adamw, *([np.ones(3, np.float32) for _ in range(2)] for _ in range(4)))
+    for t in (1, 2, 3):
+        tensors(step=t)
+        arrays(step=t, lr=[1e-3, 2e-3])
+    assert len(full_calls) == 6

@@ -165,6 +165,8 @@ class Prepared:
     def __init__(self):
         self.kept = None  # (fn, the role values and master copies: compared by identity, _Arrays)
         self.tensors, self.addresses = [], []
+        self.last = None  # the last host call: (C function, its arguments but the options, options, kept alive)
+        self.fast = None  # a call fastopt.prepare repeats with new step, lr and weight_decay (see there)
 
     def arrays(self, fn: str, roles, master) -> _Arrays | _GpuArrays | None:
         if self.kept is None:
@@ -249,6 +251,8 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
     if status:
         check(status, fn)
     bump_versions(written)
+    if prepared is not None and o is not None:
+        prepared.last = (c_function, (dtype, len(numel), numel, *ptrs), o, kept)
 
 
 def with_arrays(fn: str, o, n: int, state_code=None, steps=None, mu_products=None, scales=(), block=0, masters=None,

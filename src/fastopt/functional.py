@@ -655,6 +655,8 @@ def _own(fn, lines: list[str]) -> list[str]:
 # ---- a call prepared once, stepped many times ----
 
 _PER_CALL = {"step", "lr", "weight_decay", "grad_scale", "found_inf", "mu_product", "stochastic_rounding", "stream"}
+_REPEATED = ("step", "lr", "weight_decay")  # what a repeated host call sets in its options struct
+_REPEATED_KEYS = frozenset(_REPEATED)
 
 
 def prepare(update, *arrays, **keywords):
@@ -673,6 +675,10 @@ def prepare(update, *arrays, **keywords):
     With PyTorch, pass gradient tensors that persist: ``zero_grad(set_to_none=True)``, torch's
     default, makes new ``.grad`` tensors at each backward, which a prepared call never sees (it
     keeps stepping with the old ones); use ``zero_grad(set_to_none=False)``, or call ``update``.
+    Over arrays other than torch tensors, a call with one ``step``, ``lr`` and ``weight_decay``
+    (numbers) and none of the other per-call keywords is made from the first such call's C
+    options struct, with those three set: a few microseconds of Python whatever the number of
+    arrays.  So one prepared call must not run in two threads at once.
 
     Args:
       update: a fastopt optimizer (``fastopt.adamw``, ``fastopt.sgd``, ...).
@@ -695,8 +701,32 @@ def prepare(update, *arrays, **keywords):
     frozen = tuple(tuple(a) if isinstance(a, list) else a for a in arrays)
     fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in keywords.items()}
     prepared = _calls.Prepared()
+    # A host call over arrays other than torch tensors (whose memory and autograd are checked each
+    # call), with one step, lr and weight_decay and none of the other per-call keywords, is repeated
+    # from its C options struct: each call sets those three and calls C, which checks them.
+    defaults = {k: fixed.get(k, takes[k].default) for k in _REPEATED if k in takes}
+    repeatable = not any(fixed.get(k) is not None for k in _PER_CALL - set(_REPEATED)) and "sum_over" not in fixed
+    takes_step = OPTIMIZERS[name].takes_step
+
+    def repeated(changes) -> bool:
+        """Makes the call from the kept options struct when it can (see above); True when it did."""
+        values = {**defaults, **changes}
+        lr, weight_decay, at = values.get("lr"), values.get("weight_decay", 0.0), values.get("step")
+        if type(lr) not in (float, int) or type(weight_decay) not in (float, int) or \
+                (takes_step and type(at) is not int):
+            return False
+        c_function, head, o, _ = prepared.fast
+        o.common.lr, o.common.weight_decay = lr, weight_decay
+        if takes_step:
+            o.step = at
+        status = c_function(*head, o)
+        if status:
+            check(status, name)
+        return True
 
     def step(*args, **changes):
+        if prepared.fast is not None and not args and changes.keys() <= _REPEATED_KEYS and repeated(changes):
+            return None
         if args:
             raise TypeError(f"fastopt.prepare: a prepared call takes keywords only ({', '.join(sorted(_PER_CALL))}), "
                             f"got {len(args)} positional argument(s)")
@@ -707,9 +737,16 @@ def prepare(update, *arrays, **keywords):
                             f"another call" if known else f"fastopt.prepare: {name} takes no keyword(s) {fixed_here}")
         token = _calls.PREPARED.set(prepared)
         try:
-            return update(*frozen, **{**fixed, **changes})
+            prepared.last = None
+            out = update(*frozen, **{**fixed, **changes})
         finally:
             _calls.PREPARED.reset(token)
+        if out is None and prepared.last is not None and not prepared.tensors and repeatable and \
+                not any(changes.get(k) is not None for k in _PER_CALL - set(_REPEATED)):
+            values = {**defaults, **changes}
+            if all(type(values.get(k, 0)) in (float, int) for k in _REPEATED):  # (one value each: no per-tensor arrays)
+                prepared.fast = prepared.last
+        return out
     step.__doc__ = f"One {name} step of the prepared call (see fastopt.prepare)."
     return step
 
