@@ -26,6 +26,7 @@ def test_quick_benchmark_runs_and_writes_outputs(tmp_path, capsys):
     assert not any(r["wrong"] for r in rows)
     for r in rows:
         assert r["median_s"] > 0 and r["gbps"] > 0
+    assert {r["problem"] for r in rows if r["backend"] == "fastopt-prepared"} == {"mlp20"}  # (a list: prepared too)
     fastopt_row = next(r for r in rows if r["backend"] == "fastopt" and r["problem"] == "mlp20")
     assert fastopt_row["tensors"] == 20 and fastopt_row["numel"] == 41600
     assert fastopt_row["gbps"] == pytest.approx(7 * 4 * 41600 / fastopt_row["median_s"] / 1e9)
@@ -57,7 +58,7 @@ def test_wrong_backend_is_reported_wrong(monkeypatch, capsys):
             problem.params[0] += 1e-3  # a fast wrong answer
         return wrong
     real = cases.backends
-    monkeypatch.setattr(cli, "backends", lambda opt=None: {**real(opt), "broken": (broken, True)})
+    monkeypatch.setattr(cli, "backends", lambda opt=None, **kw: {**real(opt, **kw), "broken": (broken, True)})
     rows = cli.run_case("adamw", "float32", "4k", repeats=1, on_sample=None)
     by = {r["backend"]: r for r in rows}
     assert by["broken"]["wrong"] and not by["fastopt"]["wrong"]
@@ -99,13 +100,18 @@ def test_param_groups_rows_step_in_one_fastopt_call_and_match_torch_and_numpy(na
     run = _calls.run
     monkeypatch.setattr(_calls, "run", lambda *a, **k: calls.append(a[0]) or run(*a, **k))
     rows = cli.run_case(name, "float32", "mlp20-lld", repeats=1, on_sample=None)
-    assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy"}
+    assert {r["backend"] for r in rows} >= {"roofline", "fastopt", "numpy", "fastopt-prepared"}
     assert not any(r["wrong"] for r in rows), [r["backend"] for r in rows if r["wrong"]]
     problem = cases.Problem(cases.OPTIMIZERS[name], "float32", cases.shapes_of("mlp20-lld"), grouped="mlp20-lld")
     assert len(problem.groups) == 20 and len(set(problem.per_tensor()["lr"])) == 10
     calls.clear()
     problem.stepper(fastopt)()
     assert calls == [name] * (20 if name == "lamb" else 1)  # (LAMB clips by a call's norm: a call per group)
+    calls.clear()
+    prepared = problem.stepper(fastopt, prepared=True)
+    prepared()
+    prepared()  # (the second call repeated from its options struct, past SGD's first step)
+    assert calls == [name] * (20 if name == "lamb" else 1)
 
 
 def test_a_hyper_parameter_search_row_steps_16_replicas_in_one_fastopt_call():

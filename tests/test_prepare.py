@@ -156,16 +156,25 @@ def test_a_host_call_is_repeated_from_its_options_with_each_calls_step_lr_and_we
     assert all((a == b).all() for a, b in zip(before, [a for role in ours for a in role]))
 
 
-def test_calls_with_torch_tensors_or_per_tensor_values_are_never_repeated_from_the_struct(monkeypatch):
-    """Torch tensors (memory and autograd checked each call) and per-tensor lr: the full path
-    every call."""
+def test_torch_tensors_are_never_repeated_from_the_struct_and_per_tensor_values_are(monkeypatch):
+    """Torch tensors (memory and autograd checked each call): the full path every call.  Per-tensor
+    lr and weight_decay: repeated, each call's values (their length checked) in the struct."""
     torch = pytest.importorskip("torch")
     full_calls = []
     run = fastopt._calls.run
     monkeypatch.setattr(fastopt._calls, "run", lambda *a, **k: full_calls.append(1) or run(*a, **k))
     tensors = fastopt.prepare(fastopt.adamw, *([torch.ones(3)] for _ in range(4)))
-    arrays = fastopt.prepare(fastopt.adamw, *([np.ones(3, np.float32) for _ in range(2)] for _ in range(4)))
+    ours = [[np.ones(3, np.float32) for _ in range(2)] for _ in range(4)]
+    plain = [[a.copy() for a in role] for role in ours]
+    arrays = fastopt.prepare(fastopt.adamw, *ours)
     for t in (1, 2, 3):
         tensors(step=t)
-        arrays(step=t, lr=[1e-3, 2e-3])
-    assert len(full_calls) == 6
+        lrs = [1e-3 * t, 2e-3]
+        arrays(step=t, lr=lrs, weight_decay=np.array([0.1, 0.2 * t]))
+        fastopt.adamw(*plain, step=t, lr=lrs, weight_decay=np.array([0.1, 0.2 * t]))
+    assert len(full_calls) == 3 + 1 + 3  # torch's every call, the arrays' first, the plain calls
+    for role, mine in zip(plain, ours):
+        for a, b in zip(role, mine):
+            np.testing.assert_array_equal(b, a)
+    with pytest.raises(ValueError, match="lr has 3 values, one per tensor"):
+        arrays(step=4, lr=[1e-3] * 3)

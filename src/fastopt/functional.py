@@ -675,10 +675,10 @@ def prepare(update, *arrays, **keywords):
     With PyTorch, pass gradient tensors that persist: ``zero_grad(set_to_none=True)``, torch's
     default, makes new ``.grad`` tensors at each backward, which a prepared call never sees (it
     keeps stepping with the old ones); use ``zero_grad(set_to_none=False)``, or call ``update``.
-    Over arrays other than torch tensors, a call with one ``step``, ``lr`` and ``weight_decay``
-    (numbers) and none of the other per-call keywords is made from the first such call's C
-    options struct, with those three set: a few microseconds of Python whatever the number of
-    arrays.  So one prepared call must not run in two threads at once.
+    Over arrays other than torch tensors, a call with none of the per-call keywords but ``step``
+    (one integer), ``lr`` and ``weight_decay`` is made from the first such call's C options
+    struct, with those three set: a few microseconds of Python whatever the number of arrays.
+    So one prepared call must not run in two threads at once.
 
     Args:
       update: a fastopt optimizer (``fastopt.adamw``, ``fastopt.sgd``, ...).
@@ -702,8 +702,9 @@ def prepare(update, *arrays, **keywords):
     fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in keywords.items()}
     prepared = _calls.Prepared()
     # A host call over arrays other than torch tensors (whose memory and autograd are checked each
-    # call), with one step, lr and weight_decay and none of the other per-call keywords, is repeated
-    # from its C options struct: each call sets those three and calls C, which checks them.
+    # call) with none of the per-call keywords but step, lr and weight_decay is repeated from its C
+    # options struct: each call sets those three (lr and weight_decay one value or one per tensor,
+    # step one integer) and calls C, which checks them.
     defaults = {k: fixed.get(k, takes[k].default) for k in _REPEATED if k in takes}
     repeatable = not any(fixed.get(k) is not None for k in _PER_CALL - set(_REPEATED)) and "sum_over" not in fixed
     takes_step = OPTIMIZERS[name].takes_step
@@ -711,12 +712,16 @@ def prepare(update, *arrays, **keywords):
     def repeated(changes) -> bool:
         """Makes the call from the kept options struct when it can (see above); True when it did."""
         values = {**defaults, **changes}
-        lr, weight_decay, at = values.get("lr"), values.get("weight_decay", 0.0), values.get("step")
-        if type(lr) not in (float, int) or type(weight_decay) not in (float, int) or \
-                (takes_step and type(at) is not int):
+        at = values.get("step")
+        if takes_step and type(at) is not int:
             return False
         c_function, head, o, _ = prepared.fast
-        o.common.lr, o.common.weight_decay = lr, weight_decay
+        n, c = head[1], o.common
+        c.lr, lrs = _calls.per_tensor_value(name, "lr", values.get("lr"))
+        c.weight_decay, decays = _calls.per_tensor_value(name, "weight_decay", values.get("weight_decay", 0.0))
+        kept = [None if v is None else _calls.per_tensor(name, k, v, n) for k, v in (("lr", lrs), ("weight_decay", decays))]
+        c.lrs, c.weight_decays = (ffi.NULL if k is None else k for k in kept)
+        c.steps = ffi.NULL
         if takes_step:
             o.step = at
         status = c_function(*head, o)
@@ -743,9 +748,7 @@ def prepare(update, *arrays, **keywords):
             _calls.PREPARED.reset(token)
         if out is None and prepared.last is not None and not prepared.tensors and repeatable and \
                 not any(changes.get(k) is not None for k in _PER_CALL - set(_REPEATED)):
-            values = {**defaults, **changes}
-            if all(type(values.get(k, 0)) in (float, int) for k in _REPEATED):  # (one value each: no per-tensor arrays)
-                prepared.fast = prepared.last
+            prepared.fast = prepared.last
         return out
     step.__doc__ = f"One {name} step of the prepared call (see fastopt.prepare)."
     return step

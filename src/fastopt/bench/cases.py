@@ -171,12 +171,15 @@ class Problem:
             for a, s in zip(arrays, saved):
                 a[...] = s
 
-    def stepper(self, module):
+    def stepper(self, module, prepared: bool = False):
         """A function taking one step of module.<optimizer> (fastopt or fastopt.reference) on these
-        arrays: lists for a model, plain arrays for one tensor (the call a user makes)."""
+        arrays: lists for a model, plain arrays for one tensor (the call a user makes); prepared:
+        through fastopt.prepare (validated once: the call a training loop makes)."""
         fn, opt = getattr(module, self.opt.name), self.opt
         args = [a[0] if len(a) == 1 else a for a in self.arrays()]
         kwargs = dict(opt.hyper)  # one dict, updated in place: at 4K elements a merge is 10% of a call
+        if prepared:
+            return self._prepared(fn, args, kwargs)
         if opt.name == "nadam":
             kwargs["mu_product"] = 1.0  # carried from step to step
         clips = opt.name == "lamb" and kwargs.get("max_grad_norm", 1.0) > 0  # (LAMB's norm spans a call)
@@ -208,8 +211,37 @@ class Problem:
         return step
 
 
+    def _prepared(self, fn, args, kwargs):
+        """stepper's function through fastopt.prepare: the hyper-parameters fixed, step (and NAdam's
+        mu_product) per call; SGD's first step a call of its own; param groups in one call, but
+        LAMB's with clipping (its norm spans a call: a call per group, as the plain stepper's)."""
+        opt = self.opt
+        if self.groups is None:
+            parts = [(args, kwargs)]
+        elif opt.name == "lamb" and kwargs.get("max_grad_norm", 1.0) > 0:
+            parts = [([[a[i] for i in index] for a in self.arrays()], {**kwargs, **h}) for index, h in self.groups]
+        else:
+            parts = [(args, {**kwargs, **self.per_tensor()})]
+        firsts = (True, False) if opt.name == "sgd" else (False,)
+        calls = {first: [fastopt.prepare(fn, *a, **k, **({"first_step": first} if opt.name == "sgd" else {}))
+                         for a, k in parts] for first in firsts}
+        carried = {"mu_product": 1.0} if opt.name == "nadam" else {}
+
+        def step():
+            self.step += 1
+            for call in calls[self.step == 1 and opt.name == "sgd"]:
+                out = call(**({"step": self.step} if opt.stepped else {}), **carried)
+            if carried:
+                carried["mu_product"] = out
+        return step
+
+
 def fastopt_backend(problem: Problem):
     return problem.stepper(fastopt)
+
+
+def fastopt_prepared_backend(problem: Problem):
+    return problem.stepper(fastopt, prepared=True)
 
 
 def numpy_backend(problem: Problem):
@@ -296,11 +328,14 @@ def torch_available() -> bool:
         return False
 
 
-def backends(opt: Optimizer | None = None, with_torch: bool | None = None) -> dict:
+def backends(opt: Optimizer | None = None, with_torch: bool | None = None, tensors: int = 1) -> dict:
     """name -> (make step function from a Problem, whether its result must match the reference):
-    the backends that have this optimizer (all of them without one)."""
+    the backends that have this optimizer (all of them without one), for a problem of this many
+    tensors (a list of them also through fastopt.prepare)."""
     out = {"roofline": (roofline_backend, False), "fastopt": (fastopt_backend, True),
            "numpy": (numpy_backend, True)}
+    if tensors > 1:
+        out["fastopt-prepared"] = (fastopt_prepared_backend, True)
     if (with_torch if with_torch is not None else torch_available()) and (opt is None or opt.torch_name):
         out["torch-foreach"] = (torch_backend("foreach"), True)
         if opt is None or opt.torch_fused:

@@ -65,7 +65,7 @@ def run_case(opt_name: str, dtype: str, size: str, repeats: int, on_sample) -> l
     expected = problem.snapshot()
 
     steps, wrong = {}, set()
-    for name, (make, checked) in backends(opt).items():
+    for name, (make, checked) in backends(opt, tensors=len(problem.shapes)).items():
         problem.restore(start)
         problem.step = 0
         step = make(problem)
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
             import torch
             torch.set_num_threads(args.threads)
     # (run, name, dtype, size, backends timed): optimizers, the training kernels, or both (--full)
-    cases = [] if args.training else [(run_case, o, d, s, len(backends(OPTIMIZERS[o])))
+    cases = [] if args.training else [(run_case, o, d, s, len(backends(OPTIMIZERS[o], tensors=len(shapes_of(s)))))
                                       for o in args.optimizers for d in args.dtypes for s in args.size_list]
     if args.training or args.full:
         per = 3 + training.torch_available()
