@@ -909,3 +909,20 @@ def test_channels_last_params_take_the_python_step():
     w.grad = torch.ones(2, 3, 4, 4)  # NCHW: another layout
     with pytest.raises(RuntimeError, match="memory layout"):
         opt.step()
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_steps_under_inference_mode_follow_torch(name):
+    """A loop stepping under torch.inference_mode from its first step (state made there: inference
+    tensors, which have no version counter): torch's trajectory, the native step included."""
+    torch.manual_seed(9)
+    params = [torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64)) for _ in range(2)]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+    a, b, ours = twins(params, name, foreach=False, **flags)
+    for t in range(5):
+        give(params, ours, [torch.randn_like(p) for p in params])
+        with torch.inference_mode():
+            a.step()
+            b.step()
+    assert_same(params, ours)
+    assert b._native is not None and b._native.calls == 4

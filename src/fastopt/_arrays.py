@@ -192,7 +192,8 @@ def torch_written(fn: str, roles, extra=None) -> list:
                     raise RuntimeError(f"fastopt.{fn}: {where} requires grad; update it under torch.no_grad(), as "
                                        f"torch's in-place operations require (a leaf that requires grad cannot be "
                                        f"written in place where autograd records)")
-                out.append(t)
+                if not t.is_inference():  # (an inference tensor has no version to bump)
+                    out.append(t)
     return out
 
 

@@ -228,6 +228,7 @@ class _Bucket:
         self.held = [_local(s[k]) for s in self.states or () for k in (*self.keys, "master_param") if k in s]
         self.held_pointers = list(map(_data_ptr, self.held))
         self.container, self.generation = opt.state, opt.state.generation
+        self.versioned = [t for t in self.versioned if not t.is_inference()]  # (made under inference_mode: none)
         self.versions = [t._version for t in self.versioned]
         self.contiguous = all(p.is_contiguous() for p in self.locals)
         self.nbytes = list(map(_nbytes, self.locals))
@@ -250,13 +251,15 @@ class _Bucket:
             self.options = self.options_key = self.seen = None  # the C options struct, the values it was made from
 
     def written_by(self, idx) -> list:
-        """The tensors a call over the members at positions idx writes: params, state, master
-        copies (DTensors and their local shards both: autograd may have saved either)."""
+        """The tensors a call over the members at positions idx writes, whose versions it bumps:
+        params, state, master copies (DTensors and their local shards both: autograd may have saved
+        either), but for inference tensors (state made under torch.inference_mode: no version)."""
         out = [self.params[i] for i in idx]
         for i in idx:
             s = self.states[i] if self.states else {}
             out += [s[k] for k in self.keys] + ([s["master_param"]] if self.masters else [])
-        return out + [_local(t) for t in out] if self.sharded else out
+        out = out + [_local(t) for t in out] if self.sharded else out
+        return [t for t in out if not t.is_inference()]
 
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
