@@ -77,6 +77,34 @@ def test_python_suite_against_the_sanitized_library(sanitized):
     assert " passed" in out and "failed" not in out
 
 
+def test_the_native_torch_step_under_address_and_undefined_behavior_sanitizers(sanitized, tmp_path):
+    """fastopt._steady (csrc/python/steady.c, fastopt.torch's steady step) built with ASan and UBSan
+    into a copy of the installed package, over the sanitized library, and the tests of the native
+    step run with it (but the one that makes torch throw C++ exceptions, which ASan's preloaded
+    runtime cannot intercept in torch's libraries)."""
+    pytest.importorskip("torch")
+    import sysconfig
+    asan = sh("cc", "-print-file-name=libasan.so").strip()
+    if not os.path.isabs(asan):
+        pytest.skip("no ASan runtime")
+    package = tmp_path / "fastopt"
+    shutil.copytree(os.path.dirname(fastopt.__file__), package)
+    module = next(package.glob("_steady*.so"))
+    sh("cc", "-shared", "-fPIC", "-g", "-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+       "-fno-sanitize-recover=all", "-I", os.path.join(ROOT, "csrc", "include"), "-I", sysconfig.get_paths()["include"],
+       os.path.join(ROOT, "csrc", "python", "steady.c"), "-L", sanitized, "-lfastopt", "-o", module)
+    env = {**os.environ, "LD_PRELOAD": asan, "LD_LIBRARY_PATH": str(sanitized), "PYTHONPATH": str(tmp_path),
+           "ASAN_OPTIONS": "detect_leaks=0:alloc_dealloc_mismatch=0:new_delete_type_mismatch=0",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    loaded = sh(sys.executable, "-c", "import fastopt._steady as s; print(s.__file__)", env=env, cwd=tmp_path)
+    assert loaded.strip() == str(module)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    out = sh(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-n", "0",
+             "-o", "addopts=--strict-markers", os.path.join(tests, "test_torch_loops.py"),
+             "-k", "(native or steady or resized or inference or collected) and not cannot_step", env=env, cwd=tests)
+    assert " passed" in out and "failed" not in out
+
+
 @pytest.mark.skipif(not shutil.which("valgrind"), reason="needs valgrind (Debian: apt install valgrind)")
 def test_c_tests_are_clean_under_valgrind(installed):
     """memcheck over the C tests (valgrind's virtual CPU has no AVX-512: they run the other levels)."""
