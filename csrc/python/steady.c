@@ -87,9 +87,9 @@ static PyObject *s_grad, *s_data_ptr, *s_is_contiguous, *s_params, *s_lr, *s_sta
 
 static PyObject **items(PyObject *tuple) { return &PyTuple_GET_ITEM(tuple, 0); }
 
-/* torch.Tensor's data_ptr and is_contiguous, and the descriptor of its grad, called as
+/* torch.Tensor's data_ptr and is_contiguous, and the descriptors of its grad and nbytes, called as
  * fastopt.torch's Python calls them (torch.Tensor.data_ptr(t)), without a lookup per call. */
-static PyObject *data_ptr, *is_contiguous, *grad;
+static PyObject *data_ptr, *is_contiguous, *grad, *nbytes;
 
 /* An address from a Python int (PyLong_AsVoidPtr: the fast conversion of a pointer-sized int);
  * 0 on error (set). */
@@ -119,7 +119,7 @@ static int at(PyObject *t, uintptr_t expected)
 /* t.nbytes == expected. */
 static int sized(PyObject *t, Py_ssize_t expected)
 {
-    PyObject *r = PyObject_GetAttr(t, s_nbytes);
+    PyObject *r = Py_TYPE(nbytes)->tp_descr_get(nbytes, t, (PyObject *)Py_TYPE(t));
     if (!r) return PyErr_Clear(), 0;
     Py_ssize_t n = PyLong_AsSsize_t(r);
     Py_DECREF(r);
@@ -516,10 +516,11 @@ PyMODINIT_FUNC PyInit__steady(void)
     Py_XDECREF(torch);
     if (!tensor) return NULL;
     data_ptr = PyObject_GetAttr(tensor, s_data_ptr), is_contiguous = PyObject_GetAttr(tensor, s_is_contiguous);
-    grad = PyObject_GetAttr(tensor, s_grad);
+    grad = PyObject_GetAttr(tensor, s_grad), nbytes = PyObject_GetAttr(tensor, s_nbytes);
     Py_DECREF(tensor);
-    if (!data_ptr || !is_contiguous || !grad) return NULL;
-    if (!Py_TYPE(grad)->tp_descr_get) return PyErr_Format(PyExc_TypeError, "torch.Tensor.grad is not a descriptor");
+    if (!data_ptr || !is_contiguous || !grad || !nbytes) return NULL;
+    if (!Py_TYPE(grad)->tp_descr_get || !Py_TYPE(nbytes)->tp_descr_get)
+        return PyErr_Format(PyExc_TypeError, "torch.Tensor.grad or nbytes is not a descriptor");
     if (PyType_Ready(&PlanType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
