@@ -779,7 +779,9 @@ def test_the_native_step_leaves_hooks_the_profiler_and_grad_scaling_to_python():
         p.grad = torch.ones_like(p)
     twin.step()  # (the unscaled gradients: the same update)
     assert all(torch.equal(p, q) for p, q in zip(params, twin.param_groups[0]["params"]))
-    assert step() == 1
+    # (a native plan declined at its first step: the next is made some steps later)
+    resumed = [step() for _ in range(ft._NATIVE_WAIT + 2)]
+    assert resumed[0] == 0 and resumed[-1] == 1, resumed
 
 
 def test_the_native_step_declines_gradients_it_cannot_step_and_python_names_them():
@@ -792,7 +794,8 @@ def test_the_native_step_declines_gradients_it_cannot_step_and_python_names_them
         for p in params:
             p.grad = torch.ones_like(p)
         opt.step()
-    assert opt._native is not None and opt._native.calls == 2
+    plan = opt._native
+    assert plan is not None and plan.calls == 2
     before = [p.detach().clone() for p in params] + [opt.state[p]["momentum_buffer"].clone() for p in params]
     params[0].grad = torch.randn(3, 3).t()  # (transposed: the same shape, other strides)
     with pytest.raises(RuntimeError, match="memory layout"):
@@ -801,7 +804,7 @@ def test_the_native_step_declines_gradients_it_cannot_step_and_python_names_them
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     after = [p.detach() for p in params] + [opt.state[p]["momentum_buffer"] for p in params]
-    assert all(torch.equal(x, y) for x, y in zip(before, after)) and opt._native.calls == 2
+    assert all(torch.equal(x, y) for x, y in zip(before, after)) and plan.calls == 2
 
 
 def test_a_native_step_refused_by_c_raises_as_the_python_step_and_writes_nothing():
@@ -926,3 +929,33 @@ def test_steps_under_inference_mode_follow_torch(name):
             b.step()
     assert_same(params, ours)
     assert b._native is not None and b._native.calls == 4
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "RMSprop"])
+def test_a_one_cycle_schedule_cycling_betas_or_momentum_stays_native_on_torchs_trajectory(name, monkeypatch):
+    """OneCycleLR sets lr and betas (momentum) anew each step: a plain group's are read by the
+    native step; merged groups' betas are compared, so those steps are Python's, without a native
+    plan made again each step. Both follow torch.optim."""
+    torch.manual_seed(10)
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in ((4, 3), (4,), (2, 4), (2,))]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name != "AdamW" else {}))
+    made = []
+    plan = ft._Optimizer._native_plan
+    monkeypatch.setattr(ft._Optimizer, "_native_plan", lambda self, p: made.append(1) or plan(self, p))
+    for groups in (lambda ps: ps, two_groups):
+        ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        a = getattr(torch.optim, name)(groups(params), foreach=False, **flags)
+        b = getattr(ft, name)(groups(ours), **flags)
+        sa, sb = (torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=40) for o in (a, b))
+        in_c = []
+        made.clear()
+        for t in range(30):
+            give(params, ours, [torch.randn_like(p) for p in params])
+            a.step()
+            in_c.append(native_calls(b))
+            sa.step(), sb.step()
+        assert_same(params, ours, a, b)
+        if groups is two_groups:
+            assert sum(in_c) == 0 and len(made) <= 2, (in_c, made)
+        else:
+            assert in_c == [0] + [1] * 29

@@ -1,8 +1,8 @@
 /* fastopt._steady: the steady-state step of a fastopt.torch optimizer, checked and run in C.
  *
  * A training loop repeats one step: the same param groups, params, state and hyper-parameters
- * (but for lr, which schedulers change, and a merged group's per-tensor weight decay), only the
- * gradients new.  fastopt.torch plans such a step in Python (_Optimizer._native_plan) and hands
+ * (but for those schedulers change: lr, and betas or momentum, which a one-cycle schedule cycles;
+ * and a merged group's per-tensor weight decay), only the gradients new.  fastopt.torch plans such a step in Python (_Optimizer._native_plan) and hands
  * the plan to a Plan here, which checks at each step, in C, everything the plan relies on through
  * the torch calls Python would make (a param's .grad, a tensor's data_ptr() and is_contiguous()),
  * then makes the planned C calls and bumps the written tensors' versions.  When anything differs
@@ -12,8 +12,9 @@
  * Plan(state, generation, groups, values, skip, params, env, entries):
  *   state, generation: opt.state (fastopt.torch._State) and its count of changes;
  *   groups: opt.param_groups' dicts, in order; values[g]: group g's items (key, value) in order,
- *     each value the very object of the plan, but at the positions in skip[g] (lr; a merged
- *     group's weight_decay), whose values are read each step (a Python float or int);
+ *     each value the plan's object or one equal to it, but at the positions in skip[g] (lr; a
+ *     merged group's weight_decay; a plain group's betas and momentum), whose values are read
+ *     each step (Python floats or ints);
  *   params[g]: group g's params, the very objects;
  *   env: (torch.autograd.profiler, torch.optim.optimizer, torch._C._increment_version);
  *   entries: one C call each (see entry_init).
@@ -56,6 +57,9 @@ typedef struct entry {
     Py_ssize_t step_offset;         /* of its int64 step in the struct; -1: none */
     float *counts;                  /* each tensor's step count (the state's "step" views); NULL: none */
     Py_ssize_t group;               /* the param group whose lr it takes; -1: per tensor (merged) */
+    Py_ssize_t beta_at[2];          /* plain groups: where beta1 and beta2 go in the struct, read from the group's
+                                     * "betas" each step (a scheduler's cycled momentum); -1: compared instead */
+    Py_ssize_t momentum_at;         /* likewise the group's "momentum" (> 0: a buffer is kept) */
     Py_ssize_t *member_of;          /* merged: each tensor's param group */
     double *lrs, *weight_decays;    /* merged: per tensor, filled each step (weight_decays NULL: none) */
     PyObject **tensors;             /* the params */
@@ -83,7 +87,7 @@ typedef struct {
 
 static PyObject *s_grad, *s_data_ptr, *s_is_contiguous, *s_params, *s_lr, *s_state, *s_param_groups,
     *s_grad_scale, *s_found_inf, *s_pre_hooks, *s_post_hooks, *s_profiling, *s_global_pre, *s_global_post,
-    *s_generation, *s_weight_decay, *s_nbytes;
+    *s_generation, *s_weight_decay, *s_nbytes, *s_betas, *s_momentum;
 
 static PyObject **items(PyObject *tuple) { return &PyTuple_GET_ITEM(tuple, 0); }
 
@@ -158,9 +162,9 @@ static int tuple_of(PyObject *o, Py_ssize_t n, const char *what)
 
 /* An entry from (name, function, n_state, dtype, n, numel, params, grads, state, masters, options,
  * step_offset, counts, group, member_of, decayed, tensors, addresses, held, held_addresses,
- * contiguous, written, keep): addresses as ints, arrays given as tuples; keep holds the memory
- * the addresses point into (the bucket). */
-#define ENTRY_FIELDS 23
+ * contiguous, written, keep, beta_at, momentum_at): addresses as ints, arrays given as tuples;
+ * keep holds the memory the addresses point into (the bucket, the plan's own options struct). */
+#define ENTRY_FIELDS 25
 static size_t entry_bytes(PyObject *e)
 {
     Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 4)), held = PyTuple_GET_SIZE(PyTuple_GET_ITEM(e, 18));
@@ -185,6 +189,9 @@ static int entry_init(entry *e, PyObject *t, char **memory)
     e->step_offset = PyLong_AsSsize_t(f[11]);
     e->counts = (float *)address(f[12]);
     e->group = PyLong_AsSsize_t(f[13]);
+    if (!tuple_of(f[23], 2, "an entry's beta_at")) return 0;
+    e->beta_at[0] = PyLong_AsSsize_t(PyTuple_GET_ITEM(f[23], 0)), e->beta_at[1] = PyLong_AsSsize_t(PyTuple_GET_ITEM(f[23], 1));
+    e->momentum_at = PyLong_AsSsize_t(f[24]);
     if (PyErr_Occurred() || e->n_state < 0 || e->n_state > MAX_STATE || !e->function || !e->options) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "_steady.Plan: a malformed entry");
         return 0;
@@ -385,8 +392,22 @@ static int ready(entry *e)
 static int read_values(Plan *self, entry *e)
 {
     if (!e->member_of) {
-        PyObject *lr = PyDict_GetItemWithError(self->groups[e->group], s_lr);
-        return lr && number(lr, &e->options->lr);
+        PyObject *group = self->groups[e->group], *lr = PyDict_GetItemWithError(group, s_lr);
+        if (!lr || !number(lr, &e->options->lr)) return 0;
+        char *o = (char *)e->options;
+        if (e->beta_at[0] >= 0) {
+            PyObject *betas = PyDict_GetItemWithError(group, s_betas);
+            if (!betas || !PyTuple_CheckExact(betas) || PyTuple_GET_SIZE(betas) != 2 ||
+                !number(PyTuple_GET_ITEM(betas, 0), (double *)(o + e->beta_at[0])) ||
+                !number(PyTuple_GET_ITEM(betas, 1), (double *)(o + e->beta_at[1])))
+                return 0;
+        }
+        if (e->momentum_at >= 0) {
+            PyObject *momentum = PyDict_GetItemWithError(group, s_momentum);
+            double *m = (double *)(o + e->momentum_at);
+            if (!momentum || !number(momentum, m) || !(*m > 0)) return 0; /* (0: no buffer; the Python step) */
+        }
+        return 1;
     }
     Py_ssize_t last = -1;
     double lr = 0, decay = 0;
@@ -452,7 +473,7 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
          off(self->profiler, s_profiling) && off(self->optim, s_global_pre) && off(self->optim, s_global_post);
     Py_XDECREF(generation);
     for (Py_ssize_t i = 0; go && i < self->n_entries; i++)
-        go = ready(&self->entries[i]) && read_values(self, &self->entries[i]);
+        go = read_values(self, &self->entries[i]) && ready(&self->entries[i]);
     if (!go || PyErr_Occurred()) return PyErr_Clear(), let_go_all(self), Py_NewRef(Py_False);
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < self->n_entries && result; i++) {
@@ -507,7 +528,7 @@ PyMODINIT_FUNC PyInit__steady(void)
         {&s_grad_scale, "grad_scale"}, {&s_found_inf, "found_inf"}, {&s_pre_hooks, "_optimizer_step_pre_hooks"},
         {&s_post_hooks, "_optimizer_step_post_hooks"}, {&s_profiling, "_is_profiler_enabled"},
         {&s_global_pre, "_global_optimizer_pre_hooks"}, {&s_global_post, "_global_optimizer_post_hooks"},
-        {&s_generation, "generation"}, {&s_weight_decay, "weight_decay"}, {&s_nbytes, "nbytes"},
+        {&s_generation, "generation"}, {&s_weight_decay, "weight_decay"}, {&s_nbytes, "nbytes"}, {&s_betas, "betas"}, {&s_momentum, "momentum"},
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!(*names[i].name = PyUnicode_InternFromString(names[i].text))) return NULL;

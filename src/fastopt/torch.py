@@ -150,6 +150,7 @@ _PER_TENSOR = ("params", "lr", "weight_decay")  # what differs between param gro
 # a group's entries that its C options struct is not made from: set each call (lr), read per tensor
 # each call (a merged group's members and their groups' values)
 _NOT_IN_OPTIONS = ("params", "lr", "_groups", "_member_of")
+_NATIVE_WAIT = 64  # steps without a native plan after one declined its first step (see _plan_natively)
 
 
 def _per_tensor(group, bucket, idx):
@@ -513,6 +514,7 @@ class _Optimizer(torch.optim.Optimizer):
         self._shared = None      # a group's hyper-parameters that one call shares (see _shared_values)
         self._plan = None        # the steady state's step (see _steady_plan)
         self._native = None      # the same, checked and run in C (see _native_plan)
+        self._native_wait = 0    # steps before the next native plan is made (see _plan_natively)
         self._unstepped: set = set()  # params whose state was made and that have not been stepped since
         super().__init__(params, defaults)
         self.state = _State(self.state)
@@ -523,7 +525,7 @@ class _Optimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self.state = _State(self.state)
         self._buckets, self._merges, self._unstepped, self._plan, self._shared = {}, {}, set(), None, None
-        self._native = None
+        self._native, self._native_wait = None, 0
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -630,7 +632,10 @@ class _Optimizer(torch.optim.Optimizer):
             return loss  # GradScaler found an inf/NaN: torch's fused optimizers skip, step count included
         scale = float(grad_scale) if grad_scale is not None else None
         scales = self._scales(scale)
-        if not self._steady_step(scales):
+        if self._steady_step(scales):
+            if self._native is None:
+                self._plan_natively()
+        else:
             plan = []
             for group, group_scale in (zip(self.param_groups, scales) if len(self.param_groups) == 1 else
                                        self._merged_groups(scales)):
@@ -640,8 +645,8 @@ class _Optimizer(torch.optim.Optimizer):
                 for bucket in self._buckets_of(group, grads):
                     self._step_bucket(group, bucket, grads, group_scale)
                 plan.append((group, self._buckets.get(id(group))))
-            self._plan = self._steady_plan(plan)
-            self._native = self._native_plan(self._plan)
+            self._plan, self._native = self._steady_plan(plan), None
+            self._plan_natively()
         if scale is not None:  # the grads left unscaled, as torch's fused optimizers leave them
             with torch.no_grad():
                 torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
@@ -668,6 +673,17 @@ class _Optimizer(torch.optim.Optimizer):
         return (self.state, self.state.generation, list(groups), list(map(self._shared_values(), groups)),
                 list(map(len, params)), [p for ps in params for p in ps], entries)
 
+    def _plan_natively(self) -> None:
+        """Makes the native plan of the steady plan, but not for _native_wait more steps after a
+        native plan that declined its first step or a plan that could not be made (a loop that
+        changes what C compares each step, NAdam): making one costs tens of microseconds."""
+        if self._native_wait:
+            self._native_wait -= 1
+            return
+        self._native = self._native_plan(self._plan)
+        if self._native is None:
+            self._native_wait = _NATIVE_WAIT
+
     def _native_plan(self, plan):
         """The steady plan as ``fastopt._steady.Plan`` checks and runs it in C (csrc/python/steady.c),
         or None where only the Python steady step can take it: a GPU bucket, non-contiguous params
@@ -687,12 +703,26 @@ class _Optimizer(torch.optim.Optimizer):
                 return None
             if bucket.options_key is None:  # (a value that may change in place: the struct is made every call)
                 return None
-            o = bucket._options(self, group, optimizer, None, False)  # the struct of a steady call
+            shared = bucket._options(self, group, optimizer, None, False)  # the struct of a steady call
+            o = ffi.new(ffi.typeof(shared))  # the plan's own copy, which C writes each step
+            ffi.memmove(o, shared, ffi.sizeof(ffi.typeof(shared).item))
             decayed = merged and "weight_decay" in group["_groups"][0]
-            for i in members:  # what C reads each step: lr (and a merged group's weight decays)
+            # what C reads each step: lr; a merged group's weight decays; a plain group's betas and
+            # momentum, when they are the struct's fields as they are (a one-cycle schedule cycles them)
+            read = ["lr"] + (["weight_decay"] if decayed else [])
+            fields = dict(ffi.typeof(shared).item.fields)
+            betas = group.get("betas")
+            beta_at = (-1, -1)
+            if not merged and type(betas) is tuple and len(betas) == 2 and "beta1" in fields and \
+                    (o.beta1, o.beta2) == tuple(map(float, betas)):
+                beta_at, read = (fields["beta1"].offset, fields["beta2"].offset), read + ["betas"]
+            momentum_at = -1
+            if not merged and "momentum" in fields and type(group.get("momentum")) in (float, int) and \
+                    group["momentum"] > 0 and o.momentum == float(group["momentum"]):
+                momentum_at, read = fields["momentum"].offset, read + ["momentum"]
+            for i in members:
                 keys = list(groups[i])
-                skip[i] = tuple(sorted(keys.index(k) for k in ("lr", "weight_decay") if k in keys and
-                                       (k == "lr" or decayed)))
+                skip[i] = tuple(sorted(keys.index(k) for k in read if k in keys))
             pointers = bucket.whole_call()
             address = lambda x: int(ffi.cast("uintptr_t", x))  # noqa: E731
             state_arrays = [pointers.get(r.key, ffi.NULL) for r in optimizer.state]
@@ -706,7 +736,7 @@ class _Optimizer(torch.optim.Optimizer):
                 -1 if merged else members[0],
                 tuple(members[m] for m in group["_member_of"]) if merged else None, decayed,
                 tuple(bucket.locals), tuple(bucket.pointers), tuple(bucket.held), tuple(bucket.held_pointers),
-                bucket.contiguous, bucket.written, (bucket, o)))  # (what the addresses point into)
+                bucket.contiguous, bucket.written, (bucket, o), beta_at, momentum_at))  # (keep: what the addresses point into)
         return _steady.Plan(state, generation, tuple(groups), tuple(tuple(g.items()) for g in groups),
                             tuple(skip), tuple(tuple(g["params"]) for g in groups),
                             (_profiler, _torch_optim, _increment_version), tuple(rows))
@@ -797,8 +827,12 @@ class _Optimizer(torch.optim.Optimizer):
         any (torch wraps every step in them, which costs ~10 us a step on its own)."""
         if _is_compiling():  # under torch.compile: run whole, outside the graph (C through pointers)
             return self._eager_step(closure)
-        if closure is None and self._native is not None and self._native(self):
-            return None  # the steady step, checked and made in C (hooks and the profiler off)
+        native = self._native
+        if closure is None and native is not None:
+            if native(self):
+                return None  # the steady step, checked and made in C (hooks and the profiler off)
+            self._native = None  # (planned again after a step in Python; not soon if it never stepped)
+            self._native_wait = _NATIVE_WAIT if native.steps == 0 else 0
         if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _profiler._is_profiler_enabled
                 or _torch_optim._global_optimizer_pre_hooks or _torch_optim._global_optimizer_post_hooks):
             return self._observed_step(closure)
