@@ -16,7 +16,8 @@
  *     merged group's weight_decay; a plain group's betas and momentum), whose values are read
  *     each step (Python floats or ints);
  *   params[g]: group g's params, the very objects;
- *   env: (torch.autograd.profiler, torch.optim.optimizer, torch._C._increment_version);
+ *   env: (torch.autograd.profiler, torch.optim.optimizer, torch._C._increment_version, a function
+ *     dividing a list of gradients by the grad scale in place);
  *   entries: one C call each (see entry_init).
  * plan(opt) -> True when it made the step, False when it did not (nothing written); raises the
  * C library's error (TypeError for a dtype, ValueError otherwise) as fastopt's check() does. */
@@ -77,7 +78,7 @@ typedef struct {
     PyObject *state, *generation;
     PyObject **groups;
     Py_ssize_t n_groups;
-    PyObject *profiler, *optim, *increment_version;
+    PyObject *profiler, *optim, *increment_version, *unscale;
     entry *entries;
     Py_ssize_t n_entries;
     void *memory;                   /* one block for every C array of the entries */
@@ -252,7 +253,7 @@ static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     Py_ssize_t n_groups = PyTuple_GET_SIZE(groups), n_entries = PyTuple_GET_SIZE(entries);
     if (!tuple_of(values, n_groups, "values") || !tuple_of(skip, n_groups, "skip") ||
-        !tuple_of(params, n_groups, "params") || !tuple_of(env, 3, "env"))
+        !tuple_of(params, n_groups, "params") || !tuple_of(env, 4, "env"))
         return NULL;
     for (Py_ssize_t g = 0; g < n_groups; g++)
         if (!PyDict_Check(PyTuple_GET_ITEM(groups, g)) || !tuple_of(PyTuple_GET_ITEM(values, g), -1, "a group's values") ||
@@ -272,7 +273,7 @@ static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->state = state, self->generation = generation;
     self->groups = items(groups), self->n_groups = n_groups;
     self->profiler = PyTuple_GET_ITEM(env, 0), self->optim = PyTuple_GET_ITEM(env, 1);
-    self->increment_version = PyTuple_GET_ITEM(env, 2);
+    self->increment_version = PyTuple_GET_ITEM(env, 2), self->unscale = PyTuple_GET_ITEM(env, 3);
     self->n_entries = n_entries;
     self->entries = PyMem_Calloc((size_t)n_entries ? (size_t)n_entries : 1, sizeof(entry));
     self->memory = PyMem_Malloc(bytes ? bytes : 1);
@@ -339,10 +340,15 @@ static int empty_or_absent(PyObject *dict, PyObject *name)
     return n == 0 || (n < 0 && (PyErr_Clear(), 0));
 }
 
-static int none_or_absent(PyObject *dict, PyObject *name)
+/* GradScaler's value handed over as the optimizer's attribute `name` (a one-element tensor), into
+ * *x (0 when absent or None); 0 when it cannot be read as a number. */
+static int handed(PyObject *dict, PyObject *name, double *x)
 {
     PyObject *o = PyDict_GetItemWithError(dict, name);
-    return o ? o == Py_None : !PyErr_Occurred();
+    *x = 0.0;
+    if (!o || o == Py_None) return !PyErr_Occurred();
+    *x = PyFloat_AsDouble(o);
+    return !PyErr_Occurred();
 }
 
 /* The module attribute `name` is empty (a dict of hooks) or false (the profiler's flag). */
@@ -427,14 +433,14 @@ static int read_values(Plan *self, entry *e)
     return 1;
 }
 
-static fastopt_status run(entry *e)
+static fastopt_status run(entry *e, double grad_scale)
 {
     fastopt_common *c = e->options;
     const void *o = c;
     void *const *const *s = e->state;
     void *const *p = e->params;
     const void *const *g = (const void *const *)e->grads;
-    c->grad_scale = 0.0, c->steps = NULL, c->master_params = e->masters;
+    c->grad_scale = grad_scale, c->steps = NULL, c->master_params = e->masters;
     if (e->member_of) c->lr = 0.0, c->lrs = e->lrs, c->weight_decays = e->weight_decays;
     else c->lrs = c->weight_decays = NULL;
     if (e->step_offset >= 0) *(int64_t *)((char *)c + e->step_offset) = (int64_t)e->counts[0] + 1;
@@ -463,11 +469,16 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
     if (!self->args) Py_RETURN_FALSE; /* cleared by the collector */
     PyObject *dict = PyObject_GenericGetDict(opt, NULL);
     if (!dict) return NULL;
-    int go = PyDict_GetItemWithError(dict, s_state) == self->state && none_or_absent(dict, s_grad_scale) &&
-             none_or_absent(dict, s_found_inf) && empty_or_absent(dict, s_pre_hooks) &&
-             empty_or_absent(dict, s_post_hooks) && same_groups(self, dict);
+    /* GradScaler's scale and found-inf flag, as torch's fused optimizers take them: a step with an
+     * inf skipped (nothing written, nothing counted), the others dividing by the scale in the
+     * update's pass, the gradients then left unscaled */
+    double grad_scale, found_inf;
+    int go = PyDict_GetItemWithError(dict, s_state) == self->state && empty_or_absent(dict, s_pre_hooks) &&
+             empty_or_absent(dict, s_post_hooks) && handed(dict, s_found_inf, &found_inf) &&
+             handed(dict, s_grad_scale, &grad_scale) && grad_scale >= 0 && same_groups(self, dict);
     Py_DECREF(dict);
     if (!go || PyErr_Occurred()) return PyErr_Clear(), Py_NewRef(Py_False);
+    if (found_inf != 0) Py_RETURN_TRUE;
     PyObject *generation = PyObject_GetAttr(self->state, s_generation);
     go = generation && PyObject_RichCompareBool(generation, self->generation, Py_EQ) == 1 &&
          off(self->profiler, s_profiling) && off(self->optim, s_global_pre) && off(self->optim, s_global_post);
@@ -478,7 +489,7 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < self->n_entries && result; i++) {
         entry *e = &self->entries[i];
-        fastopt_status status = self->dry ? FASTOPT_OK : (self->calls++, run(e));
+        fastopt_status status = self->dry ? FASTOPT_OK : (self->calls++, run(e, grad_scale));
         if (status != FASTOPT_OK) { /* validated before writing: this entry wrote nothing */
             PyErr_Format(status == FASTOPT_ERR_DTYPE ? PyExc_TypeError : PyExc_ValueError, "fastopt.%U: %s", e->name,
                          fastopt_last_error());
@@ -490,6 +501,19 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
         PyObject *r = PyObject_CallOneArg(self->increment_version, e->written);
         if (!r) result = NULL;
         Py_XDECREF(r);
+    }
+    if (result && grad_scale != 0) { /* the gradients divided by the scale, as the update read them */
+        Py_ssize_t n = 0;
+        for (Py_ssize_t i = 0; i < self->n_entries; i++) n += self->entries[i].held_grads;
+        PyObject *grads = PyList_New(n), *scale = PyFloat_FromDouble(grad_scale);
+        for (Py_ssize_t i = 0, k = 0; grads && i < self->n_entries; i++)
+            for (Py_ssize_t j = 0; j < self->entries[i].held_grads; j++)
+                PyList_SET_ITEM(grads, k++, Py_NewRef(self->entries[i].holding[j]));
+        PyObject *r = grads && scale ? PyObject_CallFunctionObjArgs(self->unscale, grads, scale, NULL) : NULL;
+        if (!r) result = NULL;
+        Py_XDECREF(r);
+        Py_XDECREF(grads);
+        Py_XDECREF(scale);
     }
     let_go_all(self);
     if (!result) return NULL;

@@ -112,6 +112,12 @@ def sharded_clip(grads, max_norm: float, norm_type: float, stream=None) -> float
     return norm
 
 
+@torch.no_grad()
+def _unscale(grads: list, scale: float) -> None:
+    """The gradients divided by GradScaler's scale in place, as torch's fused optimizers leave them."""
+    torch._foreach_div_(grads, scale)
+
+
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -648,9 +654,7 @@ class _Optimizer(torch.optim.Optimizer):
             self._plan, self._native = self._steady_plan(plan), None
             self._plan_natively()
         if scale is not None:  # the grads left unscaled, as torch's fused optimizers leave them
-            with torch.no_grad():
-                torch._foreach_div_([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None],
-                                    scale)
+            _unscale([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None], scale)
         return loss
 
     def _steady_plan(self, stepped):
@@ -739,7 +743,7 @@ class _Optimizer(torch.optim.Optimizer):
                 bucket.contiguous, bucket.written, (bucket, o), beta_at, momentum_at))  # (keep: what the addresses point into)
         return _steady.Plan(state, generation, tuple(groups), tuple(tuple(g.items()) for g in groups),
                             tuple(skip), tuple(tuple(g["params"]) for g in groups),
-                            (_profiler, _torch_optim, _increment_version), tuple(rows))
+                            (_profiler, _torch_optim, _increment_version, _unscale), tuple(rows))
 
     def _steady_step(self, scales) -> bool:
         """The step of a training loop's steady state: the same param groups, params, state and
