@@ -295,8 +295,8 @@ static int number(PyObject *o, double *x)
     return 0;
 }
 
-/* Whether the plan's params groups, their values and params are what they were (but for the
- * values read each step), and the hooks and the profiler are off. */
+/* Whether the optimizer's param groups, their values and params are the plan's (but for the
+ * values read each step). */
 static int same_groups(Plan *self, PyObject *opt_dict)
 {
     PyObject *list = PyDict_GetItemWithError(opt_dict, s_param_groups);
