@@ -769,10 +769,20 @@ def test_the_native_step_leaves_hooks_and_the_profiler_to_python_and_takes_grad_
         opt.grad_scale, opt.found_inf = scale, torch.tensor(1.0)
         assert step() == 0 and opt._native is plan  # skipped natively, as torch's fused optimizers skip it
         assert all(torch.equal(p, q) for p, q in zip(params, before)) and float(opt.state[params[0]]["step"]) == counts
-    opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(0.0)
+    opt.grad_scale, opt.found_inf = torch.tensor(3.0), torch.tensor(0.0)  # (not a power of two: torch's division)
+    for p in params:
+        p.grad = torch.full_like(p, 0.7)
+    expected = [p.grad / 3.0 for p in params]
+    assert native_calls(opt) == 1
+    assert all(torch.equal(p.grad, e) for p, e in zip(params, expected))
+    opt.grad_scale = torch.tensor(4.0)  # (a power of two: undone in C, exactly)
     twin = copy.deepcopy(opt)
-    assert step(4.0) == 1
+    for p in params:
+        p.grad = torch.full_like(p, 4.0)
+    versions = [p.grad._version for p in params]
+    assert native_calls(opt) == 1
     assert all(torch.equal(p.grad, torch.full_like(p, 1.0)) for p in params)  # left unscaled
+    assert all(p.grad._version > v for p, v in zip(params, versions))  # (written in place, as torch's division)
     del opt.grad_scale, opt.found_inf
     for p in twin.param_groups[0]["params"]:
         p.grad = torch.ones_like(p)

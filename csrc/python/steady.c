@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -456,6 +457,40 @@ static fastopt_status run(entry *e, double grad_scale)
     return status;
 }
 
+/* The gradients divided by the grad scale in place, as torch's fused optimizers leave them: a
+ * power of two in C (grads * (1 / scale) is then exactly grads / scale), with their versions
+ * bumped as an in-place op bumps them; another scale by the Python step's function. */
+static int unscale(Plan *self, double grad_scale)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < self->n_entries; i++) n += self->entries[i].held_grads;
+    PyObject *grads = PyList_New(n);
+    if (!grads) return 0;
+    for (Py_ssize_t i = 0, k = 0; i < self->n_entries; i++)
+        for (Py_ssize_t j = 0; j < self->entries[i].held_grads; j++)
+            PyList_SET_ITEM(grads, k++, Py_NewRef(self->entries[i].holding[j]));
+    int exponent;
+    PyObject *r;
+    if (frexp(grad_scale, &exponent) == 0.5) {
+        fastopt_status status = FASTOPT_OK;
+        for (Py_ssize_t i = 0; i < self->n_entries && status == FASTOPT_OK; i++) {
+            entry *e = &self->entries[i];
+            Py_BEGIN_ALLOW_THREADS
+            status = fastopt_scale(e->dtype, e->n, e->numel, (void *const *)e->grads, 1.0 / grad_scale);
+            Py_END_ALLOW_THREADS
+        }
+        r = status == FASTOPT_OK ? PyObject_CallOneArg(self->increment_version, grads)
+                                 : PyErr_Format(PyExc_ValueError, "fastopt.scale: %s", fastopt_last_error());
+    } else {
+        PyObject *scale = PyFloat_FromDouble(grad_scale);
+        r = scale ? PyObject_CallFunctionObjArgs(self->unscale, grads, scale, NULL) : NULL;
+        Py_XDECREF(scale);
+    }
+    Py_DECREF(grads);
+    Py_XDECREF(r);
+    return r != NULL;
+}
+
 static void let_go_all(Plan *self)
 {
     for (Py_ssize_t i = 0; i < self->n_entries; i++) let_go(&self->entries[i]);
@@ -502,19 +537,7 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
         if (!r) result = NULL;
         Py_XDECREF(r);
     }
-    if (result && grad_scale != 0) { /* the gradients divided by the scale, as the update read them */
-        Py_ssize_t n = 0;
-        for (Py_ssize_t i = 0; i < self->n_entries; i++) n += self->entries[i].held_grads;
-        PyObject *grads = PyList_New(n), *scale = PyFloat_FromDouble(grad_scale);
-        for (Py_ssize_t i = 0, k = 0; grads && i < self->n_entries; i++)
-            for (Py_ssize_t j = 0; j < self->entries[i].held_grads; j++)
-                PyList_SET_ITEM(grads, k++, Py_NewRef(self->entries[i].holding[j]));
-        PyObject *r = grads && scale ? PyObject_CallFunctionObjArgs(self->unscale, grads, scale, NULL) : NULL;
-        if (!r) result = NULL;
-        Py_XDECREF(r);
-        Py_XDECREF(grads);
-        Py_XDECREF(scale);
-    }
+    if (result && grad_scale != 0 && !unscale(self, grad_scale)) result = NULL;
     let_go_all(self);
     if (!result) return NULL;
     self->steps++;
