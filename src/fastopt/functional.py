@@ -655,8 +655,8 @@ def _own(fn, lines: list[str]) -> list[str]:
 # ---- a call prepared once, stepped many times ----
 
 _PER_CALL = {"step", "lr", "weight_decay", "grad_scale", "found_inf", "mu_product", "stochastic_rounding", "stream"}
-_REPEATED = ("step", "lr", "weight_decay")  # what a repeated host call sets in its options struct
-_REPEATED_KEYS = frozenset(_REPEATED)
+_REPEATED = frozenset({"step", "lr", "weight_decay"})  # what a repeated host call sets in its options struct
+_NOT_REPEATED = _PER_CALL - _REPEATED
 
 
 def prepare(update, *arrays, **keywords):
@@ -706,7 +706,7 @@ def prepare(update, *arrays, **keywords):
     # options struct: each call sets those three (lr and weight_decay one value or one per tensor,
     # step one integer) and calls C, which checks them.
     defaults = {k: fixed.get(k, takes[k].default) for k in _REPEATED if k in takes}
-    repeatable = not any(fixed.get(k) is not None for k in _PER_CALL - set(_REPEATED)) and "sum_over" not in fixed
+    repeatable = not any(fixed.get(k) is not None for k in _NOT_REPEATED) and "sum_over" not in fixed
     takes_step = OPTIMIZERS[name].takes_step
 
     def repeated(changes) -> bool:
@@ -730,7 +730,7 @@ def prepare(update, *arrays, **keywords):
         return True
 
     def step(*args, **changes):
-        if prepared.fast is not None and not args and changes.keys() <= _REPEATED_KEYS and repeated(changes):
+        if prepared.fast is not None and not args and changes.keys() <= _REPEATED and repeated(changes):
             return None
         if args:
             raise TypeError(f"fastopt.prepare: a prepared call takes keywords only ({', '.join(sorted(_PER_CALL))}), "
@@ -747,7 +747,7 @@ def prepare(update, *arrays, **keywords):
         finally:
             _calls.PREPARED.reset(token)
         if out is None and prepared.last is not None and not prepared.tensors and repeatable and \
-                not any(changes.get(k) is not None for k in _PER_CALL - set(_REPEATED)):
+                not any(changes.get(k) is not None for k in _NOT_REPEATED):
             prepared.fast = prepared.last
         return out
     step.__doc__ = f"One {name} step of the prepared call (see fastopt.prepare)."

@@ -118,6 +118,11 @@ def _unscale(grads: list, scale: float) -> None:
     torch._foreach_div_(grads, scale)
 
 
+def _address(x) -> int:
+    """A cffi pointer's address, as fastopt._steady takes it."""
+    return int(ffi.cast("uintptr_t", x))
+
+
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -697,7 +702,7 @@ class _Optimizer(torch.optim.Optimizer):
             return None
         state, generation, groups, _, _, _, entries = plan
         skip = [() for _ in groups]
-        rows = []
+        rows, address = [], _address
         for group, _, bucket, members, _ in entries:
             function = self._function(group)
             optimizer = OPTIMIZERS[function.__name__]
@@ -728,14 +733,13 @@ class _Optimizer(torch.optim.Optimizer):
                 keys = list(groups[i])
                 skip[i] = tuple(sorted(keys.index(k) for k in read if k in keys))
             pointers = bucket.whole_call()
-            address = lambda x: int(ffi.cast("uintptr_t", x))  # noqa: E731
             state_arrays = [pointers.get(r.key, ffi.NULL) for r in optimizer.state]
             rows.append((
                 optimizer.name, address(ffi.addressof(lib, f"fastopt_{optimizer.c_name}")), len(optimizer.state),
                 _C_DTYPES[bucket.dtype], len(bucket.params), address(pointers["numel"]), address(pointers["params"]),
                 address(pointers["grads"]), tuple(map(address, state_arrays + [ffi.NULL] * (3 - len(state_arrays)))),
                 address(pointers["master_params"]) if bucket.masters else 0, address(o),
-                ffi.offsetof(ffi.typeof(o).item, "step") if self._takes_step else -1,
+                fields["step"].offset if self._takes_step else -1,
                 bucket.counts.ctypes.data if bucket.counts is not None else 0,
                 -1 if merged else members[0],
                 tuple(members[m] for m in group["_member_of"]) if merged else None, decayed,

@@ -182,12 +182,8 @@ class Problem:
             return self._prepared(fn, args, kwargs)
         if opt.name == "nadam":
             kwargs["mu_product"] = 1.0  # carried from step to step
-        clips = opt.name == "lamb" and kwargs.get("max_grad_norm", 1.0) > 0  # (LAMB's norm spans a call)
-        if self.groups is not None and module is fastopt and not clips:  # every group in one call
-            kwargs.update(self.per_tensor())
-        elif self.groups is not None:  # a call per group, as torch makes them (and the reference)
-            calls = [([[a[i] for i in index] for a in self.arrays()], {**kwargs, **h}) for index, h in self.groups]
-
+        calls = self._calls(module, args, kwargs)
+        if len(calls) > 1:
             def step_groups():
                 self.step += 1
                 for group_args, group_kwargs in calls:
@@ -197,6 +193,8 @@ class Problem:
                         group_kwargs["first_step"] = self.step == 1
                     fn(*group_args, **group_kwargs)
             return step_groups
+
+        args, kwargs = calls[0]
 
         def step():
             self.step += 1
@@ -210,18 +208,23 @@ class Problem:
                 fn(*args, **kwargs)
         return step
 
+    def _calls(self, module, args, kwargs) -> list:
+        """The (args, kwargs) of the calls one step makes: one; with param groups, one for every
+        group in fastopt (each tensor its group's values), but a call per group, as torch makes
+        them, for the reference and for LAMB clipping by its norm (a call's)."""
+        if self.groups is None:
+            return [(args, kwargs)]
+        clips = self.opt.name == "lamb" and kwargs.get("max_grad_norm", 1.0) > 0
+        if module is fastopt and not clips:
+            kwargs.update(self.per_tensor())
+            return [(args, kwargs)]
+        return [([[a[i] for i in index] for a in self.arrays()], {**kwargs, **h}) for index, h in self.groups]
 
     def _prepared(self, fn, args, kwargs):
         """stepper's function through fastopt.prepare: the hyper-parameters fixed, step (and NAdam's
         mu_product) per call; SGD's first step a call of its own; param groups in one call, but
         LAMB's with clipping (its norm spans a call: a call per group, as the plain stepper's)."""
-        opt = self.opt
-        if self.groups is None:
-            parts = [(args, kwargs)]
-        elif opt.name == "lamb" and kwargs.get("max_grad_norm", 1.0) > 0:
-            parts = [([[a[i] for i in index] for a in self.arrays()], {**kwargs, **h}) for index, h in self.groups]
-        else:
-            parts = [(args, {**kwargs, **self.per_tensor()})]
+        opt, parts = self.opt, self._calls(fastopt, args, kwargs)
         firsts = (True, False) if opt.name == "sgd" else (False,)
         calls = {first: [fastopt.prepare(fn, *a, **k, **({"first_step": first} if opt.name == "sgd" else {}))
                          for a, k in parts] for first in firsts}
