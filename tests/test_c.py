@@ -90,9 +90,12 @@ def test_the_native_torch_step_under_address_and_undefined_behavior_sanitizers(s
     package = tmp_path / "fastopt"
     shutil.copytree(os.path.dirname(fastopt.__file__), package)
     module = next(package.glob("_steady*.so"))
-    sh("cc", "-shared", "-fPIC", "-g", "-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-       "-fno-sanitize-recover=all", "-I", os.path.join(ROOT, "csrc", "include"), "-I", sysconfig.get_paths()["include"],
-       os.path.join(ROOT, "csrc", "python", "steady.c"), "-L", sanitized, "-lfastopt", "-o", module)
+    flags = ["-fPIC", "-g", "-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all",
+             "-I", os.path.join(ROOT, "csrc", "include"), "-I", sysconfig.get_paths()["include"]]
+    barrier = tmp_path / "guarded.o"
+    sh("c++", "-c", *flags, os.path.join(ROOT, "csrc", "python", "guarded.cpp"), "-o", barrier)
+    sh("cc", "-shared", *flags, os.path.join(ROOT, "csrc", "python", "steady.c"), barrier, "-L", sanitized, "-lfastopt",
+       "-lstdc++", "-o", module)
     env = {**os.environ, "LD_PRELOAD": asan, "LD_LIBRARY_PATH": str(sanitized), "PYTHONPATH": str(tmp_path),
            "ASAN_OPTIONS": "detect_leaks=0:alloc_dealloc_mismatch=0:new_delete_type_mismatch=0",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}

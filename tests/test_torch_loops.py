@@ -592,7 +592,7 @@ def two_groups(ps, **extra):
 
 
 @pytest.mark.parametrize("name", NATIVE)
-def test_a_steady_loop_is_stepped_in_c_on_torchs_trajectory(name):
+def test_a_steady_loop_is_stepped_in_c_on_torchs_trajectory(name, addresses_read_by):
     """From its second step a CPU loop's step is checked and made by fastopt._steady (one C call for
     the two merged groups), under a scheduler that changes each group's lr every step: each
     tensor's step count advanced, autograd's version counters bumped, the trajectory torch's."""
@@ -710,9 +710,32 @@ EVENTS = {f.__name__.lstrip("_"): f for f in (
 READ_EACH_STEP = ("group_weight_decay", "new_float_lr")  # what the native step reads rather than declines
 
 
+@pytest.fixture(params=["torch's C function", "data_ptr()"])
+def addresses_read_by(request, monkeypatch):
+    """The two ways the native step reads a tensor's data pointer (where torch has its C function
+    for it, and where it has not)."""
+    if request.param == "data_ptr()":
+        monkeypatch.setattr(ft, "_TENSOR_ADDRESS", 0)
+    elif not ft._TENSOR_ADDRESS:
+        pytest.skip("this torch has no C function for a tensor's data pointer")
+    return request.param
+
+
+def test_a_tensor_whose_data_pointer_torch_cannot_give_is_declined_not_a_crash():
+    """torch's C function throws a C++ exception for a tensor without accessible storage (sparse
+    here; a wrapper subclass, a fake tensor): the barrier turns it into "no address"."""
+    if not ft._TENSOR_ADDRESS:
+        pytest.skip("this torch has no C function for a tensor's data pointer")
+    from fastopt import _steady
+    t = torch.randn(5)
+    assert _steady.tensor_address(ft._TENSOR_ADDRESS, t) == t.data_ptr()
+    assert _steady.tensor_address(ft._TENSOR_ADDRESS, t.to_sparse()) is None
+    assert _steady.tensor_address(ft._TENSOR_ADDRESS, "not a tensor") is None
+
+
 @pytest.mark.parametrize("name", ["AdamW", "SGD"])
 @pytest.mark.parametrize("event", sorted(EVENTS))
-def test_the_native_step_declines_what_changed_and_torchs_trajectory_follows(name, event):
+def test_the_native_step_declines_what_changed_and_torchs_trajectory_follows(name, event, addresses_read_by):
     """What a loop may change between two steps (after backward): the native step reads it (lr, a
     merged member's weight decay) or declines, writing nothing, and the Python step takes it;
     either way the trajectory is torch.optim's through the change and after."""
@@ -831,7 +854,7 @@ def test_a_native_step_refused_by_c_raises_as_the_python_step_and_writes_nothing
     assert all(torch.equal(p, q) for p, q in zip(params, before)) and float(opt.state[params[0]]["step"]) == 3
 
 
-def test_a_gradient_resized_or_retyped_behind_its_param_is_refused_by_both_steps():
+def test_a_gradient_resized_or_retyped_behind_its_param_is_refused_by_both_steps(addresses_read_by):
     """p.grad.data swapped for another dtype or resized in place: neither the native step nor the
     Python step reads past the gradient's memory; the step raises and writes nothing."""
     params = [torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64)),

@@ -4,10 +4,12 @@
  * (but for those schedulers change: lr, and betas or momentum, which a one-cycle schedule cycles;
  * and a merged group's per-tensor weight decay), only the gradients new.  fastopt.torch plans such a step in Python (_Optimizer._native_plan) and hands
  * the plan to a Plan here, which checks at each step, in C, everything the plan relies on through
- * the torch calls Python would make (a param's .grad, a tensor's data_ptr() and is_contiguous()),
- * then makes the planned C calls and bumps the written tensors' versions.  When anything differs
- * the call returns False having written nothing, and the Python step runs, which finds what
- * changed and plans again.  The checks cost the torch calls themselves (about 40 ns each).
+ * the torch calls Python would make (a param's .grad, a tensor's is_contiguous() and nbytes) and
+ * every tensor's data pointer, then makes the planned C calls and bumps the written tensors'
+ * versions.  When anything differs the call returns False having written nothing, and the Python
+ * step runs, which finds what changed and plans again.  The checks cost the torch calls themselves
+ * (about 40 ns each); a data pointer is read through torch's C function for it where torch has
+ * one (about 5 ns), else through data_ptr().
  *
  * Plan(state, generation, groups, values, skip, params, env, entries):
  *   state, generation: opt.state (fastopt.torch._State) and its count of changes;
@@ -17,7 +19,8 @@
  *     each step (Python floats or ints);
  *   params[g]: group g's params, the very objects;
  *   env: (torch.autograd.profiler, torch.optim.optimizer, torch._C._increment_version, a function
- *     dividing a list of gradients by the grad scale in place);
+ *     dividing a list of gradients by the grad scale in place, the address of torch's C function
+ *     void *(PyObject *tensor) giving a tensor's data pointer, or 0: none);
  *   entries: one C call each (see entry_init).
  * plan(opt) -> True when it made the step, False when it did not (nothing written); raises the
  * C library's error (TypeError for a dtype, ValueError otherwise) as fastopt's check() does. */
@@ -71,6 +74,7 @@ typedef struct entry {
     uintptr_t *held_addresses;
     Py_ssize_t n_held;
     PyObject *written;              /* list of what the call writes: their versions are bumped */
+    void *(*address_of)(PyObject *); /* torch's C function for a tensor's data pointer; NULL: data_ptr() */
 } entry;
 
 typedef struct {
@@ -104,10 +108,14 @@ static uintptr_t address(PyObject *o)
     return (uintptr_t)PyLong_AsVoidPtr(o);
 }
 
-/* Whether t.data_ptr() could be read, into *a (0 for an empty tensor); a torch error is cleared
+/* torch's function called behind a C++ exception barrier (guarded.cpp): 0 when it threw. */
+int fastopt_tensor_address(void *(*address_of)(PyObject *), PyObject *t, uintptr_t *a);
+
+/* Whether t's data pointer could be read, into *a (0 for an empty tensor); a torch error is cleared
  * (the Python step reports it). */
-static int memory_of(PyObject *t, uintptr_t *a)
+static int memory_of(const entry *e, PyObject *t, uintptr_t *a)
 {
+    if (e->address_of) return fastopt_tensor_address(e->address_of, t, a);
     PyObject *r = PyObject_Vectorcall(data_ptr, &t, 1, NULL);
     if (!r) return PyErr_Clear(), 0;
     *a = address(r);
@@ -115,11 +123,11 @@ static int memory_of(PyObject *t, uintptr_t *a)
     return PyErr_Occurred() ? (PyErr_Clear(), 0) : 1;
 }
 
-/* t.data_ptr() == expected. */
-static int at(PyObject *t, uintptr_t expected)
+/* t's data pointer == expected. */
+static int at(const entry *e, PyObject *t, uintptr_t expected)
 {
     uintptr_t a;
-    return memory_of(t, &a) && a == expected;
+    return memory_of(e, t, &a) && a == expected;
 }
 
 /* t.nbytes == expected. */
@@ -173,8 +181,9 @@ static size_t entry_bytes(PyObject *e)
     return (size_t)(4 * n + held) * sizeof(uintptr_t) + (size_t)(2 * n) * sizeof(double);
 }
 
-static int entry_init(entry *e, PyObject *t, char **memory)
+static int entry_init(entry *e, PyObject *t, void *(*address_of)(PyObject *), char **memory)
 {
+    e->address_of = address_of;
     PyObject **f = items(t);
     e->name = f[0];
     e->function = (void (*)(void))address(f[1]);
@@ -254,7 +263,7 @@ static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     Py_ssize_t n_groups = PyTuple_GET_SIZE(groups), n_entries = PyTuple_GET_SIZE(entries);
     if (!tuple_of(values, n_groups, "values") || !tuple_of(skip, n_groups, "skip") ||
-        !tuple_of(params, n_groups, "params") || !tuple_of(env, 4, "env"))
+        !tuple_of(params, n_groups, "params") || !tuple_of(env, 5, "env"))
         return NULL;
     for (Py_ssize_t g = 0; g < n_groups; g++)
         if (!PyDict_Check(PyTuple_GET_ITEM(groups, g)) || !tuple_of(PyTuple_GET_ITEM(values, g), -1, "a group's values") ||
@@ -279,9 +288,12 @@ static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->entries = PyMem_Calloc((size_t)n_entries ? (size_t)n_entries : 1, sizeof(entry));
     self->memory = PyMem_Malloc(bytes ? bytes : 1);
     if (!self->entries || !self->memory) return Py_DECREF(self), PyErr_NoMemory();
+    void *(*address_of)(PyObject *) = (void *(*)(PyObject *))address(PyTuple_GET_ITEM(env, 4));
+    if (PyErr_Occurred()) return Py_DECREF(self), NULL;
     char *memory = self->memory;
     for (Py_ssize_t i = 0; i < n_entries; i++)
-        if (!entry_init(&self->entries[i], PyTuple_GET_ITEM(entries, i), &memory)) return Py_DECREF(self), NULL;
+        if (!entry_init(&self->entries[i], PyTuple_GET_ITEM(entries, i), address_of, &memory))
+            return Py_DECREF(self), NULL;
     return (PyObject *)self;
 }
 
@@ -381,13 +393,14 @@ static int ready(entry *e)
         /* a gradient with its param's layout and size: C-contiguous as its param (a non-contiguous
          * param's bucket is not planned), as many bytes (a .grad.data swapped or resized) */
         PyObject *r = g == Py_None ? NULL : PyObject_Vectorcall(is_contiguous, &g, 1, NULL);
-        int ok = r == Py_True && sized(g, e->nbytes[i]) && memory_of(g, &e->grads[i]) && at(p, e->addresses[i]);
+        int ok = r == Py_True && sized(g, e->nbytes[i]) && memory_of(e, g, &e->grads[i]) &&
+                 at(e, p, e->addresses[i]);
         if (!r) PyErr_Clear(); /* (a sparse gradient raises: the Python step names it) */
         Py_XDECREF(r);
         if (!ok) return let_go(e), 0;
     }
     for (Py_ssize_t i = 0; i < e->n_held; i++)
-        if (!at(e->held[i], e->held_addresses[i])) return let_go(e), 0;
+        if (!at(e, e->held[i], e->held_addresses[i])) return let_go(e), 0;
     if (e->counts) /* read from memory each step (in-place changes to the "step" views included):
                     * every member at one step, the plan's condition */
         for (size_t i = 1; i < e->n; i++)
@@ -565,7 +578,27 @@ static PyTypeObject PlanType = {
     .tp_members = plan_members,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastopt._steady", NULL, -1, NULL, NULL, NULL, NULL, NULL};
+/* tensor_address(function, t): t's data pointer as a Plan reads it through torch's function (its
+ * address); None where torch threw (the barrier's test). */
+static PyObject *tensor_address(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *function, *t;
+    if (!PyArg_ParseTuple(args, "OO:tensor_address", &function, &t)) return NULL;
+    void *(*address_of)(PyObject *) = (void *(*)(PyObject *))address(function);
+    if (!address_of) return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "tensor_address: a NULL function");
+    uintptr_t a;
+    if (!fastopt_tensor_address(address_of, t, &a)) Py_RETURN_NONE;
+    return PyLong_FromVoidPtr((void *)a);
+}
+
+static PyMethodDef module_methods[] = {
+    {"tensor_address", tensor_address, METH_VARARGS, "t's data pointer through torch's C function; None where it threw"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastopt._steady", NULL, -1, module_methods, NULL, NULL, NULL,
+                                    NULL};
 
 PyMODINIT_FUNC PyInit__steady(void)
 {
