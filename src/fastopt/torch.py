@@ -52,10 +52,22 @@ _C_DTYPES = {torch.float32: lib.FASTOPT_FLOAT32, torch.float64: lib.FASTOPT_FLOA
 _GPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _is_compiling = torch.compiler.is_compiling
 _increment_version = torch._C._increment_version  # of a list of tensors (torch.autograd.graph.increment_version)
-# The address of torch's C function void *(PyObject *tensor) giving a tensor's data pointer, which
-# the code torch.compile generates calls: the native step reads each tensor's memory through it in
-# ~5 ns, against ~40 ns for data_ptr() (0 where this torch has none: data_ptr() then)
-_TENSOR_ADDRESS = getattr(torch._C._dynamo.guards, "_torchinductor_pyobject_tensor_data_ptr", 0)
+
+
+def _tensor_address_function() -> int:
+    """The address of torch's C function void *(PyObject *tensor) giving a tensor's data pointer,
+    which the code torch.compile generates calls: the native step reads each tensor's memory
+    through it in ~5 ns, against ~40 ns for data_ptr().  0 (data_ptr() then) where this torch has
+    none or it does not give data_ptr()'s answer."""
+    function = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+    function = getattr(function, "_torchinductor_pyobject_tensor_data_ptr", 0)
+    probe = torch.ones(2)
+    works = type(function) is int and function != 0 and _steady.tensor_address(function, probe) == probe.data_ptr() \
+        and _steady.tensor_address(function, probe[1:]) == probe[1:].data_ptr()
+    return function if works else 0
+
+
+_TENSOR_ADDRESS = _tensor_address_function()
 _data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
 _grad, _nbytes, _NoneType = operator.attrgetter("grad"), operator.attrgetter("nbytes"), type(None)
 _params = operator.itemgetter("params")
