@@ -289,3 +289,52 @@ def test_lamb_groups_that_clip_are_each_their_own_call():
         second.step(g[2:])
     for p, e in zip(a, b):
         np.testing.assert_array_equal(p, e)
+
+
+class _Unprepared:
+    """fastopt.optim's update without its prepared call: the functional call itself."""
+
+    def _update(self, params, grads, arrays, **keywords):
+        return type(self).update(params, grads, **arrays, **keywords)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "NAdam"])
+def test_steady_steps_repeat_their_prepared_call_and_changes_between_steps_are_followed(name, monkeypatch):
+    """With the optimizer's own gradient buffers, a step after the first repeats the prepared C
+    call (no functional call: _calls.run not entered); a change between steps (lr, betas or
+    momentum, a group's weight decay, amsgrad or nesterov, a checkpoint loaded, a gradient buffer
+    replaced, a group added) makes the call again; bit for bit the optimizer without it."""
+    cls = getattr(optim, name)
+    plain_cls = type("Plain" + name, (_Unprepared, cls), {})
+    flags = {"SGD": dict(lr=0.1, momentum=0.9), "AdamW": dict(lr=0.01), "NAdam": dict(lr=0.01)}[name]
+    a, b = problem(), problem()
+    ours, plain = (c([{"params": p[:2]}, {"params": p[2:], "weight_decay": 0.1}], **flags)
+                   for c, p in ((cls, a), (plain_cls, b)))
+    extra = problem(2)[:1]
+    events = {
+        3: lambda o: o.param_groups[0].update(lr=0.05),
+        4: lambda o: [g.update(**({"momentum": 0.5} if name == "SGD" else {"betas": (0.8, 0.99)}))
+                      for g in o.param_groups],
+        5: lambda o: o.param_groups[1].update(weight_decay=0.3),
+        6: lambda o: [g.update(**({"nesterov": True} if name == "SGD" else {"amsgrad": True} if name == "AdamW" else {}))
+                      for g in o.param_groups],
+        7: lambda o: o.load_state_dict(o.state_dict()),
+        8: lambda o: o.grads.__setitem__(1, np.zeros_like(o.grads[1])),
+        9: lambda o: o.add_param_group({"params": [e.copy() for e in extra]}),
+    }
+    entered = []
+    real = _calls.run
+    monkeypatch.setattr(_calls, "run", lambda *args, **kw: entered.append(args[0]) or real(*args, **kw))
+    for t in range(1, 13):
+        for o in (ours, plain):
+            if t in events:
+                events[t](o)
+            for buf, g in zip(o.grads, gradient(o.params, t)):
+                buf[...] = g
+        entered.clear()
+        ours.step()
+        if t in (3, 11, 12) and name != "NAdam":  # (NAdam's mu products: its call is made whole each step;
+            assert entered == [], t                #  SGD's second step is its first without new buffers)
+        plain.step()
+        for p, q in zip(ours.params, plain.params):
+            np.testing.assert_array_equal(p, q)

@@ -19,7 +19,7 @@ import operator
 
 import numpy as np
 
-from fastopt import _calls, functional
+from fastopt import functional
 from fastopt._arrays import C_DTYPES, SUPPORTED
 from fastopt._optimizers import OPTIMIZERS, used_state
 
@@ -44,7 +44,8 @@ class Optimizer:
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
-        self._prepared: dict = {}  # {ids of a set of groups: (its last call's arrays, their fastopt.prepare record)}
+        self._prepared: dict = {}  # {ids of a set of groups: _Kept, its last step's arrays and prepared call}
+        self._kept = None          # the set being stepped (see _update)
         self.param_groups: list[dict] = []
         self.params: list[np.ndarray] = []
         self.grads: list[np.ndarray] = []
@@ -141,19 +142,19 @@ class Optimizer:
             hyper = {k: groups[0][k] for k in self.defaults if k != "lr"}
             if "weight_decay" in hyper and len(set(decays)) > 1:
                 hyper["weight_decay"] = np.array(decays)
-            # the same arrays as the last step: the call's checks are not repeated (fastopt.prepare)
+            # the same arrays as the last step: the call prepared then is made again (see _update)
             arrays = (tuple(self.params[i] for i in index), tuple(grads[i] for i in index), state)
             key = tuple(map(id, groups))
             kept = self._prepared.get(key)
-            if kept is None or not _same_arrays(kept[0], arrays):
-                kept = self._prepared[key] = (arrays, _calls.Prepared())
-            params, group_grads, state = kept[0]
-            token = _calls.PREPARED.set(kept[1])
+            if kept is None or not _same_arrays(kept.arrays, arrays):
+                kept = self._prepared[key] = _Kept(arrays)
+            params, group_grads, state = kept.arrays
+            self._kept = kept
             try:
                 self.run({**groups[0], "params": params}, group_grads, state, [self.state[i] for i in index],
                          lrs[0] if len(set(lrs)) == 1 else np.array(lrs), hyper, dict(grad_scale=grad_scale))
             finally:
-                _calls.PREPARED.reset(token)
+                self._kept = None
             for group in groups:
                 group["step"] += 1
 
@@ -175,15 +176,35 @@ class Optimizer:
         step."""
         row = self._row
         if row.keeps_step:
-            steps = np.array([s.setdefault("step", 0.0) for s in param_states], np.int64) + 1
+            counts = [s.setdefault("step", 0.0) for s in param_states]
+            uniform = counts.count(counts[0]) == len(counts)  # (the usual case: one int step, one C options struct)
+            steps = np.array(counts, np.int64) + 1 if not uniform else None
             if row.takes_step:
-                hyper["step"] = int(steps[0]) if (steps == steps[0]).all() else steps
+                hyper["step"] = int(counts[0]) + 1 if uniform else steps
         arrays = {r.arg: state.get(r.key) for r in row.state}
-        out = type(self).update(group["params"], grads, **arrays, lr=lr, **hyper, **fused)
+        out = self._update(group["params"], grads, arrays, lr=lr, **hyper, **fused)
         if row.keeps_step:
-            for s, t in zip(param_states, steps):
-                s["step"] = float(t)
+            if uniform:
+                count = float(counts[0]) + 1.0
+                for s in param_states:
+                    s["step"] = count
+            else:
+                for s, t in zip(param_states, steps):
+                    s["step"] = float(t)
         return out
+
+    def _update(self, params, grads, arrays: dict, **keywords):
+        """``type(self).update(params, grads, **arrays, **keywords)``.  Over the very arrays of the
+        step's set of groups (step() keeps them while they stay the same objects), the call is a
+        :func:`fastopt.prepare` one, made again while the keywords fixed per call are equal: the
+        arrays are validated once and, past its first call, the C options struct is reused."""
+        kept, update = self._kept, type(self).update
+        if kept is None or params is not kept.arrays[0] or grads is not kept.arrays[1]:
+            return update(params, grads, **arrays, **keywords)
+        fixed = {k: v for k, v in keywords.items() if k not in functional._PER_CALL}
+        if kept.call is None or not _equal(kept.fixed, fixed):
+            kept.call, kept.fixed = functional.prepare(update, params, grads, **arrays, **fixed), fixed
+        return kept.call(**{k: v for k, v in keywords.items() if k in functional._PER_CALL and v is not None})
 
     # ---- checkpoints ----
 
@@ -248,6 +269,20 @@ class Optimizer:
                     state.setdefault(int(i), {})[k] = f[key]
             groups = json.loads(str(f["param_groups"]))
         self.load_state_dict({"state": state, "param_groups": groups})
+
+
+class _Kept:
+    """A set of groups' arrays of the last step (params, grads, {state key: arrays}), the
+    prepared call over them and the keywords it fixes."""
+
+    def __init__(self, arrays: tuple):
+        self.arrays, self.call, self.fixed = arrays, None, None
+
+
+def _equal(a: dict, b: dict) -> bool:
+    """Whether two calls' fixed keywords are the same values (arrays compared by identity)."""
+    return a.keys() == b.keys() and all(x is y or (type(x) is type(y) and not isinstance(x, np.ndarray) and x == y)
+                                        for x, y in ((a[k], b[k]) for k in a))
 
 
 def _same_arrays(a: tuple, b: tuple) -> bool:
