@@ -72,10 +72,27 @@ typedef struct fo_extent {
     size_t t;
 } fo_extent;
 
-static int by_lo(const void *a, const void *b)
+/* ext[0..count) in order of lo: an LSD radix sort over the address bytes (all bytes counted in one
+ * pass; a byte every extent shares is skipped), linear in count; the sorted extents are in ext or
+ * in tmp (returned).  The library's qsort took ~30 us for 600 extents, a model's worth of tensors
+ * checked at every call. */
+static fo_extent *sorted_by_lo(fo_extent *ext, fo_extent *tmp, size_t count)
 {
-    uintptr_t x = ((const fo_extent *)a)->lo, y = ((const fo_extent *)b)->lo;
-    return (x > y) - (x < y);
+    enum { BYTES = sizeof(uintptr_t) };
+    size_t at[BYTES][256] = {{0}};
+    for (size_t i = 0; i < count; i++)
+        for (unsigned b = 0; b < BYTES; b++) at[b][(ext[i].lo >> 8 * b) & 255]++;
+    for (unsigned b = 0; count > 1 && b < BYTES; b++) {
+        if (at[b][(ext[0].lo >> 8 * b) & 255] == count) continue;
+        for (size_t d = 0, sum = 0; d < 256; d++) {
+            size_t here = at[b][d];
+            at[b][d] = sum, sum += here;
+        }
+        for (size_t i = 0; i < count; i++) tmp[at[b][(ext[i].lo >> 8 * b) & 255]++] = ext[i];
+        fo_extent *swap = ext;
+        ext = tmp, tmp = swap;
+    }
+    return ext;
 }
 
 /* A written buffer may overlap no other buffer of the call; read-only ones may share memory.
@@ -89,9 +106,10 @@ static size_t extent_of(const fo_role *role, size_t numel, const size_t *esize, 
 static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t n, const size_t *numel,
                                     const size_t *esize, size_t quant_block)
 {
-    fo_extent stack[64], *ext = stack;
-    if (n_roles * n > 64 && !(ext = malloc(n_roles * n * sizeof *ext)))
+    fo_extent stack[2 * 64], *memory = stack;
+    if (n_roles * n > 64 && !(memory = malloc(2 * n_roles * n * sizeof *memory)))
         return fo_fail(FASTOPT_ERR_OUT_OF_MEMORY, "cannot allocate the overlap check of %zu tensors", n);
+    fo_extent *ext = memory;
     size_t count = 0;
     for (size_t r = 0; r < n_roles; r++)
         for (size_t t = 0; t < n && roles[r].name; t++)
@@ -99,7 +117,7 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
                 uintptr_t lo = (uintptr_t)roles[r].list[t];
                 ext[count++] = (fo_extent){lo, lo + extent_of(&roles[r], numel[t], esize, quant_block), &roles[r], t};
             }
-    qsort(ext, count, sizeof *ext, by_lo);
+    ext = sorted_by_lo(ext, memory + n_roles * n, count);
     const fo_extent *reach_all = NULL, *reach_written = NULL; /* largest end so far, of any / written */
     fastopt_status status = FASTOPT_OK;
     for (size_t i = 0; i < count && status == FASTOPT_OK; i++) {
@@ -111,7 +129,7 @@ static fastopt_status check_overlap(const fo_role *roles, size_t n_roles, size_t
         if (!reach_all || e->hi > reach_all->hi) reach_all = e;
         if (e->role->written && (!reach_written || e->hi > reach_written->hi)) reach_written = e;
     }
-    if (ext != stack) free(ext);
+    if (memory != stack) free(memory);
     return status;
 }
 

@@ -206,3 +206,37 @@ def test_every_bounded_hyper_parameter_is_checked_before_writing(name, arg):
         with pytest.raises(ValueError, match=re.escape(words)):
             call(fastopt, name, arrays, flags, **{arg: bad})
         assert {k: v.tobytes() for k, v in arrays.items()} == before
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_overlap_check_over_many_tensors_finds_exactly_the_overlaps(seed):
+    """C's overlap check (its extents sorted by address) against every pair, on fake device
+    addresses (fastopt_common.constant_rows: C checks the call and reads no buffer): up to 300
+    tensors a role, addresses in order, reversed or shuffled, spanning the high bytes; a written
+    buffer must share memory with no other, read-only ones (grads) may."""
+    from fastopt._native import ffi, lib
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    numel = rng.integers(0, 64, n) * 4  # (0: an empty tensor, not checked)
+    roles = ["params", "grads", "exp_avgs", "exp_avg_sqs"]
+    start = int(rng.integers(1, 1 << 20)) << int(rng.integers(8, 44))
+    spans = [(r, t) for r in range(4) for t in range(n)]
+    order = rng.permutation(len(spans)) if seed % 3 else np.arange(len(spans))[::1 if seed % 2 else -1]
+    lo, at = {}, start
+    for i in order:  # laid out one after another, then some moved onto others
+        r, t = spans[i]
+        lo[r, t], at = at, at + int(numel[t]) * 4 + int(rng.integers(0, 3)) * 64
+    for _ in range(int(rng.integers(0, 3))):
+        (r, t), (q, u) = (spans[i] for i in rng.integers(0, len(spans), 2))
+        lo[r, t] = lo[q, u] + int(rng.integers(0, max(1, int(numel[u])))) * 4
+    extents = [(lo[r, t], lo[r, t] + int(numel[t]) * 4, roles[r] != "grads", roles[r], t)
+               for r in range(4) for t in range(n) if numel[t]]
+    expected = any(a[0] < b[1] and b[0] < a[1] and (a[2] or b[2])
+                   for i, a in enumerate(extents) for b in extents[i + 1:])
+    lists = [ffi.new("void *[]", [ffi.cast("void *", lo[r, t]) for t in range(n)]) for r in range(4)]
+    o = ffi.new("fastopt_adam_options *")
+    o.common.lr, o.beta1, o.beta2, o.eps, o.step = 1e-3, 0.9, 0.999, 1e-8, 1
+    rows = np.zeros((n, lib.FASTOPT_CONSTANTS_ROW))
+    o.common.constant_rows = ffi.from_buffer("double[]", rows)
+    status = lib.fastopt_adam(lib.FASTOPT_FLOAT32, n, ffi.new("size_t[]", numel.tolist()), *lists, ffi.NULL, o)
+    assert status == (lib.FASTOPT_ERR_OVERLAP if expected else lib.FASTOPT_OK), ffi.string(lib.fastopt_last_error())

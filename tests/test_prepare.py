@@ -178,3 +178,44 @@ def test_torch_tensors_are_never_repeated_from_the_struct_and_per_tensor_values_
             np.testing.assert_array_equal(b, a)
     with pytest.raises(ValueError, match="lr has 3 values, one per tensor"):
         arrays(step=4, lr=[1e-3] * 3)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_a_gpu_call_is_repeated_from_its_options_and_launched_from_the_rows_c_writes(name, monkeypatch):
+    """Past its first call a prepared GPU call sets step, lr and weight_decay in its kept options
+    struct, lets C check them and write the kernel's constants, and launches once (no Python
+    validation, no views): the bits of the plain calls through lr changes, per-tensor lr and weight
+    decay, a grad_scale call in between (the full path); a bad lr refused by C, nothing launched."""
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():
+        pytest.skip("the GPU path needs a GPU or NUMBA_ENABLE_CUDASIM=1")
+    from fastopt.cuda import _launch
+    flags = {"momentum": 0.9} if name == "sgd" else {}
+    host = arrays_for(name, flags)
+    dev, plain = ({k: [cuda.to_device(a) for a in v] for k, v in host.items()} for _ in range(2))
+    state = {s: dev[s] for s in STATE[name] if s in dev}
+    step = fastopt.prepare(getattr(fastopt, name), dev["params"], dev["grads"], **state, **flags)
+    full_calls, launches = [], []
+    run, launch = fastopt._calls.run, _launch.Call.launch
+    monkeypatch.setattr(fastopt._calls, "run", lambda *a, **k: full_calls.append(1) or run(*a, **k))
+    monkeypatch.setattr(_launch.Call, "launch", lambda self, *a, **k: launches.append(1) or launch(self, *a, **k))
+    calls = [dict(lr=1e-2), dict(lr=3e-3), dict(lr=[1e-2, 2e-3, 5e-3]), dict(lr=1e-2, weight_decay=[0.1, 0.0, 0.2]),
+             dict(lr=2e-3, grad_scale=2.0), dict(lr=1e-3)]
+    full, launched = [], []
+    for t, kwargs in enumerate(calls, 1):
+        kwargs = {**kwargs, **({"step": t} if name != "sgd" else {})}
+        before, launches_before = len(full_calls), len(launches)
+        step(**kwargs)
+        full.append(len(full_calls) - before)
+        launched.append(len(launches) - launches_before)
+        call(fastopt, name, plain, flags, **kwargs)
+    assert full == [1, 0, 0, 0, 1, 0] and launched == [1] * len(calls)
+    for role in dev:
+        for a, b in zip(dev[role], plain[role]):
+            np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host(), err_msg=role)
+    before = [a.copy_to_host() for role in dev.values() for a in role]
+    launches.clear()
+    with pytest.raises(ValueError, match=f"fastopt.{name}: .*lr"):
+        step(**({"step": 7} if name != "sgd" else {}), lr=-1.0)
+    assert launches == []
+    assert all((a == b.copy_to_host()).all() for a, b in zip(before, [a for role in dev.values() for a in role]))

@@ -165,7 +165,8 @@ class Prepared:
     def __init__(self):
         self.kept = None  # (fn, the role values and master copies: compared by identity, _Arrays)
         self.tensors, self.addresses = [], []
-        self.last = None  # the last host call: (C function, its arguments but the options, options, kept alive)
+        self.last = None  # the last call: (C function, its arguments but the options, options, kept alive,
+        #                   None or, on a GPU, the launch from the constants C wrote)
         self.fast = None  # a call fastopt.prepare repeats with new step, lr and weight_decay (see there)
 
     def arrays(self, fn: str, roles, master) -> _Arrays | _GpuArrays | None:
@@ -207,9 +208,10 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
     arrays = prepared.arrays(fn, roles, master_params) if prepared is not None else None
     if type(arrays) is _GpuArrays:  # a prepared GPU call: its views and table as they were
         rounding = None if stochastic_rounding is None else _rounding(fn, stochastic_rounding, step)
-        _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, (), 0, steps,
-                 mu_products, sum_over, lrs, weight_decays, known=arrays.call)
+        call = _run_gpu(fn, c_function, o, roles, scalars, stream, found_inf, master_params, rounding, (), 0, steps,
+                        mu_products, sum_over, lrs, weight_decays, known=arrays.call)
         bump_versions(arrays.written)
+        _keep_gpu_repeat(prepared, c_function, o, call)
         return
     if arrays is None:
         written = torch_written(fn, roles, master_params)
@@ -221,6 +223,7 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
                             block, steps, mu_products, sum_over, lrs, weight_decays)
             if prepared is not None and call is not None:
                 prepared.keep(fn, given, master_params, _GpuArrays(written, call))
+                _keep_gpu_repeat(prepared, c_function, o, call)
             bump_versions(written)
             return
         if master_params is not None:
@@ -252,7 +255,17 @@ def run(fn: str, c_function, o, roles, *scalars, stream=None, found_inf=None, ma
         check(status, fn)
     bump_versions(written)
     if prepared is not None and o is not None:
-        prepared.last = (c_function, (dtype, len(numel), numel, *ptrs), o, kept)
+        prepared.last = (c_function, (dtype, len(numel), numel, *ptrs), o, kept, None)
+
+
+def _keep_gpu_repeat(prepared: Prepared, c_function, o, call) -> None:
+    """A GPU optimizer call a prepared call can repeat (see fastopt.prepare): C's arguments, and the
+    launch from the constants rows C writes (each tensor's where lr or weight decay is per tensor)."""
+    if call is None or call.repeat is None:
+        return
+    head, rows, launch = call.repeat
+    c = o.common
+    prepared.last = (c_function, head, o, rows, lambda: launch(rows, c.lrs != ffi.NULL or c.weight_decays != ffi.NULL))
 
 
 def with_arrays(fn: str, o, n: int, state_code=None, steps=None, mu_products=None, scales=(), block=0, masters=None,

@@ -677,8 +677,10 @@ def prepare(update, *arrays, **keywords):
     keeps stepping with the old ones); use ``zero_grad(set_to_none=False)``, or call ``update``.
     Over arrays other than torch tensors, a call with none of the per-call keywords but ``step``
     (one integer), ``lr`` and ``weight_decay`` is made from the first such call's C options
-    struct, with those three set: a few microseconds of Python whatever the number of arrays.
-    So one prepared call must not run in two threads at once.
+    struct, with those three set: a few microseconds of Python whatever the number of arrays (on
+    a GPU, C writes the kernel's constants and the kernel is launched over the kept tensor table;
+    LAMB, per-tensor steps and stochastic rounding excepted).  So one prepared call must not run
+    in two threads at once.
 
     Args:
       update: a fastopt optimizer (``fastopt.adamw``, ``fastopt.sgd``, ...).
@@ -701,10 +703,11 @@ def prepare(update, *arrays, **keywords):
     frozen = tuple(tuple(a) if isinstance(a, list) else a for a in arrays)
     fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in keywords.items()}
     prepared = _calls.Prepared()
-    # A host call over arrays other than torch tensors (whose memory and autograd are checked each
-    # call) with none of the per-call keywords but step, lr and weight_decay is repeated from its C
+    # A call over arrays other than torch tensors (whose memory and autograd are checked each call)
+    # with none of the per-call keywords but step, lr and weight_decay is repeated from its C
     # options struct: each call sets those three (lr and weight_decay one value or one per tensor,
-    # step one integer) and calls C, which checks them.
+    # step one integer) and calls C, which checks them (on a GPU, and writes the kernel's constants,
+    # and the kept launch follows).
     defaults = {k: fixed.get(k, takes[k].default) for k in _REPEATED if k in takes}
     repeatable = not any(fixed.get(k) is not None for k in _NOT_REPEATED) and "sum_over" not in fixed
     takes_step = OPTIMIZERS[name].takes_step
@@ -715,7 +718,7 @@ def prepare(update, *arrays, **keywords):
         at = values.get("step")
         if takes_step and type(at) is not int:
             return False
-        c_function, head, o, _ = prepared.fast
+        c_function, head, o, _, launch = prepared.fast
         n, c = head[1], o.common
         c.lr, lrs = _calls.per_tensor_value(name, "lr", values.get("lr"))
         c.weight_decay, decays = _calls.per_tensor_value(name, "weight_decay", values.get("weight_decay", 0.0))
@@ -727,6 +730,8 @@ def prepare(update, *arrays, **keywords):
         status = c_function(*head, o)
         if status:
             check(status, name)
+        if launch is not None:  # a GPU call: C wrote the kernel's constants, which it reads
+            launch()
         return True
 
     def step(*args, **changes):

@@ -42,6 +42,8 @@ class Call:
         self._check()
         self.stream = stream
         self._tables = {}  # chunk size -> (the tensor table on the device, blocks); see table()
+        self.repeat = None  # after an optimizer step a prepared call can repeat: (C's arguments but the
+        #                     options, the constants rows C writes, launch(rows, differ)); see _step
 
     @classmethod
     def of(cls, fn: str, roles, stream, state_from: int = 2, block: int = 0) -> "Call":
@@ -306,7 +308,7 @@ def optimizer(fn: str, c_function, o, roles, stream=None, found_inf=None, master
     n_args = len(roles)
     if known is not None:
         call = copy.copy(known)
-        call.stream = stream_handle(stream, call.views[0])
+        call.stream, call.repeat = stream_handle(stream, call.views[0]), None
     else:
         roles = list(roles) + [("master_params", master_params, True, "master")] + \
             [(f"absmax[{j}]", a, True, "absmax") for j, a in enumerate(absmax)]
@@ -328,22 +330,37 @@ def _step(call, fn, c_function, o, n_args, found_inf, master_params, rounding, s
         return
     seed, counter = rounding or (0, 0)
     aux = (int(master_params is not None), int(rounding is not None), counter, seed & 0xFFFFFFFF, seed >> 32)
-    # each tensor's row where they differ (per-tensor steps or products); else every tensor reads k,
-    # the row cut to the width the kernel is declared (compiled) with
     kernel = kernel_of(fn, call.has("q8"))
-    k = tuple(float(x) for x in rows[0][:K.width(kernel)])
     differ = steps is not None or mu_products is not None or lrs is not None or weight_decays is not None
-    per_tensor = _to_device(call, "per_tensor", rows) if differ else \
-        call.workspace("no_rows", (0, 1))
     if fn == "lamb":
+        k = tuple(rows[0, :K.width(kernel)].tolist())
+        per_tensor = _to_device(call, "per_tensor", rows) if differ else call.workspace("no_rows", (0, 1))
         return _lamb(call, o, k, float(rows[0][12]), per_tensor, aux, flag, sum_over)
+    launch = _launcher(call, kernel, aux, flag)
+    launch(rows, differ)
+    if flag == 0 and rounding is None and steps is None and mu_products is None:
+        # what a repeat needs (fastopt.prepare): C's arguments, and the launch from the rows it writes
+        call.repeat = ((C_DTYPES[call.dtype], call.n, call.numel,
+                        *[ffi.NULL if lists is None else lists for lists in call.lists[:n_args]]), rows, launch)
+
+
+def _launcher(call: Call, kernel: str, aux: tuple, flag: int):
+    """The launch of an optimizer kernel (not LAMB's) from C's constants rows: each tensor's row
+    where they differ (per-tensor steps, products, lr or weight decay: differ), else every tensor
+    reads k, the first row cut to the width the kernel is declared (compiled) with."""
+    width, function = K.width(kernel), getattr(K, kernel)
     if call.has("q8"):
         table, blocks = call.table(call.block)
-        call.launch(getattr(K, kernel), blocks, table, k, per_tensor, aux, flag, call.block, call.codebook(),
-                    call.markers()[0])
-        return
-    table, blocks = call.table()
-    call.launch(getattr(K, kernel), blocks, table, k, per_tensor, aux, flag, *call.markers())
+        tail = (aux, flag, call.block, call.codebook(), call.markers()[0])
+    else:
+        table, blocks = call.table()
+        tail = (aux, flag, *call.markers())
+    no_rows = call.workspace("no_rows", (0, 1))
+
+    def launch(rows: np.ndarray, differ: bool) -> None:
+        per_tensor = _to_device(call, "per_tensor", rows) if differ else no_rows
+        call.launch(function, blocks, table, tuple(rows[0, :width].tolist()), per_tensor, *tail)
+    return launch
 
 
 def _lamb(call: Call, o, k, grad_mul: float, rows, aux, flag: int, sum_over=None) -> None:
