@@ -785,9 +785,10 @@ def test_gpu_benchmark_report_formats_a_result():
     from fastopt.bench import gpu
     result = {"gpu": "H100", "copy_GBps": 3000.0, "repeats": 1, "rows": [
         {"case": "adamw-256m", "tensors": 1, "elements": 1 << 28, "fastopt_s": 2.6e-3, "torch_fused_s": 2.8e-3,
-         "fastopt_GBps": 2890.0, "of_copy": 0.963, "x_torch_fused": 1.08}]}
+         "fastopt_GBps": 2890.0, "of_copy": 0.963, "x_torch_fused": 1.08, "prepared_s": 2.55e-3,
+         "prepared_x_torch_fused": 1.1}]}
     text = gpu.report(result)
-    assert "96.3%" in text and "1.08x" in text and "3000 GB/s" in text
+    assert "96.3%" in text and "1.08x" in text and "3000 GB/s" in text and "2550.0us" in text and "1.10x" in text
 
 
 def test_the_host_path_benchmark_counts_one_launch_for_adamw():

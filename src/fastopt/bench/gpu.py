@@ -8,7 +8,8 @@ device-to-device copy bandwidth, all in one run on PyTorch CUDA tensors.
 Rows: fp32 AdamW on 256M elements (GB/s counting every byte read and written, and the share of
 the copy bandwidth measured on the same GPU in the same run), a GPT-2-small parameter list (148
 tensors, 124M params) and a 20-tensor MLP (41,600 params), each against
-``torch.optim.AdamW(fused=True)`` stepping the same shapes.  Times are medians of CUDA-event
+``torch.optim.AdamW(fused=True)`` stepping the same shapes; ``prepared``: the same step through
+``fastopt.prepare`` over Numba views of the tensors.  Times are medians of CUDA-event
 timings of back-to-back steps, after a warm-up that compiles the kernels.
 """
 from __future__ import annotations
@@ -37,8 +38,11 @@ def _time(torch, fn, repeats: int, inner: int) -> float:
 
 
 def _adamw_pair(torch, shapes, dtype):
-    """(fastopt step, torch fused step) over two independent copies of the same problem."""
+    """(fastopt step, torch fused step, fastopt prepared step) over independent copies of the same
+    problem; the prepared one over Numba views of the tensors (a prepared call over torch tensors
+    checks their memory every call; over other device arrays it is repeated, see fastopt.prepare)."""
     import fastopt
+    from numba import cuda
     params = [torch.randn(s, device="cuda", dtype=dtype) for s in shapes]
     grads = [torch.randn_like(p) for p in params]
     m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
@@ -52,7 +56,13 @@ def _adamw_pair(torch, shapes, dtype):
     for p, g in zip(theirs_params, grads):
         p.grad = g.clone()
     opt = torch.optim.AdamW(theirs_params, lr=1e-3, weight_decay=1e-2, fused=True)
-    return ours, opt.step
+    copies = [[cuda.as_cuda_array(t.clone()) for t in role] for role in (params, grads, m, v)]
+    call, at = fastopt.prepare(fastopt.adamw, *copies, weight_decay=1e-2), [0]
+
+    def prepared():
+        at[0] += 1
+        call(step=at[0], lr=1e-3)
+    return ours, opt.step, prepared
 
 
 def _copy_bandwidth(torch, n: int, repeats: int) -> float:
@@ -71,13 +81,15 @@ def run(repeats: int = 20) -> dict:
     copy_gbs = out["copy_GBps"] = _copy_bandwidth(torch, n, repeats)
     for label, shapes, inner in (("adamw-256m", [(n,)], 5), ("gpt2-small", MODELS["gpt2-small"](), 10),
                                  ("mlp20", MODELS["mlp20"](), 200)):
-        ours, theirs = _adamw_pair(torch, shapes, torch.float32)
+        ours, theirs, prepared = _adamw_pair(torch, shapes, torch.float32)
         t_ours, t_theirs = _time(torch, ours, repeats, inner), _time(torch, theirs, repeats, inner)
+        t_prepared = _time(torch, prepared, repeats, inner)
         elements = sum(int(torch.Size(s).numel()) for s in shapes)
         gbs = 7 * 4 * elements / t_ours / 1e9  # params, m, v read and written; grads read
         out["rows"].append({"case": label, "tensors": len(shapes), "elements": elements,
                             "fastopt_s": t_ours, "torch_fused_s": t_theirs, "fastopt_GBps": gbs,
-                            "of_copy": gbs / copy_gbs, "x_torch_fused": t_theirs / t_ours})
+                            "of_copy": gbs / copy_gbs, "x_torch_fused": t_theirs / t_ours,
+                            "prepared_s": t_prepared, "prepared_x_torch_fused": t_theirs / t_prepared})
         torch.cuda.empty_cache()
     return out
 
@@ -90,8 +102,8 @@ def profile(steps: int = 200) -> None:
     import time
 
     import torch
-    ours, theirs = _adamw_pair(torch, MODELS["mlp20"](), torch.float32)
-    for fn, name in ((ours, "fastopt"), (theirs, "torch fused")):
+    ours, theirs, prepared = _adamw_pair(torch, MODELS["mlp20"](), torch.float32)
+    for fn, name in ((ours, "fastopt"), (theirs, "torch fused"), (prepared, "fastopt prepared")):
         for _ in range(20):
             fn()
         torch.cuda.synchronize()
@@ -151,11 +163,11 @@ def host_path(steps: int = 200) -> list[dict]:
 def report(result: dict) -> str:
     lines = [f"{result['gpu']}: device-to-device copy {result['copy_GBps']:.0f} GB/s (read + write)",
              f"{'case':<12} {'tensors':>7} {'fastopt':>11} {'torch fused':>12} {'GB/s':>7} {'of copy':>8} "
-             f"{'x torch':>8}"]
+             f"{'x torch':>8} {'prepared':>11} {'x torch':>8}"]
     for r in result["rows"]:
         lines.append(f"{r['case']:<12} {r['tensors']:>7} {r['fastopt_s'] * 1e6:>9.1f}us "
                      f"{r['torch_fused_s'] * 1e6:>10.1f}us {r['fastopt_GBps']:>7.0f} {r['of_copy']:>7.1%} "
-                     f"{r['x_torch_fused']:>7.2f}x")
+                     f"{r['x_torch_fused']:>7.2f}x {r['prepared_s'] * 1e6:>9.1f}us {r['prepared_x_torch_fused']:>7.2f}x")
     return "\n".join(lines)
 
 
