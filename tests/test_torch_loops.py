@@ -617,8 +617,8 @@ def test_a_steady_loop_is_stepped_in_c_on_torchs_trajectory(name, addresses_read
 
 
 def test_optimizers_the_native_step_does_not_take_step_in_python():
-    """NAdam (its mu products), LAMB (its norms), members at different steps, a list among the
-    values (it may change in place): the Python steady step, no native plan."""
+    """NAdam (its mu products), LAMB (its norms), a list among the values (it may change in
+    place): the Python steady step, no native plan."""
     def plan_after_steps(opt, ps, grads=None):
         for _ in range(3):
             for i, p in enumerate(ps):
@@ -630,9 +630,31 @@ def test_optimizers_the_native_step_does_not_take_step_in_python():
     assert plan_after_steps(ft.NAdam(ps), ps) is None
     assert plan_after_steps(ft.LAMB(ps), ps) is None
     assert plan_after_steps(ft.AdamW([{"params": ps, "betas": [0.9, 0.99]}]), ps) is None
-    opt = ft.AdamW(ps)
-    plan_after_steps(opt, ps, grads={1})  # the second param skipped: it stays a step behind
-    assert plan_after_steps(opt, ps) is None
+
+
+@pytest.mark.parametrize("name", ["AdamW", "RAdam", "Adagrad", "RMSprop", "SGD"])
+def test_params_skipped_on_some_steps_lag_and_the_native_step_gives_each_its_own_step(name, addresses_read_by):
+    """A loop where some params have no gradient on some steps (frozen for a while, a branch not
+    taken, an expert not routed): each keeps its own count, as in torch; once every param has a
+    gradient again the native step steps them all, each with its own step (bias corrections,
+    Adagrad's lr decay), on torch's trajectory."""
+    torch.manual_seed(8)
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in ((4, 3), (4,), (2, 4), (2,))]
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name in ("SGD", "RMSprop") else {}),
+                 **({"lr_decay": 0.1} if name == "Adagrad" else {}))
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    a, b = getattr(torch.optim, name)(two_groups(params), foreach=False, **flags), getattr(ft, name)(two_groups(ours), **flags)
+    skipped = {0: {1}, 1: {1, 2}, 2: {2}, 4: {0}}  # step: the params without a gradient
+    in_c = []
+    for t in range(70):  # (a plan declining its first step is made again 64 steps later)
+        grads = [None if i in skipped.get(t, ()) else torch.randn_like(p) for i, p in enumerate(params)]
+        give(params, ours, grads)
+        a.step()
+        in_c.append(native_calls(b))
+    assert in_c[-3:] == [1, 1, 1], in_c
+    assert_same(params, ours, a, b)
+    if name != "SGD":
+        assert len({float(b.state[q]["step"]) for q in ours}) > 1  # (the members are at different steps)
 
 
 def _move_memory(o, ps):
@@ -707,7 +729,8 @@ EVENTS = {f.__name__.lstrip("_"): f for f in (
     _move_memory, _move_state_memory, _replace_state, _reset_step_count, _tensor_lr, _other_hyper,
     _group_weight_decay, _new_float_lr, _param_to_other_group, _params_exchanged, _group_added, _groups_reordered, _grad_dropped,
     _checkpoint_reloaded, _entry_added)}
-READ_EACH_STEP = ("group_weight_decay", "new_float_lr")  # what the native step reads rather than declines
+# what the native step reads rather than declines (step counts: from memory, each its own)
+READ_EACH_STEP = ("group_weight_decay", "new_float_lr", "reset_step_count")
 
 
 @pytest.fixture(params=["torch's C function", "data_ptr()"])

@@ -61,6 +61,8 @@ typedef struct entry {
     fastopt_common *options;        /* the options struct (fastopt_common is its first member) */
     Py_ssize_t step_offset;         /* of its int64 step in the struct; -1: none */
     float *counts;                  /* each tensor's step count (the state's "step" views); NULL: none */
+    int64_t *steps;                 /* the step each tensor takes, where they differ (c->steps); else unused */
+    int uniform;                    /* every tensor at one count this step (set by ready) */
     Py_ssize_t group;               /* the param group whose lr it takes; -1: per tensor (merged) */
     Py_ssize_t beta_at[2];          /* plain groups: where beta1 and beta2 go in the struct, read from the group's
                                      * "betas" each step (a scheduler's cycled momentum); -1: compared instead */
@@ -178,7 +180,7 @@ static int tuple_of(PyObject *o, Py_ssize_t n, const char *what)
 static size_t entry_bytes(PyObject *e)
 {
     Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 4)), held = PyTuple_GET_SIZE(PyTuple_GET_ITEM(e, 18));
-    return (size_t)(4 * n + held) * sizeof(uintptr_t) + (size_t)(2 * n) * sizeof(double);
+    return (size_t)(4 * n + held) * sizeof(uintptr_t) + (size_t)(2 * n) * sizeof(double) + (size_t)n * sizeof(int64_t);
 }
 
 static int entry_init(entry *e, PyObject *t, void *(*address_of)(PyObject *), char **memory)
@@ -240,6 +242,7 @@ static int entry_init(entry *e, PyObject *t, void *(*address_of)(PyObject *), ch
     e->member_of = (Py_ssize_t *)*memory, *memory += n * sizeof(uintptr_t);
     e->lrs = (double *)*memory, *memory += n * sizeof(double);
     e->weight_decays = (double *)*memory, *memory += n * sizeof(double);
+    e->steps = (int64_t *)*memory, *memory += n * sizeof(int64_t);
     if (f[14] == Py_None) {
         e->member_of = NULL, e->lrs = e->weight_decays = NULL;
     } else {
@@ -401,10 +404,8 @@ static int ready(entry *e)
     }
     for (Py_ssize_t i = 0; i < e->n_held; i++)
         if (!at(e, e->held[i], e->held_addresses[i])) return let_go(e), 0;
-    if (e->counts) /* read from memory each step (in-place changes to the "step" views included):
-                    * every member at one step, the plan's condition */
-        for (size_t i = 1; i < e->n; i++)
-            if (e->counts[i] != e->counts[0]) return let_go(e), 0;
+    e->uniform = 1; /* the counts read from memory each step (in-place changes to the "step" views included) */
+    for (size_t i = 1; e->counts && i < e->n; i++) e->uniform &= e->counts[i] == e->counts[0];
     return 1;
 }
 
@@ -457,7 +458,13 @@ static fastopt_status run(entry *e, double grad_scale)
     c->grad_scale = grad_scale, c->steps = NULL, c->master_params = e->masters;
     if (e->member_of) c->lr = 0.0, c->lrs = e->lrs, c->weight_decays = e->weight_decays;
     else c->lrs = c->weight_decays = NULL;
-    if (e->step_offset >= 0) *(int64_t *)((char *)c + e->step_offset) = (int64_t)e->counts[0] + 1;
+    if (e->step_offset >= 0) { /* the step taken: each member's count + 1 (a param skipped on a step lags) */
+        *(int64_t *)((char *)c + e->step_offset) = (int64_t)e->counts[0] + 1;
+        if (!e->uniform) {
+            for (size_t i = 0; i < e->n; i++) e->steps[i] = (int64_t)e->counts[i] + 1;
+            c->steps = e->steps;
+        }
+    }
     fastopt_status status = FASTOPT_OK;
     Py_BEGIN_ALLOW_THREADS
     switch (e->n_state) {

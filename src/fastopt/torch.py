@@ -712,8 +712,8 @@ class _Optimizer(torch.optim.Optimizer):
     def _native_plan(self, plan):
         """The steady plan as ``fastopt._steady.Plan`` checks and runs it in C (csrc/python/steady.c),
         or None where only the Python steady step can take it: a GPU bucket, non-contiguous params
-        (channels_last), NAdam's products, LAMB's norms, members at different steps, a
-        hyper-parameter that may change in place."""
+        (channels_last), NAdam's products, LAMB's norms, a hyper-parameter that may change in
+        place.  Members at different steps (a param skipped on some step lags) take each its own."""
         if plan is None:
             return None
         state, generation, groups, _, _, _, entries = plan
@@ -724,7 +724,7 @@ class _Optimizer(torch.optim.Optimizer):
             optimizer = OPTIMIZERS[function.__name__]
             merged = "_groups" in group
             if not bucket.cpu or not bucket.contiguous or bucket.mu_products is not None or \
-                    optimizer.name == "lamb" or (bucket.counts is not None and not bucket.uniform):
+                    optimizer.name == "lamb":
                 return None
             if bucket.options_key is None:  # (a value that may change in place: the struct is made every call)
                 return None
