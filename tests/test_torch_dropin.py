@@ -137,6 +137,50 @@ def test_state_dicts_load_both_ways_and_training_continues(name):
         assert all(float(t) == 30 for t in steps) and len({id(t) for t in steps}) == len(steps)
 
 
+@pytest.mark.parametrize("name", list(NAMES.values()))
+def test_a_checkpoint_of_an_older_torch_loads_with_torchs_defaults_for_what_it_lacks(name):
+    """Groups saved before torch had maximize, foreach, fused, differentiable, capturable,
+    decoupled_weight_decay (...): torch's class fills them when it loads, and so does fastopt
+    (torch's own defaults), and training goes on along torch's trajectory."""
+    kwargs = dict(lr=1e-2) if name != "SGD" else dict(lr=1e-2, momentum=0.9)
+    x, y = data(torch.float64)
+    a = model(torch.float64)
+    torch_opt = getattr(torch.optim, name)(a.parameters(), foreach=False, **kwargs)
+    train(a, torch_opt, 3, x, y)
+    old = copy.deepcopy(torch_opt.state_dict())
+    newer = ("maximize", "foreach", "fused", "differentiable", "capturable", "decoupled_weight_decay",
+             "initial_accumulator_value")
+    for group in old["param_groups"]:
+        for key in newer:
+            group.pop(key, None)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    ours = getattr(ft, name)(b.parameters(), **kwargs)
+    theirs = getattr(torch.optim, name)(c.parameters(), foreach=False, **kwargs)
+    ours.load_state_dict(copy.deepcopy(old))
+    theirs.load_state_dict(copy.deepcopy(old))
+    train(b, ours, 5, x, y)
+    train(c, theirs, 5, x, y)
+    assert_same_params(c, b, torch.float64)
+    for key in (k for k in newer if k in theirs.param_groups[0]):
+        assert ours.param_groups[0][key] == theirs.param_groups[0][key], key
+
+
+def test_state_dict_hooks_see_what_torchs_see():
+    """A pre-hook may put an entry of its own in opt.state (torch packs it as it is); post-hooks
+    get the state dict in torch's layout (fastopt's default group entries left out, each step a
+    tensor of its own), and what a post-hook returns is the state dict."""
+    p = torch.nn.Parameter(torch.rand(2, 3))
+    results = []
+    for opt in (torch.optim.Adam([p]), ft.Adam([torch.nn.Parameter(p.detach().clone())])):
+        opt.register_state_dict_pre_hook(lambda o: o.state.__setitem__("test", 1))
+        seen = []
+        opt.register_state_dict_post_hook(lambda o, sd: seen.append(sorted(sd["param_groups"][0])))
+        opt.register_state_dict_post_hook(lambda o, sd: {**sd, "extra": 2})
+        sd = opt.state_dict()
+        results.append((sd["state"]["test"], sd["extra"], seen))
+    assert results[0] == results[1]
+
+
 @pytest.mark.parametrize("name", ["AdamW", "Adam", "SGD", "Adagrad"])
 def test_grad_scaler_skips_steps_like_torch_fused(name):
     kwargs = dict(lr=1e-2, momentum=0.9) if name == "SGD" else dict(lr=1e-2)

@@ -548,8 +548,17 @@ class _Optimizer(torch.optim.Optimizer):
         self._step_supports_amp_scaling = True  # GradScaler passes grad_scale / found_inf
 
     def __setstate__(self, state: dict) -> None:
-        """torch's load_state_dict and unpickling (copy.deepcopy) set the state through here."""
+        """torch's load_state_dict and unpickling (copy.deepcopy) set the state through here.  The
+        entries a group of an older checkpoint lacks are filled as torch's own class fills them
+        (its __setstate__, run on a stand-in sharing the groups), then from the defaults."""
         super().__setstate__(state)
+        if self._torch is not None:
+            stand_in = object.__new__(self._torch)
+            self._torch.__setstate__(stand_in, {"param_groups": self.param_groups, "state": {},
+                                                "defaults": dict(self.defaults)})
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         self.state = _State(self.state)
         self._buckets, self._merges, self._unstepped, self._plan, self._shared = {}, {}, set(), None, None
         self._native, self._native_wait = None, 0
@@ -603,13 +612,22 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's layout; every parameter's own 'step' (and 'mu_product') as a tensor of its own,
         as torch's optimizers expect when they load it.  fastopt's own group entries (l1_prox,
         state_dtype, master_weights) appear only where they are not their defaults, so that the
-        state dict has torch's keys (distributed checkpoints load by the keys of the loader's)."""
-        sd = super().state_dict()
+        state dict has torch's keys (distributed checkpoints load by the keys of the loader's).
+        Post-hooks get it so, as torch's get theirs."""
+        post_hooks = self._optimizer_state_dict_post_hooks  # (theirs see the state dict in torch's layout)
+        self._optimizer_state_dict_post_hooks = collections.OrderedDict()
+        try:
+            sd = super().state_dict()
+        finally:
+            self._optimizer_state_dict_post_hooks = post_hooks
         own = ("step", "mu_product")
         sd["state"] = {i: {k: (v.clone() if k in own and torch.is_tensor(v) else v) for k, v in s.items()}
-                       for i, s in sd["state"].items()}
+                       if isinstance(s, dict) else s for i, s in sd["state"].items()}  # (a hook's own entries as they are)
         sd["param_groups"] = [{k: v for k, v in g.items() if not (k in _EXTRAS and v == _EXTRAS[k])}
                               for g in sd["param_groups"]]
+        for hook in post_hooks.values():
+            result = hook(self, sd)
+            sd = sd if result is None else result
         return sd
 
     # ---- state ----
