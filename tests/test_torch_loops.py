@@ -97,24 +97,33 @@ def test_a_channels_last_convolution_trains_as_with_torch():
     assert_same(list(m.parameters()), list(m2.parameters()))
 
 
-def test_a_gradient_with_another_layout_is_a_clear_error():
-    w = torch.nn.Parameter(torch.randn(4, 3, 2, 2).to(memory_format=torch.channels_last))
-    opt = ft.Adam([w])
-    w.grad = torch.randn(4, 3, 2, 2)  # C order
-    before = w.detach().clone()
-    with pytest.raises(RuntimeError, match="memory layout"):
-        opt.step()
-    assert torch.equal(w.detach(), before)
-    # and a C-order param, stepped once, then given a channels_last gradient
-    v = torch.nn.Parameter(torch.randn(4, 3, 2, 2))
-    opt = ft.Adam([v])
-    v.grad = torch.randn(4, 3, 2, 2)
-    opt.step()
-    v.grad = torch.randn(4, 3, 2, 2).to(memory_format=torch.channels_last)
-    before = v.detach().clone()
-    with pytest.raises(RuntimeError, match="memory layout"):
-        opt.step()
-    assert torch.equal(v.detach(), before)
+@pytest.mark.parametrize("name", ["Adam", "SGD", "Adagrad"])
+def test_gradients_of_another_layout_and_params_not_dense_step_as_with_torch(name):
+    """A gradient in another memory layout than its param's (C order for a channels_last weight,
+    channels_last or transposed for a C-order one, as a loop assigning gradients by hand makes)
+    is stepped as torch steps it; so are params not dense in memory (strided views with gaps, as
+    torch's own tests make: stepped through a contiguous copy, written back), natively planned or
+    not, through every later step."""
+    def made():
+        torch.manual_seed(2)
+        ts = [torch.randn(*s, dtype=torch.float64) for s in ((4, 3, 2, 2), (4, 3, 2, 2), (3, 3), (10, 5, 2), (10, 2))]
+        ts[0] = ts[0].to(memory_format=torch.channels_last)
+        ts[3], ts[4] = ts[3][..., 0], ts[4][..., 0]  # (not dense: every other element)
+        return [torch.nn.Parameter(t) for t in ts]
+    params, ours = made(), made()
+    assert ours[3].stride() == (10, 2)
+    flags = dict(lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    a, b = getattr(torch.optim, name)(params, foreach=False, **flags), getattr(ft, name)(ours, **flags)
+    for t in range(6):
+        grads = [torch.randn(*p.shape, dtype=torch.float64) for p in params]  # (C order)
+        if t % 2:
+            grads[1] = grads[1].to(memory_format=torch.channels_last)
+            grads[2] = grads[2].t().contiguous().t()
+        give(params, ours, grads)
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+    assert ours[3].stride() == (10, 2) and ours[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_add_param_group_mid_run():
@@ -837,9 +846,9 @@ def test_the_native_step_leaves_hooks_and_the_profiler_to_python_and_takes_grad_
     assert step() == 1
 
 
-def test_the_native_step_declines_gradients_it_cannot_step_and_python_names_them():
-    """A gradient with another memory layout than its param's, or a sparse one: the native step
-    declines, the Python step raises as it always does, and nothing is written."""
+def test_the_native_step_declines_gradients_it_cannot_step_and_python_takes_them():
+    """A gradient with another memory layout than its param's: the native step declines, the
+    Python step steps it as torch does; a sparse one: the Python step raises, nothing written."""
     torch.manual_seed(8)
     params = [torch.nn.Parameter(torch.randn(3, 3)), torch.nn.Parameter(torch.randn(3))]
     opt = ft.SGD(params, lr=0.1, momentum=0.9)
@@ -849,10 +858,17 @@ def test_the_native_step_declines_gradients_it_cannot_step_and_python_names_them
         opt.step()
     plan = opt._native
     assert plan is not None and plan.calls == 2
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    theirs = torch.optim.SGD(twins, lr=0.1, momentum=0.9)
+    theirs.load_state_dict(copy.deepcopy(opt.state_dict()))
+    grads = [torch.randn(3, 3).t(), torch.randn(3)]  # (transposed: the same shape, other strides)
+    for p, q, g in zip(params, twins, grads):
+        p.grad, q.grad = g, g.clone()
+    opt.step()
+    theirs.step()
+    assert plan.calls == 2
+    assert_same(twins, params, theirs, opt)
     before = [p.detach().clone() for p in params] + [opt.state[p]["momentum_buffer"].clone() for p in params]
-    params[0].grad = torch.randn(3, 3).t()  # (transposed: the same shape, other strides)
-    with pytest.raises(RuntimeError, match="memory layout"):
-        opt.step()
     params[0].grad = torch.eye(3).to_sparse()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
@@ -932,18 +948,16 @@ def test_equal_hyper_parameters_and_empty_params_keep_the_native_step():
     assert in_c == [0, 1, 1, 1, 1, 1]
 
 
-def test_channels_last_params_take_the_python_step():
-    """A bucket of non-contiguous params (channels_last weights) has no native plan: the Python
-    step compares each gradient's strides with its param's."""
-    w = torch.nn.Parameter(torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last))
-    opt = ft.SGD([w], lr=0.1, momentum=0.9)
-    for _ in range(3):
-        w.grad = torch.ones_like(w)  # (preserves the layout)
-        opt.step()
-    assert opt._native is None
-    w.grad = torch.ones(2, 3, 4, 4)  # NCHW: another layout
-    with pytest.raises(RuntimeError, match="memory layout"):
-        opt.step()
+def test_channels_last_and_not_dense_params_take_the_python_step():
+    """A bucket of non-contiguous params (channels_last weights; params not dense in memory) has
+    no native plan: the Python step compares each gradient's strides with its param's."""
+    for made in (torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last), torch.randn(4, 2)[:, 0]):
+        w = torch.nn.Parameter(made)
+        opt = ft.SGD([w], lr=0.1, momentum=0.9)
+        for _ in range(3):
+            w.grad = torch.ones_like(w)
+            opt.step()
+        assert opt._native is None
 
 
 @pytest.mark.parametrize("name", ["AdamW", "SGD"])

@@ -158,18 +158,25 @@ def _mutable(value) -> bool:
     return torch.is_tensor(value) or isinstance(value, (list, dict, np.ndarray))
 
 
+def _dense(t) -> bool:
+    """Whether t's elements fill its memory without gaps or overlaps, in some order of its dims."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for st, n in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1):
+        if st != expected:
+            return False
+        expected *= n
+    return True
+
+
 def _flat(t):
     """t as a 1-D view of its memory: elementwise updates need dense memory, not C order (a
     channels_last weight, its gradient and its state share strides and are stepped in place)."""
     if t.is_contiguous():
         return t.view(-1)
-    dims = sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1)
-    expected = 1
-    for st, n in dims:
-        if st != expected:
-            raise RuntimeError("fastopt.torch: a parameter is not dense in memory (overlapping or with gaps); "
-                               "fastopt steps dense tensors")
-        expected *= n
+    if not _dense(t):
+        raise RuntimeError("fastopt.torch: a tensor is not dense in memory (overlapping or with gaps)")
     return t.as_strided((t.numel(),), (1,))
 
 
@@ -221,6 +228,11 @@ class _Bucket:
         grads = [_local(g) for g in grads] if self.sharded else grads
         self.device, self.dtype = params[0].device, params[0].dtype
         self.cpu = self.device.type == "cpu"
+        # a param not dense in memory (a strided view with gaps) is stepped through a contiguous copy
+        # of itself, its values gathered before each call and written back after (see gather)
+        self.copies = {i: torch.empty(p.shape, dtype=p.dtype, device=p.device) for i, p in enumerate(self.locals)
+                       if not _dense(p)}
+        self.targets = [self.copies.get(i, p) for i, p in enumerate(self.locals)]  # what the kernels write
         self.keys = opt._state_keys(group)
         self.states = [opt.state[p] for p in params] if opt._keeps_state(group, params[0]) else None
         self.fresh = [p in opt._unstepped for p in params] if self.states else [False] * len(params)
@@ -243,11 +255,11 @@ class _Bucket:
                 s["mu_product"] = mu_products[i]
             self.mu_products = mu_products.numpy()
             self.versioned.append(mu_products)
-        for p, s in zip(params, self.states or ()):  # state laid out as its param (a checkpoint of
-            for k in (*self.keys, "master_param"):   # another layout): the update pairs elements in memory
-                if k in s and _local(s[k]).stride() != _local(p).stride() and \
-                        not (_local(s[k]).is_contiguous() and _local(p).is_contiguous()):
-                    s[k] = torch.empty_like(p, dtype=s[k].dtype).copy_(s[k])
+        for p, t, s in zip(params, self.targets, self.states or ()):  # state laid out as its param (a
+            for k in (*self.keys, "master_param"):   # checkpoint of another layout): the update pairs elements in memory
+                if k in s and _local(s[k]).stride() != t.stride() and \
+                        not (_local(s[k]).is_contiguous() and t.is_contiguous()):
+                    s[k] = torch.empty_like(p if t is _local(p) else t, dtype=s[k].dtype).copy_(s[k])
         self.state = {k: [_flat(_local(s[k])) for s in self.states] for k in self.keys}
         self.masters = [_flat(_local(s["master_param"])) for s in self.states] if _has_master(group, params[0]) \
             else None
@@ -258,18 +270,19 @@ class _Bucket:
         self.container, self.generation = opt.state, opt.state.generation
         self.versioned = [t for t in self.versioned if not t.is_inference()]  # (made under inference_mode: none)
         self.versions = [t._version for t in self.versioned]
-        self.contiguous = all(p.is_contiguous() for p in self.locals)
+        self.contiguous = all(t.is_contiguous() for t in self.targets)
         self.nbytes = list(map(_nbytes, self.locals))
-        self.flat_params = [_flat(p.detach()) for p in self.locals]  # (detached: the same version counter)
+        self.flat_params = [_flat(t.detach()) for t in self.targets]  # (detached: the same version counter)
         self.written = self.written_by(range(len(params)))
         self.per_tensor = None  # a merged group's (values, (lrs, weight decays)) over every param
         if self.cpu:
             # the checks of an ordinary call, once, on zero-copy NumPy views of the same memory
+            grads = self.check_grads(range(len(grads)), grads)
             views = [("params", self.flat_params, True), ("grads", [_flat(g) for g in grads], False)] + \
                 [(k, v, True, "state") for k, v in self.state.items()] + \
                 ([("master_params", self.masters, True, "master")] if self.masters else [])
             gather(opt._function(group).__name__, [(n, [host_view(t) for t in ts], *rest) for n, ts, *rest in views])
-            self.addresses = {"params": self.pointers}
+            self.addresses = {"params": [t.data_ptr() for t in self.targets]}
             self.addresses.update({k: [t.data_ptr() for t in v] for k, v in self.state.items()})
             if self.masters:
                 self.addresses["master_params"] = [t.data_ptr() for t in self.masters]
@@ -297,21 +310,38 @@ class _Bucket:
         return opt.state is self.container and opt.state.generation == self.generation and \
             [t._version for t in self.versioned] == self.versions
 
-    def check_grads(self, positions, grads) -> None:
-        """Checks that each gradient has its param's size in bytes (a ``.grad.data`` swapped or
-        resized behind its param) and memory layout (dense, the same strides): at the cost of one
-        flag per gradient when the params are C-contiguous, as most are."""
+    def check_grads(self, positions, grads) -> list:
+        """The gradients to step the members at positions with: each gradient checked to have its
+        param's size in bytes (a ``.grad.data`` swapped or resized behind its param) and to be
+        dense (not sparse), and where its memory layout is not its param's (a gradient assigned
+        by hand; a param not dense in memory) a copy in that layout.  One flag per gradient when
+        the params are C-contiguous, as most are."""
         if list(map(_nbytes, grads)) != [self.nbytes[i] for i in positions]:
             raise RuntimeError("fastopt.torch: a gradient's size or dtype differs from its parameter's "
                                "(its .data replaced or resized)")
         try:
             if self.contiguous and all(map(_is_contiguous, grads)):
-                return
+                return grads
         except RuntimeError:  # a sparse gradient has no layout to ask: _check_grad names it
             pass
-        for i, g in zip(positions, grads):
-            if g.is_sparse or g.stride() != self.locals[i].stride():
-                _check_grad(self.locals[i], g)
+        out = list(grads)
+        for j, (i, g) in enumerate(zip(positions, grads)):
+            _check_grad(g)
+            t = self.targets[i]
+            if g.stride() != t.stride() and not (g.is_contiguous() and t.is_contiguous()):
+                out[j] = torch.empty_like(t, dtype=g.dtype).copy_(g.detach())
+        return out
+
+    def gather(self, idx) -> None:
+        """The contiguous copies of members at positions idx (None: all) not dense in memory take
+        their params' values (which the caller may have changed since the last step)."""
+        for i in self.copies if idx is None else [i for i in idx if i in self.copies]:
+            self.copies[i].copy_(self.locals[i].detach())
+
+    def scatter(self, idx) -> None:
+        """Those params take their stepped copies' values."""
+        for i in self.copies if idx is None else [i for i in idx if i in self.copies]:
+            self.locals[i].detach().copy_(self.copies[i])
 
     def call_arrays(self, idx, grads):
         """(params, grads, {state key: tensors}, master copies or None) of a GPU call over the
@@ -496,14 +526,12 @@ def _has_master(group, p) -> bool:
     return bool(group.get("master_weights")) and p.dtype in (torch.float16, torch.bfloat16)
 
 
-def _check_grad(p, g) -> None:
-    """A gradient fastopt can step with: dense, with its param's memory layout."""
-    if g.is_sparse:
-        raise RuntimeError("fastopt.torch: sparse gradients are not supported; use torch.optim.SparseAdam or "
-                           "dense gradients")
-    if g.stride() != p.stride() and not (g.is_contiguous() and p.is_contiguous()):
-        raise RuntimeError("fastopt.torch: a gradient's memory layout differs from its parameter's (strides "
-                           f"{tuple(g.stride())} and {tuple(p.stride())}); fastopt steps them in place together")
+def _check_grad(g) -> None:
+    """A gradient fastopt can step with: dense (its layout may differ from its param's: see
+    _Bucket.check_grads)."""
+    if g.layout != torch.strided:
+        raise RuntimeError(f"fastopt.torch: {'sparse' if g.is_sparse else str(g.layout)} gradients are not supported; "
+                           "use torch.optim.SparseAdam or dense gradients")
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -741,7 +769,7 @@ class _Optimizer(torch.optim.Optimizer):
             function = self._function(group)
             optimizer = OPTIMIZERS[function.__name__]
             merged = "_groups" in group
-            if not bucket.cpu or not bucket.contiguous or bucket.mu_products is not None or \
+            if not bucket.cpu or not bucket.contiguous or bucket.copies or bucket.mu_products is not None or \
                     optimizer.name == "lamb":
                 return None
             if bucket.options_key is None:  # (a value that may change in place: the struct is made every call)
@@ -908,7 +936,7 @@ class _Optimizer(torch.optim.Optimizer):
         params = group["params"]
         for p, g in zip(params, grads):
             if g is not None:
-                _check_grad(_local(p), _local(g))
+                _check_grad(_local(g))
                 self._ensure_state(p, group)
         members = [not self._keeps_state(group, p) or bool(self.state.get(p)) for p in params]
         by = {}
@@ -947,7 +975,7 @@ class _Optimizer(torch.optim.Optimizer):
     def _call(self, group, bucket: _Bucket, idx, grads, scale, first: bool) -> None:
         """One fastopt call over the bucket's members at positions idx (None: all) and its bookkeeping:
         step counts, NAdam's mu_product, autograd's version counters."""
-        bucket.check_grads(range(len(grads)) if idx is None else idx, grads)
+        grads = bucket.check_grads(range(len(grads)) if idx is None else idx, grads)
         function, counts = self._function(group), bucket.counts
         step = steps = None
         if self._takes_step:  # the step being taken: each member's count + 1
@@ -959,6 +987,7 @@ class _Optimizer(torch.optim.Optimizer):
                 steps = None if (steps == step).all() else steps
         products = None if bucket.mu_products is None else bucket.mu_products if idx is None else \
             bucket.mu_products[idx]
+        bucket.gather(idx)
         if bucket.cpu:
             out = bucket.run(self, group, function, idx, grads, scale, first, step, steps, products)
         else:  # CUDA tensors: fastopt.functional, written in place under no_grad as torch.optim writes them
@@ -978,6 +1007,7 @@ class _Optimizer(torch.optim.Optimizer):
             with torch.no_grad():
                 out = function(params, grads_in, lr=float(group["lr"]) if lrs is None else lrs, grad_scale=scale,
                                master_params=masters, **kwargs)
+        bucket.scatter(idx)
         if counts is not None:  # (in place: the params' step tensors are views of the same memory)
             if idx is None:
                 counts += 1
