@@ -1005,3 +1005,25 @@ def test_a_one_cycle_schedule_cycling_betas_or_momentum_stays_native_on_torchs_t
             assert sum(in_c) == 0 and len(made) <= 2, (in_c, made)
         else:
             assert in_c == [0] + [1] * 29
+
+
+def test_sgd_takes_a_tensor_weight_decay_as_torch_does_changed_in_place_too():
+    """torch's SGD takes weight_decay as a tensor; its value at each step counts (filled in place
+    mid-run), in a group of its own and in groups merged into one call."""
+    torch.manual_seed(9)
+    params = [torch.nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in ((4, 3), (4,), (2, 4), (2,))]
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    decays = [torch.tensor(0.1, dtype=torch.float64) for _ in range(2)]
+
+    def groups(ps, decay):
+        return [{"params": ps[:2], "weight_decay": decay}, {"params": ps[2:], "lr": 0.05}]
+    a = torch.optim.SGD(groups(params, decays[0]), lr=0.1, momentum=0.9, foreach=False)
+    b = ft.SGD(groups(ours, decays[1]), lr=0.1, momentum=0.9)
+    for t in range(6):
+        if t == 3:
+            for d in decays:
+                d.fill_(0.5)
+        give(params, ours, [torch.randn_like(p) for p in params])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)

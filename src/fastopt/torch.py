@@ -201,7 +201,8 @@ def _per_tensor(group, bucket, idx):
     member_of = group["_member_of"][bucket.index if idx is None else np.asarray(bucket.index)[idx]]
     lrs = np.array([float(v[0]) for v in values])[member_of]
     decays = np.array([float(v[1]) for v in values])[member_of] if decayed else None
-    if idx is None and not any(torch.is_tensor(v[0]) for v in values):  # (a tensor lr may change in place)
+    if idx is None and not any(map(torch.is_tensor, itertools.chain.from_iterable(values))):  # (a tensor lr or
+        # weight decay may change in place)
         bucket.per_tensor = (values, (lrs, decays))
     return lrs, decays
 
@@ -1052,9 +1053,10 @@ class SGD(_Optimizer):
                                          l1_prox, state_dtype, master_weights))
 
     def _hyper(self, group, first):
+        decay = group["weight_decay"]  # (torch's SGD takes a tensor: its value at each step)
         return dict(momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
-                    weight_decay=group["weight_decay"], maximize=group["maximize"], first_step=first,
-                    l1_prox=group.get("l1_prox", 0.0))
+                    weight_decay=float(decay) if torch.is_tensor(decay) else decay, maximize=group["maximize"],
+                    first_step=first, l1_prox=group.get("l1_prox", 0.0))
 
 
 class Adam(_Optimizer):
