@@ -194,3 +194,14 @@ def test_the_drop_in_benchmark_runs_with_new_gradients_each_step():
     rows = torch_step.run(["sgd"], ["mlp20"], repeats=2, new_grads=True)
     assert {r["variant"] for r in rows} >= {"fastopt", "torch fused", "torch foreach", "fastopt host side"}
     assert all(r["median_s"] > 0 for r in rows)
+
+
+def test_the_drop_in_benchmark_marks_noisy_times_and_the_ratios_resting_on_them():
+    pytest.importorskip("torch")
+    from fastopt.bench import torch_step
+    row = dict(model="mlp20", optimizer="adamw", median_s=1e-4, fastopt_speedup=1.0)
+    quiet = [dict(row, variant="fastopt", spread=0.05), dict(row, variant="torch fused", spread=0.05)]
+    assert "~" not in torch_step.report(quiet)
+    noisy = [dict(row, variant="fastopt", spread=0.05), dict(row, variant="torch fused", spread=0.6)]
+    lines = torch_step.report(noisy).splitlines()
+    assert "~" not in lines[1] and lines[2].count("~") == 2 and lines[-1].startswith("~ :")
