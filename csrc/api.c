@@ -262,11 +262,14 @@ void fastopt_quant8_code(int is_signed, float code[256])
 
 /* ---- what every update shares ---- */
 
-/* The common constants of a call (lr and weight_decay: the options', or a tensor's); wd_mode FO_WD_*. */
+/* The common constants of a call (lr and weight_decay: the options', or a tensor's); wd_mode FO_WD_*.
+ * A scalar that per-tensor values replace (lrs, weight_decays) is not checked: step_consts checks
+ * those, each named by its tensor. */
 static fastopt_status common_consts(const fastopt_common *o, int wd_mode, fo_common_consts *c)
 {
-    REQUIRE(in_range(o->lr, 0, INFINITY, 1), "lr must be a finite number >= 0, got %g", o->lr);
-    REQUIRE(in_range(o->weight_decay, 0, INFINITY, 1), "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
+    REQUIRE(o->lrs || in_range(o->lr, 0, INFINITY, 1), "lr must be a finite number >= 0, got %g", o->lr);
+    REQUIRE(o->weight_decays || in_range(o->weight_decay, 0, INFINITY, 1),
+            "weight_decay must be a finite number >= 0, got %g", o->weight_decay);
     REQUIRE(in_range(o->l1_prox, 0, INFINITY, 1), "l1_prox must be a finite number >= 0, got %g", o->l1_prox);
     /* (inf reads every gradient as 0, and inf or NaN ones as NaN: grad / grad_scale, as torch's fused
      * optimizers compute it; LAMB clipping by an infinite norm over several groups passes it) */

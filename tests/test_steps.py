@@ -226,6 +226,7 @@ def test_per_tensor_lr_and_weight_decay_equal_a_call_per_tensor(name, flags, dty
     ([0.1, 0.1], ValueError, "lr has 2 values, one per tensor of params"),
     ([0.1, -1.0, 0.1, 0.1, 0.1], ValueError, r"lr\[1\] must be a finite number >= 0"),
     ([0.1, float("nan"), 0.1, 0.1, 0.1], ValueError, r"lr\[1\] must be"),
+    ([-1.0, 0.1, 0.1, 0.1, 0.1], ValueError, r"lr\[0\] must be a finite number >= 0"),  # (the first named too)
     (["a"] * 5, TypeError, "lr must be a real number, or a non-empty sequence of real numbers"),
     ([], TypeError, "lr must be a real number, or a non-empty sequence of real numbers"),
 ])

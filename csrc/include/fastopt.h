@@ -98,7 +98,7 @@ typedef struct fastopt_common {
      * sgd, rmsprop and lion count no steps and refuse it (FASTOPT_ERR_ARGUMENT). */
     const int64_t *steps;
     /* Per-tensor hyper-parameters: NULL, or lrs[i] (weight_decays[i]) is tensor i's, in place of
-     * lr (weight_decay), each with the same range.  Param groups that differ only in these (no
+     * lr (weight_decay, then not read), each with the same range.  Param groups that differ only in these (no
      * decay on biases and norms, layer-wise lr decay) and replicas trained with different ones
      * (a hyper-parameter search) step in one call. */
     const double *lrs;
