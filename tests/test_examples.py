@@ -45,7 +45,7 @@ def test_lr_sweep_trains_every_configuration_together_as_alone(tmp_path):
     assert len(rows) == 20 and rows[0].endswith("<- best"), out
     losses = [float(r.split()[2]) for r in rows]
     assert losses == sorted(losses) and losses[0] < 2.3, out  # below chance (ln 10): the best one learns
-    calls = re.search(r"in (\d+) optimizer calls;.* in (\d+) calls", out)
+    calls = re.search(r"optimizer steps: together .* in (\d+) calls, .* in (\d+) calls", out)
     assert int(calls.group(2)) == 20 * int(calls.group(1)), out
 
 
