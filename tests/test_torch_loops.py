@@ -1027,3 +1027,29 @@ def test_sgd_takes_a_tensor_weight_decay_as_torch_does_changed_in_place_too():
         a.step()
         b.step()
     assert_same(params, ours, a, b)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "NAdam", "Adagrad", "SGD"])
+def test_under_a_float64_default_dtype_step_counts_are_float64_as_torchs(name, addresses_read_by):
+    """torch makes each param's step (and NAdam's mu_product) float64 under a float64 default
+    dtype: so does fastopt, its state dict then torch's dtypes, natively stepped from the second
+    step, on torch's trajectory."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(10)
+        params = [torch.nn.Parameter(torch.randn(*s)) for s in ((4, 3), (4,))]
+        ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+        a, b = getattr(torch.optim, name)(params, foreach=False, **flags), getattr(ft, name)(ours, **flags)
+        in_c = []
+        for t in range(4):
+            give(params, ours, [torch.randn_like(p) for p in params])
+            a.step()
+            in_c.append(native_calls(b))
+    finally:
+        torch.set_default_dtype(default)
+    assert_same(params, ours, a, b)
+    for p, q in zip(params, ours):
+        assert {k: v.dtype for k, v in a.state[p].items()} == {k: v.dtype for k, v in b.state[q].items()}
+    assert in_c[1:] == ([0, 0, 0] if name == "NAdam" else [1, 1, 1])

@@ -60,7 +60,9 @@ typedef struct entry {
     void *const *masters;           /* NULL: none */
     fastopt_common *options;        /* the options struct (fastopt_common is its first member) */
     Py_ssize_t step_offset;         /* of its int64 step in the struct; -1: none */
-    float *counts;                  /* each tensor's step count (the state's "step" views); NULL: none */
+    void *counts;                   /* each tensor's step count (the state's "step" views), float or double
+                                     * (counts_wide: torch's under a float64 default dtype); NULL: none */
+    int counts_wide;
     int64_t *steps;                 /* the step each tensor takes, where they differ (c->steps); else unused */
     int uniform;                    /* every tensor at one count this step (set by ready) */
     Py_ssize_t group;               /* the param group whose lr it takes; -1: per tensor (merged) */
@@ -174,9 +176,9 @@ static int tuple_of(PyObject *o, Py_ssize_t n, const char *what)
 
 /* An entry from (name, function, n_state, dtype, n, numel, params, grads, state, masters, options,
  * step_offset, counts, group, member_of, decayed, tensors, addresses, held, held_addresses,
- * contiguous, written, keep, beta_at, momentum_at): addresses as ints, arrays given as tuples;
- * keep holds the memory the addresses point into (the bucket, the plan's own options struct). */
-#define ENTRY_FIELDS 25
+ * contiguous, written, keep, beta_at, momentum_at, counts_wide): addresses as ints, arrays given as
+ * tuples; keep holds the memory the addresses point into (the bucket, the plan's own options struct). */
+#define ENTRY_FIELDS 26
 static size_t entry_bytes(PyObject *e)
 {
     Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(e, 4)), held = PyTuple_GET_SIZE(PyTuple_GET_ITEM(e, 18));
@@ -200,7 +202,8 @@ static int entry_init(entry *e, PyObject *t, void *(*address_of)(PyObject *), ch
     e->masters = (void *const *)address(f[9]);
     e->options = (fastopt_common *)address(f[10]);
     e->step_offset = PyLong_AsSsize_t(f[11]);
-    e->counts = (float *)address(f[12]);
+    e->counts = (void *)address(f[12]);
+    e->counts_wide = PyObject_IsTrue(f[25]);
     e->group = PyLong_AsSsize_t(f[13]);
     if (!tuple_of(f[23], 2, "an entry's beta_at")) return 0;
     e->beta_at[0] = PyLong_AsSsize_t(PyTuple_GET_ITEM(f[23], 0)), e->beta_at[1] = PyLong_AsSsize_t(PyTuple_GET_ITEM(f[23], 1));
@@ -384,6 +387,12 @@ static void let_go(entry *e)
     e->held_grads = 0;
 }
 
+/* Tensor i's step count. */
+static double count(const entry *e, size_t i)
+{
+    return e->counts_wide ? ((const double *)e->counts)[i] : ((const float *)e->counts)[i];
+}
+
 /* Checks one entry and gathers its gradients' addresses, holding the gradients; 1 when it may run
  * (else nothing held). */
 static int ready(entry *e)
@@ -405,7 +414,7 @@ static int ready(entry *e)
     for (Py_ssize_t i = 0; i < e->n_held; i++)
         if (!at(e, e->held[i], e->held_addresses[i])) return let_go(e), 0;
     e->uniform = 1; /* the counts read from memory each step (in-place changes to the "step" views included) */
-    for (size_t i = 1; e->counts && i < e->n; i++) e->uniform &= e->counts[i] == e->counts[0];
+    for (size_t i = 1; e->counts && i < e->n; i++) e->uniform &= count(e, i) == count(e, 0);
     return 1;
 }
 
@@ -459,9 +468,9 @@ static fastopt_status run(entry *e, double grad_scale)
     if (e->member_of) c->lr = 0.0, c->lrs = e->lrs, c->weight_decays = e->weight_decays;
     else c->lrs = c->weight_decays = NULL;
     if (e->step_offset >= 0) { /* the step taken: each member's count + 1 (a param skipped on a step lags) */
-        *(int64_t *)((char *)c + e->step_offset) = (int64_t)e->counts[0] + 1;
+        *(int64_t *)((char *)c + e->step_offset) = (int64_t)count(e, 0) + 1;
         if (!e->uniform) {
-            for (size_t i = 0; i < e->n; i++) e->steps[i] = (int64_t)e->counts[i] + 1;
+            for (size_t i = 0; i < e->n; i++) e->steps[i] = (int64_t)count(e, i) + 1;
             c->steps = e->steps;
         }
     }
@@ -551,8 +560,9 @@ static PyObject *plan_call(Plan *self, PyObject *args, PyObject *kwargs)
             result = NULL;
             break;
         }
-        if (e->counts)
-            for (size_t j = 0; j < e->n; j++) e->counts[j] += 1.0f;
+        for (size_t j = 0; e->counts && j < e->n; j++)
+            if (e->counts_wide) ((double *)e->counts)[j] += 1.0;
+            else ((float *)e->counts)[j] += 1.0f;
         PyObject *r = PyObject_CallOneArg(self->increment_version, e->written);
         if (!r) result = NULL;
         Py_XDECREF(r);

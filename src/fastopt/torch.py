@@ -158,6 +158,12 @@ def _mutable(value) -> bool:
     return torch.is_tensor(value) or isinstance(value, (list, dict, np.ndarray))
 
 
+def _scalar_dtype():
+    """The dtype of a new step count (and NAdam's mu_product), as torch's optimizers make them:
+    float64 under a float64 default dtype, else float32."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
 def _dense(t) -> bool:
     """Whether t's elements fill its memory without gaps or overlaps, in some order of its dims."""
     if t.is_contiguous():
@@ -240,8 +246,10 @@ class _Bucket:
         self.any_fresh = any(self.fresh)
         self.counts = self.mu_products = None
         self.versioned = []  # tensors written only by the bucket: a torch in-place op elsewhere moves their version
-        if opt._stepped:
-            step_counts = torch.tensor([float(s["step"]) for s in self.states], dtype=torch.float32)
+        if opt._stepped:  # (float64 where every count is, as torch makes them under a float64 default dtype)
+            wide = all(torch.is_tensor(s["step"]) and s["step"].dtype == torch.float64 for s in self.states)
+            step_counts = torch.tensor([float(s["step"]) for s in self.states],
+                                       dtype=torch.float64 if wide else torch.float32)
             for i, s in enumerate(self.states):
                 s["step"] = step_counts[i]
             self.counts = step_counts.numpy()
@@ -684,7 +692,7 @@ class _Optimizer(torch.optim.Optimizer):
         state = self.state[p]
         made = False
         if self._stepped and "step" not in state:
-            state["step"] = torch.tensor(0.0)
+            state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
         for k in keys:
             if state.get(k) is None:  # (None: reset by the user, e.g. SGD's momentum_buffer, as torch allows)
                 state[k] = self._init_state(k, p, group)
@@ -807,7 +815,8 @@ class _Optimizer(torch.optim.Optimizer):
                 -1 if merged else members[0],
                 tuple(members[m] for m in group["_member_of"]) if merged else None, decayed,
                 tuple(bucket.locals), tuple(bucket.pointers), tuple(bucket.held), tuple(bucket.held_pointers),
-                bucket.contiguous, bucket.written, (bucket, o), beta_at, momentum_at))  # (keep: what the addresses point into)
+                bucket.contiguous, bucket.written, (bucket, o), beta_at, momentum_at,  # (keep: what the addresses point into)
+                bucket.counts is not None and bucket.counts.dtype == np.float64))
         return _steady.Plan(state, generation, tuple(groups), tuple(tuple(g.items()) for g in groups),
                             tuple(skip), tuple(tuple(g["params"]) for g in groups),
                             (_profiler, _torch_optim, _increment_version, _unscale, _TENSOR_ADDRESS), tuple(rows))
@@ -1163,7 +1172,7 @@ class NAdam(_Optimizer):
 
     def _ensure_state(self, p, group):
         if "mu_product" not in self.state[p]:
-            self.state[p]["mu_product"] = torch.tensor(1.0)
+            self.state[p]["mu_product"] = torch.tensor(1.0, dtype=_scalar_dtype())
         super()._ensure_state(p, group)
 
     def _hyper(self, group, first):
