@@ -267,10 +267,16 @@ def test_errors():
     p = torch.nn.Parameter(torch.zeros(3))
     with pytest.raises(ValueError, match="differentiable"):
         ft.Adam([p], differentiable=True)
-    with pytest.raises(ValueError, match="complex"):
-        ft.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))])
+    with pytest.raises(ValueError, match="state_dtype and master_weights are for real"):
+        ft.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))], state_dtype=torch.float32)
     with pytest.raises(TypeError, match="int32"):
         ft.Adam([torch.nn.Parameter(torch.zeros(3, dtype=torch.int32), requires_grad=False)])
+    opt = ft.Adam([p])  # a refused group leaves the optimizer as it was
+    with pytest.raises(TypeError, match="int32"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3, dtype=torch.int32), requires_grad=False)]})
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3))], "lr": float("nan")})
+    assert len(opt.param_groups) == 1
     with pytest.raises(ValueError, match="Invalid learning rate"):  # torch's own checks and messages
         ft.AdamW([p], lr=-1.0)
     with pytest.raises(ValueError, match="Invalid beta parameter at index 0"):

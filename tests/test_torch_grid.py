@@ -57,6 +57,7 @@ STEPS = 24
 # fastopt aims at near-bitwise equality with torch's for-loop; the session summary prints the
 # largest normalized difference seen, per optimizer and dtype, so a drift shows before it fails.
 TOL = {torch.float32: dict(rtol=5e-6, atol=5e-7), torch.float64: dict(rtol=2e-13, atol=1e-14)}
+TOL.update({torch.complex64: TOL[torch.float32], torch.complex128: TOL[torch.float64]})
 SCHEDULES = ("dense", "late", "intermittent", "all_none", "zero_grad_subset", "accumulate")
 # deliberately rejected by fastopt.torch (module docstring): kwarg -> exception type at construction
 DOCUMENTED_REJECTIONS = {"differentiable": ValueError}
@@ -368,14 +369,18 @@ def test_documented_rejection_sparse_grad(name):
         rec.status = "rejected as documented"
 
 
-@pytest.mark.parametrize("name", COMPLEX)
-def test_documented_rejection_complex(name):
-    """torch supports complex params here; fastopt documents a ValueError at construction."""
-    with tally("documented rejection", f"{name} complex param") as rec:
-        INFOS[name].optim_cls([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))])
-        with pytest.raises(ValueError, match="complex"):
-            getattr(ft, name)([torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))])
-        rec.status = "rejected as documented"
+COMPLEX_GRID = [g for g in BASE if g[0] in COMPLEX]
+
+
+@pytest.mark.parametrize("dtype", (torch.complex64, torch.complex128), ids=_dtype_id)
+@pytest.mark.parametrize("name,desc,kwargs", COMPLEX_GRID, ids=_ids(COMPLEX_GRID))
+def test_complex(name, desc, kwargs, dtype):
+    """torch steps complex params as their real and imaginary parts (torch.view_as_real); fastopt
+    too, over the grid's inputs, a param without a gradient every third step."""
+    with tally("complex", f"{name}[{desc}] {_dtype_id(dtype)}"):
+        pair = Pair(name, dtype, kwargs)
+        for _ in range(STEPS):
+            pair.step("intermittent")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1053,3 +1053,60 @@ def test_under_a_float64_default_dtype_step_counts_are_float64_as_torchs(name, a
     for p, q in zip(params, ours):
         assert {k: v.dtype for k, v in a.state[p].items()} == {k: v.dtype for k, v in b.state[q].items()}
     assert in_c[1:] == ([0, 0, 0] if name == "NAdam" else [1, 1, 1])
+
+
+COMPLEX_FLAGS = {"SGD": dict(lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True),
+                 "Adam": dict(lr=0.01, amsgrad=True, weight_decay=0.1, maximize=True), "AdamW": dict(lr=0.01),
+                 "RMSprop": dict(lr=0.01, centered=True, momentum=0.5), "Adagrad": dict(lr=0.1, lr_decay=0.01),
+                 "NAdam": dict(lr=0.01, decoupled_weight_decay=True, weight_decay=0.1), "RAdam": dict(lr=0.01),
+                 "Adamax": dict(lr=0.01, weight_decay=0.1)}
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("name", sorted(COMPLEX_FLAGS))
+def test_complex_params_step_as_their_real_and_imaginary_parts_as_torch_steps_them(name, dtype):
+    """torch steps a complex param as its real and imaginary parts (torch.view_as_real): so does
+    fastopt, beside real params in the same group, natively from the second step, grads None on
+    one step; every state tensor complex, as torch's."""
+    torch.manual_seed(11)
+    real = torch.float32 if dtype == torch.complex64 else torch.float64
+
+    def made():
+        torch.manual_seed(11)
+        return [torch.nn.Parameter(torch.randn(5, 3, dtype=dtype)), torch.nn.Parameter(torch.randn(4, dtype=real)),
+                torch.nn.Parameter(torch.randn(2, dtype=dtype))]
+    params, ours = made(), made()
+    a = getattr(torch.optim, name)(params, foreach=False, **COMPLEX_FLAGS[name])
+    b = getattr(ft, name)(ours, **COMPLEX_FLAGS[name])
+    in_c = []
+    for t in range(70):  # (a plan that cannot be made, at the first step, is tried again 64 steps later)
+        grads = [None if (t == 0 and i == 2) else torch.randn_like(p) for i, p in enumerate(params)]
+        give(params, ours, grads)
+        a.step()
+        in_c.append(native_calls(b))
+    assert_same(params, ours, a, b)
+    assert in_c[-1] == (0 if name == "NAdam" else 2)  # (one call per dtype: the complex and the real params)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_merged_groups_of_params_of_two_dtypes_step_natively_each_member_with_its_groups_values(name):
+    """Two groups differing in lr and weight decay (one call), each with float64 and complex128
+    params (two buckets, each with members of both groups): natively stepped, each tensor with its
+    own group's lr and weight decay, on torch's trajectory."""
+    def made():
+        torch.manual_seed(12)
+        return [torch.nn.Parameter(torch.randn(*s, dtype=d)) for s, d in
+                (((3, 2), torch.float64), ((4,), torch.complex128), ((2, 2), torch.complex128), ((5,), torch.float64))]
+    params, ours = made(), made()
+    flags = dict(lr=1e-2, **({"momentum": 0.9} if name == "SGD" else {}))
+
+    def groups(ps):
+        return [{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:], "lr": 0.05, "weight_decay": 0.0}]
+    a, b = getattr(torch.optim, name)(groups(params), foreach=False, **flags), getattr(ft, name)(groups(ours), **flags)
+    in_c = []
+    for t in range(5):
+        give(params, ours, [torch.randn_like(p) for p in params])
+        a.step()
+        in_c.append(native_calls(b))
+    assert in_c == [0, 2, 2, 2, 2]
+    assert_same(params, ours, a, b)

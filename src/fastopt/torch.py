@@ -19,9 +19,10 @@ Beyond torch's arguments every optimizer takes ``l1_prox`` (the fused L1 proxima
 (``torch.float32`` or ``torch.bfloat16``; default: the params' dtype, as torch) and
 ``master_weights=True``: a float32 copy of each param (state key ``"master_param"``) is what the
 update steps, in the same pass, and the 16-bit param is written from it.  Both keep their dtypes
-through ``load_state_dict`` (torch casts other state to the param's dtype).  Sparse
-gradients, complex parameters and ``differentiable=True`` raise; ``foreach``, ``fused`` and
-``capturable`` are accepted for compatibility and change nothing (every step here is fused).
+through ``load_state_dict`` (torch casts other state to the param's dtype).  Complex params
+are stepped as their real and imaginary parts, as torch steps them.  Sparse gradients and
+``differentiable=True`` raise; ``foreach``, ``fused`` and ``capturable`` are accepted for
+compatibility and change nothing (every step here is fused).
 """
 from __future__ import annotations
 
@@ -176,9 +177,18 @@ def _dense(t) -> bool:
     return True
 
 
+def _real_dtype(dtype):
+    """The dtype a tensor of dtype is stepped as: a complex one as its real and imaginary parts,
+    as torch's optimizers step it (torch.view_as_real)."""
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+
+
 def _flat(t):
     """t as a 1-D view of its memory: elementwise updates need dense memory, not C order (a
-    channels_last weight, its gradient and its state share strides and are stepped in place)."""
+    channels_last weight, its gradient and its state share strides and are stepped in place); a
+    complex tensor as its real and imaginary parts, interleaved."""
+    if t.is_complex():
+        t = torch.view_as_real(t)
     if t.is_contiguous():
         return t.view(-1)
     if not _dense(t):
@@ -233,7 +243,7 @@ class _Bucket:
         self.locals = [_local(p) for p in params] if self.sharded else params
         self.shard_groups = _shard_groups(params[0]) if self.sharded else []
         grads = [_local(g) for g in grads] if self.sharded else grads
-        self.device, self.dtype = params[0].device, params[0].dtype
+        self.device, self.dtype = params[0].device, _real_dtype(params[0].dtype)  # (the dtype C steps)
         self.cpu = self.device.type == "cpu"
         # a param not dense in memory (a strided view with gaps) is stepped through a contiguous copy
         # of itself, its values gathered before each call and written back after (see gather)
@@ -295,7 +305,7 @@ class _Bucket:
             self.addresses.update({k: [t.data_ptr() for t in v] for k, v in self.state.items()})
             if self.masters:
                 self.addresses["master_params"] = [t.data_ptr() for t in self.masters]
-            self.numel = [p.numel() for p in self.locals]
+            self.numel = [t.numel() for t in self.flat_params]
             self.state_code = _C_DTYPES[next(iter(self.state.values()))[0].dtype] if self.state else None
             self.full = None  # the pointer arrays of a call over every param, made when first used
             self.options = self.options_key = self.seen = None  # the C options struct, the values it was made from
@@ -603,13 +613,19 @@ class _Optimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        for p in group["params"]:
-            if p.is_complex():
-                raise ValueError(f"{type(self).__name__}: complex parameters are not supported")
-            if p.dtype not in _GPU_DTYPES or (p.device.type == "cpu" and p.dtype not in _C_DTYPES):
-                raise TypeError(f"{type(self).__name__}: parameters of dtype {p.dtype} are not supported "
-                                f"(float32, float64, float16, bfloat16)")
-        self._check_hyper(group)
+        try:  # (a refused group leaves the optimizer as it was)
+            for p in group["params"]:
+                real = _real_dtype(p.dtype)
+                if real not in _GPU_DTYPES or (p.device.type == "cpu" and real not in _C_DTYPES):
+                    raise TypeError(f"{type(self).__name__}: parameters of dtype {p.dtype} are not supported "
+                                    f"(float32, float64, float16, bfloat16, complex64, complex128)")
+                if p.is_complex() and (group.get("state_dtype") or group.get("master_weights")):
+                    raise ValueError(f"{type(self).__name__}: state_dtype and master_weights are for real "
+                                     f"16-bit parameters, not {p.dtype}")
+            self._check_hyper(group)
+        except Exception:
+            self.param_groups.pop()
+            raise
         if self._init_eagerly:
             for p in group["params"]:
                 self._ensure_state(p, group)
@@ -735,19 +751,22 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _steady_plan(self, stepped):
         """What :meth:`_steady_step` needs to repeat this step, when it can: every param group
-        stepped, each (merged) group one bucket of all its params, CPU or CUDA, not sharded, every
-        param past its first step; else None.  stepped: (group stepped, its cached buckets)."""
+        stepped, each (merged) group's params all in its buckets (one per device and dtype), CPU or
+        CUDA, not sharded, every param past its first step; else None.  stepped: (group stepped,
+        its cached buckets)."""
         groups = self.param_groups
         position = {id(g): i for i, g in enumerate(groups)}
-        entries = []
+        entries, covered = [], []
         for group, cached in stepped:
             buckets = cached[4] if cached is not None else ()
-            if len(buckets) != 1 or not buckets[0].whole or buckets[0].sharded or buckets[0].any_fresh:
-                return None
+            if not buckets or cached[3] is not None or any(b.sharded or b.any_fresh for b in buckets):
+                return None  # (cached[3]: which params are members, None when all are)
             members = [position[id(g)] for g in group.get("_groups", [group])]
+            covered += members
             # the grad scale of the entry's groups, one value (their scales must be equal to step together)
-            entries.append((group, cached, buckets[0], members, operator.itemgetter(*members, members[0])))
-        if sorted(i for *_, members, _ in entries for i in members) != list(range(len(groups))):
+            entries += [(group, cached, bucket, members, operator.itemgetter(*members, members[0]))
+                        for bucket in buckets]
+        if sorted(covered) != list(range(len(groups))):
             return None
         params = list(map(_params, groups))
         return (self.state, self.state.generation, list(groups), list(map(self._shared_values(), groups)),
@@ -813,7 +832,7 @@ class _Optimizer(torch.optim.Optimizer):
                 fields["step"].offset if self._takes_step else -1,
                 bucket.counts.ctypes.data if bucket.counts is not None else 0,
                 -1 if merged else members[0],
-                tuple(members[m] for m in group["_member_of"]) if merged else None, decayed,
+                tuple(members[m] for m in group["_member_of"][bucket.index]) if merged else None, decayed,
                 tuple(bucket.locals), tuple(bucket.pointers), tuple(bucket.held), tuple(bucket.held_pointers),
                 bucket.contiguous, bucket.written, (bucket, o), beta_at, momentum_at,  # (keep: what the addresses point into)
                 bucket.counts is not None and bucket.counts.dtype == np.float64))
@@ -1145,7 +1164,8 @@ class Adagrad(_Optimizer):
                                          l1_prox, state_dtype, master_weights))
 
     def _init_state(self, key, p, group):
-        return torch.full_like(p, self.defaults["initial_accumulator_value"],
+        value = self.defaults["initial_accumulator_value"]  # (a complex param's real and imaginary parts, as torch)
+        return torch.full_like(p, complex(value, value) if p.is_complex() else value,
                                dtype=group.get("state_dtype") or p.dtype, memory_format=torch.preserve_format)
 
     def _hyper(self, group, first):
