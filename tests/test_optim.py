@@ -338,3 +338,19 @@ def test_steady_steps_repeat_their_prepared_call_and_changes_between_steps_are_f
         plain.step()
         for p, q in zip(ours.params, plain.params):
             np.testing.assert_array_equal(p, q)
+
+
+def test_a_list_hyper_parameter_changed_in_place_is_followed():
+    """betas given as a list (a config file's) and changed in place between steps: the prepared
+    call is made again, bit for bit the optimizer without it."""
+    plain_cls = type("PlainAdamW", (_Unprepared, optim.AdamW), {})
+    a, b = problem(), problem()
+    ours, plain = optim.AdamW(a, lr=0.1, betas=[0.9, 0.999]), plain_cls(b, lr=0.1, betas=[0.9, 0.999])
+    for t in range(1, 7):
+        if t == 3:
+            for o in (ours, plain):
+                o.param_groups[0]["betas"][0] = 0.5
+        ours.step(gradient(a, t))
+        plain.step(gradient(b, t))
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p, q)

@@ -1110,3 +1110,46 @@ def test_merged_groups_of_params_of_two_dtypes_step_natively_each_member_with_it
         in_c.append(native_calls(b))
     assert in_c == [0, 2, 2, 2, 2]
     assert_same(params, ours, a, b)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_a_param_given_a_view_of_another_layout_at_the_same_address_is_followed(name, addresses_read_by):
+    """p.data = a view of the same memory in another layout (transposed; with gaps): the same data
+    pointer, so the checks of the steps (native and Python) compare layouts too; torch's trajectory."""
+    def made():
+        torch.manual_seed(13)
+        bases = [torch.randn(6, 8, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)]
+        return bases, [torch.nn.Parameter(bases[0].view(-1)[:24].view(6, 4)), torch.nn.Parameter(bases[1])]
+    (base_a, params), (base_b, ours) = made(), made()
+    flags = dict(lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    a, b = getattr(torch.optim, name)(params, foreach=False, **flags), getattr(ft, name)(ours, **flags)
+    swaps = {3: lambda base, ps: setattr(ps[1], "data", ps[1].data.t()),  # (4, 4) transposed
+             5: lambda base, ps: setattr(ps[0], "data", base[0][:, :4])}  # (6, 4) with gaps, the same address
+    for t in range(8):
+        if t in swaps:
+            swaps[t](base_a, params)
+            swaps[t](base_b, ours)
+        give(params, ours, [torch.randn(*p.shape, dtype=torch.float64) for p in params])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)
+    for x, y in zip(base_a, base_b):
+        torch.testing.assert_close(y, x)
+
+
+def test_a_step_count_written_without_a_version_bump_is_read_by_the_python_step_too():
+    """state["step"].data.fill_(0) on one param (no version bump): the Python step (a hook forces
+    it) reads each count as the native step does, on torch's trajectory."""
+    torch.manual_seed(14)
+    params = [torch.nn.Parameter(torch.randn(3, dtype=torch.float64)) for _ in range(3)]
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    a, b = torch.optim.AdamW(params, lr=0.1, foreach=False), ft.AdamW(ours, lr=0.1)
+    b.register_step_post_hook(lambda *_: None)
+    for t in range(6):
+        if t == 3:
+            a.state[params[1]]["step"].data.fill_(0)
+            b.state[ours[1]]["step"].data.fill_(0)
+        give(params, ours, [torch.randn_like(p) for p in params])
+        a.step()
+        b.step()
+    assert_same(params, ours, a, b)

@@ -144,6 +144,15 @@ static int sized(PyObject *t, Py_ssize_t expected)
     return PyErr_Occurred() ? (PyErr_Clear(), 0) : n == expected;
 }
 
+/* t.is_contiguous() (a param's .data swapped for a view of another layout at the same address). */
+static int contiguous(PyObject *t)
+{
+    PyObject *r = PyObject_Vectorcall(is_contiguous, &t, 1, NULL);
+    if (!r) return PyErr_Clear(), 0;
+    Py_DECREF(r);
+    return r == Py_True;
+}
+
 /* The plan's objects may hold it (a param's attribute naming its optimizer): the collector sees them. */
 static int plan_traverse(Plan *self, visitproc visit, void *arg)
 {
@@ -406,7 +415,7 @@ static int ready(entry *e)
          * param's bucket is not planned), as many bytes (a .grad.data swapped or resized) */
         PyObject *r = g == Py_None ? NULL : PyObject_Vectorcall(is_contiguous, &g, 1, NULL);
         int ok = r == Py_True && sized(g, e->nbytes[i]) && memory_of(e, g, &e->grads[i]) &&
-                 at(e, p, e->addresses[i]);
+                 at(e, p, e->addresses[i]) && contiguous(p);
         if (!r) PyErr_Clear(); /* (a sparse gradient raises: the Python step names it) */
         Py_XDECREF(r);
         if (!ok) return let_go(e), 0;

@@ -201,7 +201,8 @@ class Optimizer:
         kept, update = self._kept, type(self).update
         if kept is None or params is not kept.arrays[0] or grads is not kept.arrays[1]:
             return update(params, grads, **arrays, **keywords)
-        fixed = {k: v for k, v in keywords.items() if k not in functional._PER_CALL}
+        fixed = {k: tuple(v) if isinstance(v, list) else v  # (a list, which may change in place: its values)
+                 for k, v in keywords.items() if k not in functional._PER_CALL}
         if kept.call is None or not _equal(kept.fixed, fixed):
             kept.call, kept.fixed = functional.prepare(update, params, grads, **arrays, **fixed), fixed
         return kept.call(**{k: v for k, v in keywords.items() if k in functional._PER_CALL and v is not None})

@@ -69,7 +69,7 @@ def _tensor_address_function() -> int:
 
 
 _TENSOR_ADDRESS = _tensor_address_function()
-_data_ptr, _is_contiguous = torch.Tensor.data_ptr, torch.Tensor.is_contiguous
+_data_ptr, _is_contiguous, _strides = torch.Tensor.data_ptr, torch.Tensor.is_contiguous, torch.Tensor.stride
 _grad, _nbytes, _NoneType = operator.attrgetter("grad"), operator.attrgetter("nbytes"), type(None)
 _params = operator.itemgetter("params")
 _lr_and_decay = operator.itemgetter("lr", "weight_decay")
@@ -263,7 +263,6 @@ class _Bucket:
             for i, s in enumerate(self.states):
                 s["step"] = step_counts[i]
             self.counts = step_counts.numpy()
-            self.uniform = bool((self.counts == self.counts[0]).all())  # every member at one step
             self.versioned.append(step_counts)
         if self.states and "mu_product" in self.states[0]:  # in the dtype torch keeps them in (float32, or
             # the params' after torch's load_state_dict; 16-bit ones in float32)
@@ -283,6 +282,7 @@ class _Bucket:
         self.masters = [_flat(_local(s["master_param"])) for s in self.states] if _has_master(group, params[0]) \
             else None
         self.pointers = [p.data_ptr() for p in self.locals]
+        self.strides = list(map(_strides, self.locals))
         # the state tensors themselves (and master copies): `.data = ...` on one moves its memory
         self.held = [_local(s[k]) for s in self.states or () for k in (*self.keys, "master_param") if k in s]
         self.held_pointers = list(map(_data_ptr, self.held))
@@ -324,7 +324,8 @@ class _Bucket:
     def valid(self, opt) -> bool:
         """Whether the params' memory and their state are still what the bucket keeps: ``p.data =
         ...``, ``load_state_dict`` or an engine assigning ``opt.state[p]`` rebuild it."""
-        if list(map(_data_ptr, self.locals)) != self.pointers or list(map(_data_ptr, self.held)) != self.held_pointers:
+        if list(map(_data_ptr, self.locals)) != self.pointers or list(map(_data_ptr, self.held)) != self.held_pointers \
+                or list(map(_strides, self.locals)) != self.strides:  # (p.data = a view at the same address)
             return False
         return opt.state is self.container and opt.state.generation == self.generation and \
             [t._version for t in self.versioned] == self.versions
@@ -1008,7 +1009,7 @@ class _Optimizer(torch.optim.Optimizer):
         function, counts = self._function(group), bucket.counts
         step = steps = None
         if self._takes_step:  # the step being taken: each member's count + 1
-            if idx is None and bucket.uniform:
+            if idx is None and (counts == counts[0]).all():  # (read each call: a count may be set in place)
                 step = int(counts[0]) + 1
             else:
                 steps = (counts if idx is None else counts[idx]).astype(np.int64) + 1
@@ -1042,7 +1043,6 @@ class _Optimizer(torch.optim.Optimizer):
                 counts += 1
             else:
                 counts[idx] += 1
-                bucket.uniform = bool((counts == counts[0]).all())
         if bucket.mu_products is not None:  # the products through this step, in their dtype
             bucket.mu_products[slice(None) if idx is None else idx] = out
         if bucket.any_fresh:
