@@ -112,8 +112,18 @@ static uintptr_t address(PyObject *o)
     return (uintptr_t)PyLong_AsVoidPtr(o);
 }
 
-/* torch's function called behind a C++ exception barrier (guarded.cpp): 0 when it threw. */
+/* torch's function called behind a C++ exception barrier (guarded.cpp): 0 when it threw.  A build
+ * without the barrier (no C++ compiler for its target) never calls it: every answer is "no address",
+ * so fastopt.torch's probe of the function fails and it passes none. */
+#ifdef FASTOPT_NO_BARRIER
+static int fastopt_tensor_address(void *(*address_of)(PyObject *), PyObject *t, uintptr_t *a)
+{
+    (void)address_of, (void)t, (void)a;
+    return 0;
+}
+#else
 int fastopt_tensor_address(void *(*address_of)(PyObject *), PyObject *t, uintptr_t *a);
+#endif
 
 /* Whether t's data pointer could be read, into *a (0 for an empty tensor); a torch error is cleared
  * (the Python step reports it). */
