@@ -154,7 +154,7 @@ static int sized(PyObject *t, Py_ssize_t expected)
     return PyErr_Occurred() ? (PyErr_Clear(), 0) : n == expected;
 }
 
-/* t.is_contiguous() (a param's .data swapped for a view of another layout at the same address). */
+/* t.is_contiguous(); an error (a layout without one) is cleared: not contiguous. */
 static int contiguous(PyObject *t)
 {
     PyObject *r = PyObject_Vectorcall(is_contiguous, &t, 1, NULL);
@@ -422,13 +422,12 @@ static int ready(entry *e)
         if (!g) return PyErr_Clear(), let_go(e), 0;
         e->holding[e->held_grads++] = g;
         /* a gradient with its param's layout and size: C-contiguous as its param (a non-contiguous
-         * param's bucket is not planned), as many bytes (a .grad.data swapped or resized) */
-        PyObject *r = g == Py_None ? NULL : PyObject_Vectorcall(is_contiguous, &g, 1, NULL);
-        int ok = r == Py_True && sized(g, e->nbytes[i]) && memory_of(e, g, &e->grads[i]) &&
-                 at(e, p, e->addresses[i]) && contiguous(p);
-        if (!r) PyErr_Clear(); /* (a sparse gradient raises: the Python step names it) */
-        Py_XDECREF(r);
-        if (!ok) return let_go(e), 0;
+         * param's bucket is not planned), as many bytes (a .grad.data swapped or resized); a
+         * sparse one is not contiguous (or raises): the Python step names it; the param at its
+         * memory and contiguous (a .data swapped for a view of another layout at the same address) */
+        if (g == Py_None || !contiguous(g) || !sized(g, e->nbytes[i]) || !memory_of(e, g, &e->grads[i]) ||
+            !at(e, p, e->addresses[i]) || !contiguous(p))
+            return let_go(e), 0;
     }
     for (Py_ssize_t i = 0; i < e->n_held; i++)
         if (!at(e, e->held[i], e->held_addresses[i])) return let_go(e), 0;

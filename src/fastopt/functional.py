@@ -671,9 +671,9 @@ def prepare(update, *arrays, **keywords):
     the same objects every call (the prepared call holds them; lists are copied, so an array put
     into the caller's list later is not seen), their contents change and their memory, dtype and
     flags (writeable) do not.  An array given for a fixed keyword (``lr`` or ``weight_decay`` per
-    tensor) is held too, its values read at each call; a list there is copied.  A NumPy array held here cannot be resized; a PyTorch
-    tensor's memory is compared at every call, and one that moved (``p.data = ...``) is a
-    ValueError.  GPU arrays likewise: their views (device, dtype, layout, address) are made once.
+    tensor) is held too, its values read at each call; a list there is copied.  A NumPy array
+    held here cannot be resized; a PyTorch tensor's memory is compared at every call, and one that
+    moved (``p.data = ...``) is a ValueError.  GPU arrays likewise: their views (device, dtype, layout, address) are made once.
     With PyTorch, pass gradient tensors that persist: ``zero_grad(set_to_none=True)``, torch's
     default, makes new ``.grad`` tensors at each backward, which a prepared call never sees (it
     keeps stepping with the old ones); use ``zero_grad(set_to_none=False)``, or call ``update``.

@@ -159,10 +159,10 @@ def _mutable(value) -> bool:
     return torch.is_tensor(value) or isinstance(value, (list, dict, np.ndarray))
 
 
-def _scalar_dtype():
-    """The dtype of a new step count (and NAdam's mu_product), as torch's optimizers make them:
-    float64 under a float64 default dtype, else float32."""
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+def _same_layout(a, b) -> bool:
+    """Whether two tensors of one shape pair their elements in memory: the same strides, or both
+    C-contiguous (strides of size-1 dims aside)."""
+    return a.stride() == b.stride() or (a.is_contiguous() and b.is_contiguous())
 
 
 def _dense(t) -> bool:
@@ -273,10 +273,11 @@ class _Bucket:
                 s["mu_product"] = mu_products[i]
             self.mu_products = mu_products.numpy()
             self.versioned.append(mu_products)
-        for p, t, s in zip(params, self.targets, self.states or ()):  # state laid out as its param (a
-            for k in (*self.keys, "master_param"):   # checkpoint of another layout): the update pairs elements in memory
-                if k in s and _local(s[k]).stride() != t.stride() and \
-                        not (_local(s[k]).is_contiguous() and t.is_contiguous()):
+        # state laid out as what the kernels write (a checkpoint of another layout): the update
+        # pairs elements in memory
+        for p, t, s in zip(params, self.targets, self.states or ()):
+            for k in (*self.keys, "master_param"):
+                if k in s and not _same_layout(_local(s[k]), t):
                     s[k] = torch.empty_like(p if t is _local(p) else t, dtype=s[k].dtype).copy_(s[k])
         self.state = {k: [_flat(_local(s[k])) for s in self.states] for k in self.keys}
         self.masters = [_flat(_local(s["master_param"])) for s in self.states] if _has_master(group, params[0]) \
@@ -348,20 +349,24 @@ class _Bucket:
         for j, (i, g) in enumerate(zip(positions, grads)):
             _check_grad(g)
             t = self.targets[i]
-            if g.stride() != t.stride() and not (g.is_contiguous() and t.is_contiguous()):
+            if not _same_layout(g, t):
                 out[j] = torch.empty_like(t, dtype=g.dtype).copy_(g.detach())
         return out
 
     def gather(self, idx) -> None:
         """The contiguous copies of members at positions idx (None: all) not dense in memory take
         their params' values (which the caller may have changed since the last step)."""
-        for i in self.copies if idx is None else [i for i in idx if i in self.copies]:
+        for i in self._copied(idx):
             self.copies[i].copy_(self.locals[i].detach())
 
     def scatter(self, idx) -> None:
         """Those params take their stepped copies' values."""
-        for i in self.copies if idx is None else [i for i in idx if i in self.copies]:
+        for i in self._copied(idx):
             self.locals[i].detach().copy_(self.copies[i])
+
+    def _copied(self, idx) -> list:
+        """The positions among idx (None: all) of members stepped through a copy."""
+        return list(self.copies) if idx is None else [i for i in idx if i in self.copies]
 
     def call_arrays(self, idx, grads):
         """(params, grads, {state key: tensors}, master copies or None) of a GPU call over the
@@ -709,7 +714,7 @@ class _Optimizer(torch.optim.Optimizer):
         state = self.state[p]
         made = False
         if self._stepped and "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+            state["step"] = torch.tensor(0.0, dtype=_torch_optim._get_scalar_dtype())
         for k in keys:
             if state.get(k) is None:  # (None: reset by the user, e.g. SGD's momentum_buffer, as torch allows)
                 state[k] = self._init_state(k, p, group)
@@ -835,8 +840,8 @@ class _Optimizer(torch.optim.Optimizer):
                 -1 if merged else members[0],
                 tuple(members[m] for m in group["_member_of"][bucket.index]) if merged else None, decayed,
                 tuple(bucket.locals), tuple(bucket.pointers), tuple(bucket.held), tuple(bucket.held_pointers),
-                bucket.contiguous, bucket.written, (bucket, o), beta_at, momentum_at,  # (keep: what the addresses point into)
-                bucket.counts is not None and bucket.counts.dtype == np.float64))
+                bucket.contiguous, bucket.written, (bucket, o),  # (keep: what the addresses point into)
+                beta_at, momentum_at, bucket.counts is not None and bucket.counts.dtype == np.float64))
         return _steady.Plan(state, generation, tuple(groups), tuple(tuple(g.items()) for g in groups),
                             tuple(skip), tuple(tuple(g["params"]) for g in groups),
                             (_profiler, _torch_optim, _increment_version, _unscale, _TENSOR_ADDRESS), tuple(rows))
@@ -1192,7 +1197,7 @@ class NAdam(_Optimizer):
 
     def _ensure_state(self, p, group):
         if "mu_product" not in self.state[p]:
-            self.state[p]["mu_product"] = torch.tensor(1.0, dtype=_scalar_dtype())
+            self.state[p]["mu_product"] = torch.tensor(1.0, dtype=_torch_optim._get_scalar_dtype())
         super()._ensure_state(p, group)
 
     def _hyper(self, group, first):
